@@ -1,0 +1,88 @@
+# arus: `make` lists the targets. The two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+SETUP_STAMP := $(VENV)/.arus-setup
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+## --- the two commands -------------------------------------------------------
+
+.PHONY: demo
+demo: setup kafka-up ## Set everything up, produce IoT readings, run the main job, print its results
+	$(PY) -m producers.iot --count 3000
+	spark-submit jobs/aggregate.py --show
+
+.PHONY: test
+test: setup ## Run every test (unit + integration against the real broker, which it starts)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## --- setup --------------------------------------------------------------------
+
+.PHONY: setup
+setup: $(SETUP_STAMP) ## Create .venv with pinned packages and fetch the Kafka and Spark jars
+
+$(SETUP_STAMP): requirements.txt constraints.txt pyproject.toml jvm/kafka/pom.xml jvm/spark/pom.xml scripts/fetch-jars.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps -e .
+	PYTHON=$(PY) scripts/fetch-jars.sh
+	touch $@
+
+.PHONY: lock
+lock: ## Re-pin constraints.txt after editing requirements.txt
+	$(PY) -m pip install -q -r requirements.txt
+	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^arus'; } > constraints.new
+	mv constraints.new constraints.txt
+
+## --- the local Kafka broker -----------------------------------------------------
+
+.PHONY: kafka-up
+kafka-up: setup ## Start the local broker on 127.0.0.1:9092 and create the topics in conf/
+	$(PY) -m arus.broker up
+
+.PHONY: kafka-down
+kafka-down: ## Stop the local broker
+	$(PY) -m arus.broker down
+
+.PHONY: kafka-reset
+kafka-reset: ## Stop the local broker and wipe its data
+	$(PY) -m arus.broker reset
+
+.PHONY: kafka-status
+kafka-status: ## Is the local broker running?
+	$(PY) -m arus.broker status
+
+## --- producers and jobs ----------------------------------------------------------
+
+.PHONY: produce-iot
+produce-iot: kafka-up ## Simulate the IoT fleet (a demo run that stops by itself)
+	$(PY) -m producers.iot --count 3000
+
+.PHONY: aggregate
+aggregate: kafka-up ## Run the main job (catch up, then stop) and show its output
+	spark-submit jobs/aggregate.py --show
+
+## --- quality -----------------------------------------------------------------------
+
+.PHONY: lint
+lint: setup ## ruff (lint + format check) and mypy
+	ruff check .
+	ruff format --check .
+	mypy
+
+.PHONY: format
+format: setup ## Format the code with ruff
+	ruff format .
+	ruff check --fix .
+
+.PHONY: clean
+clean: ## Remove local tables and checkpoints (data/); the broker's data stays (kafka-reset)
+	rm -rf data spark-warehouse

@@ -1,0 +1,290 @@
+"""Typed, immutable configuration loaded from conf/*.toml with environment overrides.
+
+Every mistake fails fast with a ConfigError naming the key and the file: an unknown key, a missing
+key, or a value of the wrong type. Deployment values (where Kafka is, where tables live) can be
+overridden from the environment; secrets (SASL user and password) only ever come from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "conf" / "arus.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, with the file and the key it concerns."""
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = dataclasses.field(default="", repr=False)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection settings for kafka-python clients."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        return kwargs
+
+    def spark_options(self) -> dict[str, str]:
+        """Connection settings for Spark's Kafka source and sink."""
+        options = {
+            "kafka.bootstrap.servers": self.bootstrap_servers,
+            "kafka.security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            module = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule"
+                if self.sasl_mechanism == "PLAIN"
+                else "org.apache.kafka.common.security.scram.ScramLoginModule"
+            )
+            options["kafka.sasl.mechanism"] = self.sasl_mechanism
+            options["kafka.sasl.jaas.config"] = (
+                f'{module} required username="{self.sasl_username}" '
+                f'password="{self.sasl_password}";'
+            )
+        return options
+
+
+@dataclass(frozen=True)
+class ProducerConfig:
+    acks: str
+    idempotence: bool
+    compression: str
+    linger_ms: int
+    batch_size: int
+    max_block_ms: int
+    request_timeout_ms: int
+
+
+@dataclass(frozen=True)
+class IotConfig:
+    topic: str
+    devices_topic: str
+    devices: int
+    seed: int
+    interval_s: float
+    speed: float
+    demo_count: int
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    host: str
+    port: int
+    controller_port: int
+    heap: str
+    dir: str
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str
+    shuffle_partitions: int
+    driver_memory: str
+    ui_enabled: bool
+    jars_dir: str
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    lake: str
+    checkpoints: str
+
+
+@dataclass(frozen=True)
+class AggregateConfig:
+    input_topic: str
+    output_topic: str
+    deadletter_topic: str
+    table: str
+    deadletter_table: str
+    schema: str
+    event_time_field: str
+    keys: tuple[str, ...]
+    value_fields: tuple[str, ...]
+    window: str
+    watermark: str
+    dedup_field: str = ""
+    starting_offsets: str = "earliest"
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    name: str
+    partitions: int
+    retention_ms: int
+    cleanup_policy: str
+    replication_factor: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig
+    producer: ProducerConfig
+    iot: IotConfig
+    broker: BrokerConfig
+    spark: SparkConfig
+    paths: PathsConfig
+    aggregate: AggregateConfig
+    topics: tuple[TopicConfig, ...]
+    schemas: dict[str, str]
+    source: str = ""
+
+    def schema(self, name: str) -> str:
+        """A named event schema (a Spark DDL string; NOT NULL marks required fields)."""
+        try:
+            return self.schemas[name]
+        except KeyError:
+            raise ConfigError(f"{self.source}: no schema named {name!r} in [schemas]") from None
+
+    def topic(self, name: str) -> TopicConfig:
+        for topic in self.topics:
+            if topic.name == name:
+                return topic
+        raise ConfigError(f"{self.source}: no [[topics]] entry named {name!r}")
+
+    def resolve(self, path: str) -> Path:
+        """A configured path, relative paths taken from the repository root."""
+        p = Path(path)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+
+# (environment variable, section, key). Secrets appear only here, never in conf/.
+ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
+    ("KAFKA_BOOTSTRAP_SERVERS", "kafka", "bootstrap_servers"),
+    ("KAFKA_SECURITY_PROTOCOL", "kafka", "security_protocol"),
+    ("KAFKA_SASL_MECHANISM", "kafka", "sasl_mechanism"),
+    ("KAFKA_SASL_USERNAME", "kafka", "sasl_username"),
+    ("KAFKA_SASL_PASSWORD", "kafka", "sasl_password"),
+    ("SPARK_MASTER", "spark", "master"),
+    ("ARUS_LAKE_DIR", "paths", "lake"),
+    ("ARUS_CHECKPOINT_DIR", "paths", "checkpoints"),
+)
+SECRET_KEYS = frozenset({("kafka", "sasl_username"), ("kafka", "sasl_password")})
+
+T = TypeVar("T")
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load the config file (default: $ARUS_CONFIG or conf/arus.toml) and apply env overrides."""
+    env = os.environ if env is None else env
+    file = Path(path or env.get("ARUS_CONFIG") or DEFAULT_CONFIG)
+    try:
+        with open(file, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+
+    for section, key in SECRET_KEYS:
+        if key in raw.get(section, {}):
+            raise ConfigError(
+                f"{file}: [{section}] {key} must come from the environment, not from a file"
+            )
+    for var, section, key in ENV_OVERRIDES:
+        if env.get(var):
+            raw.setdefault(section, {})[key] = env[var]
+
+    config = build(Config, raw, "", file)
+    return dataclasses.replace(config, source=str(file))
+
+
+def build(cls: type[T], data: Any, where: str, file: Path) -> T:
+    """Build the dataclass cls from parsed TOML, checking keys and types strictly."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: {where or 'top level'} must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    known = {name for name in fields if name != "source"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{file}: unknown key {_join(where, key)!r}")
+    values: dict[str, Any] = {}
+    for name in known:
+        field = fields[name]
+        key = _join(where, name)
+        if name not in data:
+            has_default = (
+                field.default is not dataclasses.MISSING
+                or field.default_factory is not dataclasses.MISSING
+            )
+            if has_default:
+                continue
+            raise ConfigError(f"{file}: missing key {key!r}")
+        values[name] = _convert(hints[name], data[name], key, file)
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, key: str, file: Path) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key, file)  # type: ignore[arg-type]
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{file}: {key!r} must be a list, got {value!r}")
+        return tuple(_convert(item_tp, v, f"{key}[{i}]", file) for i, v in enumerate(value))
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{file}: {key!r} must be a table, got {value!r}")
+        return {
+            _convert(key_tp, k, key, file): _convert(value_tp, v, _join(key, k), file)
+            for k, v in value.items()
+        }
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{file}: {key!r} has an unsupported type")
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ConfigError(f"{file}: {key!r} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{file}: {key!r} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{file}: {key!r} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{file}: {key!r} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{file}: {key!r} has an unsupported type {tp!r}")
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

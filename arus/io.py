@@ -1,0 +1,88 @@
+"""Readers and writers: the only place jobs touch Kafka and Delta.
+
+Writers take a static DataFrame, so the same function serves a batch job and, through
+`foreachBatch`, a streaming query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from arus.config import KafkaConfig
+
+
+def read_kafka_stream(
+    spark: SparkSession,
+    kafka: KafkaConfig,
+    topic: str,
+    starting_offsets: str = "earliest",
+    max_offsets_per_trigger: int | None = None,
+    fail_on_data_loss: bool = True,
+) -> DataFrame:
+    """A streaming read of `topic`.  # key, value, topic, partition, offset, timestamp, timestampType"""
+    reader = (
+        spark.readStream.format("kafka")
+        .options(**kafka.spark_options())
+        .option("subscribe", topic)
+        .option("startingOffsets", starting_offsets)
+        .option("failOnDataLoss", str(fail_on_data_loss).lower())
+    )
+    if max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
+    return reader.load()
+
+
+def read_kafka_batch(
+    spark: SparkSession,
+    kafka: KafkaConfig,
+    topic: str,
+    starting_offsets: str = "earliest",
+    ending_offsets: str = "latest",
+) -> DataFrame:
+    """A bounded read of `topic` (offsets as Spark's JSON, or earliest/latest)."""
+    return (
+        spark.read.format("kafka")
+        .options(**kafka.spark_options())
+        .option("subscribe", topic)
+        .option("startingOffsets", starting_offsets)
+        .option("endingOffsets", ending_offsets)
+        .load()
+    )
+
+
+def write_kafka(df: DataFrame, kafka: KafkaConfig, topic: str) -> None:
+    """Write rows that have `key` and `value` columns to `topic` (at-least-once)."""
+    df.write.format("kafka").options(**kafka.spark_options()).option("topic", topic).save()
+
+
+def merge_into_delta(df: DataFrame, path: str, keys: Sequence[str]) -> None:
+    """Upsert rows into the Delta table at `path` by `keys`, creating the table on first use.
+
+    Re-running the same rows changes nothing, which is what makes a replayed micro-batch safe.
+    """
+    spark = df.sparkSession
+    if not DeltaTable.isDeltaTable(spark, path):
+        df.limit(0).write.format("delta").mode("ignore").save(path)
+    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(df.alias("s"), condition)
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def append_to_delta(df: DataFrame, path: str, app_id: str, batch_id: int) -> None:
+    """Append a micro-batch once: Delta skips a (txnAppId, txnVersion) it has already committed."""
+    (
+        df.write.format("delta")
+        .mode("append")
+        .option("txnAppId", app_id)
+        .option("txnVersion", str(batch_id))
+        .save(path)
+    )

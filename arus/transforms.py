@@ -1,0 +1,160 @@
+"""Pure DataFrame -> DataFrame transforms, shared by the streaming and the batch jobs.
+
+None of these functions reads, writes or starts a query; they work the same on `spark.read` and
+`spark.readStream` DataFrames. Event time is always UTC (the session time zone is UTC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+# Kafka's columns and the parse error live under names that no event field is expected to take.
+SOURCE = "_source"
+ERROR = "_error"
+KAFKA_COLUMNS = ("topic", "partition", "offset", "timestamp", "key", "value")
+
+
+def schema_from_ddl(ddl: str) -> T.StructType:
+    """A Spark DDL string ("a STRING NOT NULL, b DOUBLE") as a StructType; NOT NULL marks required."""
+    schema = T._parse_datatype_string(ddl)
+    if not isinstance(schema, T.StructType):
+        raise ValueError(f"schema must be a list of fields, got {ddl!r}")
+    return schema
+
+
+def required_fields(schema: T.StructType) -> list[str]:
+    return [f.name for f in schema.fields if not f.nullable]
+
+
+def _nullable(schema: T.StructType) -> T.StructType:
+    return T.StructType([T.StructField(f.name, f.dataType, True) for f in schema.fields])
+
+
+def parse_json_error(value: Column, text: Column, parsed: Column, schema: T.StructType) -> Column:
+    """Why a record is bad, or null when it is good: the first reason in a fixed order."""
+    required = set(required_fields(schema))
+    keys = F.json_object_keys(text)
+    checks: list[tuple[Column, str]] = [
+        (value.isNull() | (F.length(value) == 0), "empty value"),
+        (~F.call_function("is_valid_utf8", value), "not UTF-8"),
+        (keys.isNull(), "not a JSON object"),
+    ]
+    for field in schema.fields:
+        raw = F.get_json_object(text, f"$.{field.name}")
+        if field.name in required:
+            checks.append((raw.isNull(), f"missing required field {field.name}"))
+        checks.append(
+            (
+                raw.isNotNull() & parsed[field.name].isNull(),
+                f"wrong type for field {field.name}: expected {field.dataType.simpleString()}",
+            )
+        )
+    reason: Column = F.lit(None).cast("string")
+    for condition, message in reversed(checks):
+        reason = F.when(condition, F.lit(message)).otherwise(reason)
+    return reason
+
+
+def parse_events(raw: DataFrame, schema: T.StructType) -> DataFrame:
+    """Kafka rows -> one row per record with the schema's fields, its Kafka source and an error.
+
+    # _source (topic, partition, offset, timestamp, key, value), <schema fields...>, _error
+    `_error` is null for a good record; every record keeps its original bytes in `_source.value`.
+    """
+    text = F.col("value").cast("string")
+    parsed = F.from_json(text, _nullable(schema))
+    return raw.select(
+        F.struct(*KAFKA_COLUMNS).alias(SOURCE),
+        parsed.alias("_parsed"),
+        parse_json_error(F.col("value"), text, parsed, schema).alias(ERROR),
+    ).select(SOURCE, "_parsed.*", ERROR)
+
+
+def valid_events(parsed: DataFrame, schema: T.StructType) -> DataFrame:
+    """The good records, with exactly the schema's fields.  # <schema fields...>"""
+    return parsed.where(F.col(ERROR).isNull()).select(*schema.fieldNames())
+
+
+def dead_letters(parsed: DataFrame) -> DataFrame:
+    """The bad records with where they came from, why, and their original bytes.
+
+    # topic, partition, offset, timestamp, key, value, error
+    """
+    return parsed.where(F.col(ERROR).isNotNull()).select(f"{SOURCE}.*", F.col(ERROR).alias("error"))
+
+
+def with_watermark(events: DataFrame, event_time: str, delay: str) -> DataFrame:
+    """Bound how late an event may arrive; a no-op on batch DataFrames."""
+    return events.withWatermark(event_time, delay)
+
+
+def drop_duplicate_events(events: DataFrame, id_field: str) -> DataFrame:
+    """One row per event id; in a stream, ids are remembered until the watermark passes them."""
+    if events.isStreaming:
+        return events.dropDuplicatesWithinWatermark([id_field])
+    return events.dropDuplicates([id_field])
+
+
+def aggregate_windows(
+    events: DataFrame,
+    keys: Sequence[str],
+    value_fields: Sequence[str],
+    event_time: str,
+    window: str,
+    slide: str | None = None,
+) -> DataFrame:
+    """Event-time window aggregates per key: tumbling, or sliding when `slide` is given.
+
+    # *keys, window_start, window_end, count, <f>_mean, <f>_min, <f>_max, <f>_stddev, <f>_p50, <f>_p95
+    `stddev` is the sample standard deviation (null for one event); p50/p95 are approximate.
+    """
+    win = F.window(event_time, window, slide) if slide else F.window(event_time, window)
+    metrics: list[Column] = [F.count(F.lit(1)).alias("count")]
+    for field in value_fields:
+        col = F.col(field).cast("double")
+        metrics += [
+            F.avg(col).alias(f"{field}_mean"),
+            F.min(col).alias(f"{field}_min"),
+            F.max(col).alias(f"{field}_max"),
+            F.stddev_samp(col).alias(f"{field}_stddev"),
+            F.percentile_approx(col, 0.5, 10000).alias(f"{field}_p50"),
+            F.percentile_approx(col, 0.95, 10000).alias(f"{field}_p95"),
+        ]
+    return (
+        events.groupBy(win.alias("window"), *keys)
+        .agg(*metrics)
+        .select(
+            *keys,
+            F.col("window.start").alias("window_start"),
+            F.col("window.end").alias("window_end"),
+            *_metric_names(value_fields),
+        )
+    )
+
+
+def _metric_names(value_fields: Sequence[str]) -> list[str]:
+    names = ["count"]
+    for field in value_fields:
+        names += [f"{field}_{m}" for m in ("mean", "min", "max", "stddev", "p50", "p95")]
+    return names
+
+
+def aggregate_key(keys: Sequence[str]) -> Column:
+    """A deterministic record key for an aggregate: the entity and the window start, in UTC."""
+    return F.concat_ws(
+        "|",
+        *[F.col(k).cast("string") for k in keys],
+        F.date_format("window_start", "yyyy-MM-dd'T'HH:mm:ss'Z'"),
+    )
+
+
+def to_kafka_records(df: DataFrame, key: Column) -> DataFrame:
+    """Any rows -> Kafka records: the given key, all columns as a JSON value.  # key, value"""
+    return df.select(
+        key.cast("string").alias("key"),
+        F.to_json(F.struct(*df.columns), {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"}).alias("value"),
+    )

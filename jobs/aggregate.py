@@ -1,0 +1,265 @@
+"""The main job: event-time window aggregates of a JSON Kafka topic, into a Kafka topic and Delta.
+
+    spark-submit jobs/aggregate.py                          # catch up on the topic, then stop
+    spark-submit jobs/aggregate.py --trigger "10 seconds"   # run live until Ctrl-C
+    spark-submit jobs/aggregate.py --window "5 minutes" --slide "1 minute" --show
+
+Reads `[aggregate] input_topic` (any JSON topic: schema, keys, value fields and event-time field
+come from conf/arus.toml), drops nothing: records that fail to parse go to the dead-letter topic
+and table with their original bytes and the reason. Aggregates are upserted into the Delta table
+by (keys, window), so a replayed micro-batch writes each row exactly once; the Kafka output is
+at-least-once, each record keyed by entity and window start so consumers can deduplicate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from arus.config import AggregateConfig, Config, ConfigError, load_config
+from arus.io import append_to_delta, merge_into_delta, read_kafka_batch, read_kafka_stream, write_kafka
+from arus.spark import build_session
+from arus.transforms import (
+    aggregate_key,
+    aggregate_windows,
+    dead_letters,
+    drop_duplicate_events,
+    parse_events,
+    schema_from_ddl,
+    to_kafka_records,
+    valid_events,
+    with_watermark,
+)
+
+APP = "arus-aggregate"
+
+
+@dataclass(frozen=True)
+class Settings:
+    job: AggregateConfig
+    slide: str | None
+    trigger: str
+    table_path: str
+    deadletter_path: str
+    checkpoint: str
+    max_offsets_per_trigger: int | None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="spark-submit jobs/aggregate.py",
+        description="Event-time window aggregates of a JSON Kafka topic, into Kafka and Delta.",
+    )
+    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
+    parser.add_argument("--input-topic", help="topic to read")
+    parser.add_argument("--output-topic", help="topic for the aggregates")
+    parser.add_argument("--deadletter-topic", help="topic for records that fail to parse")
+    parser.add_argument("--table", help="Delta table name (under [paths] lake) or absolute path")
+    parser.add_argument("--deadletter-table", help="dead-letter Delta table name or path")
+    parser.add_argument("--window", help='window length, e.g. "1 minute"')
+    parser.add_argument("--slide", help='slide for sliding windows, e.g. "30 seconds" (default: tumbling)')
+    parser.add_argument("--watermark", help='how late events may be, e.g. "2 minutes"')
+    parser.add_argument("--keys", help="comma-separated key fields")
+    parser.add_argument("--value-fields", help="comma-separated numeric fields to aggregate")
+    parser.add_argument("--event-time-field", help="the event-time field")
+    parser.add_argument(
+        "--trigger",
+        default="available-now",
+        help='"available-now" (process what is there, then stop) or an interval such as "10 seconds"',
+    )
+    parser.add_argument("--starting-offsets", help="earliest or latest, for a new checkpoint")
+    parser.add_argument("--checkpoint", help="checkpoint folder (default under [paths] checkpoints)")
+    parser.add_argument("--max-offsets-per-trigger", type=int, help="cap on records per micro-batch")
+    parser.add_argument("--show", action="store_true", help="print the table and topic contents at the end")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace, config: Config) -> Settings:
+    def csv(text: str | None) -> tuple[str, ...] | None:
+        return tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
+
+    overrides = {
+        "input_topic": args.input_topic,
+        "output_topic": args.output_topic,
+        "deadletter_topic": args.deadletter_topic,
+        "table": args.table,
+        "deadletter_table": args.deadletter_table,
+        "window": args.window,
+        "watermark": args.watermark,
+        "keys": csv(args.keys),
+        "value_fields": csv(args.value_fields),
+        "event_time_field": args.event_time_field,
+        "starting_offsets": args.starting_offsets,
+    }
+    job = replace(config.aggregate, **{k: v for k, v in overrides.items() if v is not None})
+    lake = config.resolve(config.paths.lake)
+    return Settings(
+        job=job,
+        slide=args.slide,
+        trigger=args.trigger,
+        table_path=str(lake / job.table),
+        deadletter_path=str(lake / job.deadletter_table),
+        checkpoint=args.checkpoint or str(config.resolve(config.paths.checkpoints) / "aggregate"),
+        max_offsets_per_trigger=args.max_offsets_per_trigger,
+    )
+
+
+def write_aggregates(config: Config, settings: Settings) -> Callable[[DataFrame, int], None]:
+    """The per-micro-batch writer: upsert into Delta, then publish to Kafka."""
+    keys = list(settings.job.keys)
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        batch.persist()
+        try:
+            merge_into_delta(batch, settings.table_path, [*keys, "window_start"])
+            write_kafka(to_kafka_records(batch, aggregate_key(keys)), config.kafka, settings.job.output_topic)
+        finally:
+            batch.unpersist()
+
+    return write
+
+
+def write_dead_letters(config: Config, settings: Settings) -> Callable[[DataFrame, int], None]:
+    """Dead letters: appended to Delta once per batch; to Kafka with the original bytes as value."""
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        batch.persist()
+        try:
+            append_to_delta(batch, settings.deadletter_path, f"{APP}-deadletter", batch_id)
+            write_kafka(dead_letter_records(batch), config.kafka, settings.job.deadletter_topic)
+        finally:
+            batch.unpersist()
+
+    return write
+
+
+def dead_letter_records(dead: DataFrame) -> DataFrame:
+    """Original key and bytes, with the reason and the source position in headers.
+
+    # key, value, headers
+    """
+    return dead.select(
+        "key",
+        "value",
+        F.array(
+            _header("error", F.col("error")),
+            _header("source_topic", F.col("topic")),
+            _header("source_partition", F.col("partition")),
+            _header("source_offset", F.col("offset")),
+        ).alias("headers"),
+    )
+
+
+def _header(name: str, value: Column) -> Column:
+    return F.struct(F.lit(name).alias("key"), value.cast("string").cast("binary").alias("value"))
+
+
+def start_queries(spark: SparkSession, config: Config, settings: Settings) -> list[StreamingQuery]:
+    job = settings.job
+    schema = schema_from_ddl(config.schema(job.schema))
+    raw = read_kafka_stream(
+        spark, config.kafka, job.input_topic, job.starting_offsets, settings.max_offsets_per_trigger
+    )
+    parsed = parse_events(raw, schema)
+    events = with_watermark(valid_events(parsed, schema), job.event_time_field, job.watermark)
+    if job.dedup_field:
+        events = drop_duplicate_events(events, job.dedup_field)
+    aggregates = aggregate_windows(
+        events,
+        keys=job.keys,
+        value_fields=job.value_fields,
+        event_time=job.event_time_field,
+        window=job.window,
+        slide=settings.slide,
+    )
+    trigger = {"availableNow": True} if settings.trigger == "available-now" else {"processingTime": settings.trigger}
+    queries = [
+        aggregates.writeStream.queryName("aggregates")
+        .outputMode("update")
+        .foreachBatch(write_aggregates(config, settings))
+        .option("checkpointLocation", f"{settings.checkpoint}/aggregates")
+        .trigger(**trigger)
+        .start(),
+        dead_letters(parsed)
+        .writeStream.queryName("deadletter")
+        .foreachBatch(write_dead_letters(config, settings))
+        .option("checkpointLocation", f"{settings.checkpoint}/deadletter")
+        .trigger(**trigger)
+        .start(),
+    ]
+    return queries
+
+
+def progress_line(query: StreamingQuery) -> str:
+    progress = query.lastProgress
+    if not progress:
+        return f"{query.name}: no batch yet"
+    watermark = progress.get("eventTime", {}).get("watermark", "-")
+    return (
+        f"{query.name}: batch {progress['batchId']}, {progress['numInputRows']} rows, "
+        f"{progress.get('processedRowsPerSecond') or 0:,.0f} rows/s, watermark {watermark}"
+    )
+
+
+def await_queries(queries: list[StreamingQuery], report_every: float = 10.0) -> None:
+    """Wait for the queries to end (availableNow) or for Ctrl-C, printing progress as they go."""
+    try:
+        while any(q.isActive for q in queries):
+            for q in queries:
+                q.awaitTermination(report_every)
+            for q in queries:
+                print(progress_line(q), flush=True)
+    except KeyboardInterrupt:
+        for q in queries:
+            q.stop()
+    for q in queries:
+        if q.exception():
+            raise RuntimeError(f"query {q.name} failed: {q.exception()}")
+
+
+def show_results(spark: SparkSession, config: Config, settings: Settings) -> None:
+    job = settings.job
+    table = spark.read.format("delta").load(settings.table_path)
+    print(f"\nDelta table {settings.table_path}: {table.count()} rows")
+    table.orderBy("window_start", *job.keys).show(20, truncate=False)
+    topic = read_kafka_batch(spark, config.kafka, job.output_topic)
+    print(f"Kafka topic {job.output_topic}: {topic.count()} records (latest per key is current)")
+    topic.selectExpr("CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value").show(5, truncate=False)
+    dead = spark.read.format("delta").load(settings.deadletter_path) if _is_table(spark, settings.deadletter_path) else None
+    print(f"Dead letters: {dead.count() if dead is not None else 0} records in {settings.deadletter_path}")
+
+
+def _is_table(spark: SparkSession, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+        settings = settings_from(args, config)
+        config.schema(settings.job.schema)
+    except ConfigError as exc:
+        print(f"aggregate: {exc}", file=sys.stderr)
+        return 1
+    spark = build_session(APP, config.spark)
+    started = time.monotonic()
+    queries = start_queries(spark, config, settings)
+    await_queries(queries)
+    print(f"aggregate: done in {time.monotonic() - started:.1f}s")
+    if args.show:
+        show_results(spark, config, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
