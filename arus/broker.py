@@ -174,15 +174,16 @@ def start_node(node: Node, heap: str) -> None:
     """Start one node in the background, its output in broker.log, its PID recorded."""
     if _pid(node) is not None:
         return
-    log = open(node.log_file, "ab")
-    proc = subprocess.Popen(
-        _java("kafka.Kafka", str(node.properties_file), heap=heap),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # survives the make target that started it
-        env={**os.environ, "LOG_DIR": str(node.home)},
-    )
+    # The child keeps its own copy of the log's file descriptor, so ours can close at once.
+    with open(node.log_file, "ab") as log:
+        proc = subprocess.Popen(
+            _java("kafka.Kafka", str(node.properties_file), heap=heap),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # survives the make target that started it
+            env={**os.environ, "LOG_DIR": str(node.home)},
+        )
     node.pid_file.write_text(str(proc.pid))
 
 

@@ -59,8 +59,7 @@ class KafkaConfig:
             )
             options["kafka.sasl.mechanism"] = self.sasl_mechanism
             options["kafka.sasl.jaas.config"] = (
-                f'{module} required username="{self.sasl_username}" '
-                f'password="{self.sasl_password}";'
+                f'{module} required username="{self.sasl_username}" password="{self.sasl_password}";'
             )
         return options
 
@@ -199,9 +198,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
 
     for section, key in SECRET_KEYS:
         if key in raw.get(section, {}):
-            raise ConfigError(
-                f"{file}: [{section}] {key} must come from the environment, not from a file"
-            )
+            raise ConfigError(f"{file}: [{section}] {key} must come from the environment, not from a file")
     for var, section, key in ENV_OVERRIDES:
         if env.get(var):
             raw.setdefault(section, {})[key] = env[var]
@@ -226,8 +223,7 @@ def build(cls: type[T], data: Any, where: str, file: Path) -> T:
         key = _join(where, name)
         if name not in data:
             has_default = (
-                field.default is not dataclasses.MISSING
-                or field.default_factory is not dataclasses.MISSING
+                field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
             )
             if has_default:
                 continue

@@ -179,7 +179,11 @@ def start_queries(spark: SparkSession, config: Config, settings: Settings) -> li
         window=job.window,
         slide=settings.slide,
     )
-    trigger = {"availableNow": True} if settings.trigger == "available-now" else {"processingTime": settings.trigger}
+    trigger = (
+        {"availableNow": True}
+        if settings.trigger == "available-now"
+        else {"processingTime": settings.trigger}
+    )
     queries = [
         aggregates.writeStream.queryName("aggregates")
         .outputMode("update")
@@ -208,7 +212,7 @@ def progress_line(query: StreamingQuery) -> str:
     )
 
 
-def await_queries(queries: list[StreamingQuery], report_every: float = 10.0) -> None:
+def await_queries(queries: list[StreamingQuery], report_every: int = 10) -> None:
     """Wait for the queries to end (availableNow) or for Ctrl-C, printing progress as they go."""
     try:
         while any(q.isActive for q in queries):
@@ -232,7 +236,11 @@ def show_results(spark: SparkSession, config: Config, settings: Settings) -> Non
     topic = read_kafka_batch(spark, config.kafka, job.output_topic)
     print(f"Kafka topic {job.output_topic}: {topic.count()} records (latest per key is current)")
     topic.selectExpr("CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value").show(5, truncate=False)
-    dead = spark.read.format("delta").load(settings.deadletter_path) if _is_table(spark, settings.deadletter_path) else None
+    dead = (
+        spark.read.format("delta").load(settings.deadletter_path)
+        if _is_table(spark, settings.deadletter_path)
+        else None
+    )
     print(f"Dead letters: {dead.count() if dead is not None else 0} records in {settings.deadletter_path}")
 
 

@@ -63,7 +63,9 @@ def event_id(device_id: str, seq: int) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{SOURCE}/{device_id}/{seq}"))
 
 
-def readings(devices: list[Device], start: datetime, interval_s: float, seed: int) -> Iterator[dict[str, object]]:
+def readings(
+    devices: list[Device], start: datetime, interval_s: float, seed: int
+) -> Iterator[dict[str, object]]:
     """An endless stream of readings in event-time order, every device once per interval.
 
     A value is the middle of the device's range, plus a diurnal cycle, a random-walk drift and noise.

@@ -26,7 +26,9 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     """The project config, with tables and checkpoints in a temporary folder for this run."""
     base = load_config()
     data = tmp_path_factory.mktemp("data")
-    return replace(base, paths=replace(base.paths, lake=str(data / "lake"), checkpoints=str(data / "checkpoints")))
+    return replace(
+        base, paths=replace(base.paths, lake=str(data / "lake"), checkpoints=str(data / "checkpoints"))
+    )
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +44,9 @@ def kafka(config: Config) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def spark(config: Config) -> Iterator[SparkSession]:
-    session = build_session("arus-tests", config.spark, {"spark.sql.streaming.forceDeleteTempCheckpointLocation": "true"})
+    session = build_session(
+        "arus-tests", config.spark, {"spark.sql.streaming.forceDeleteTempCheckpointLocation": "true"}
+    )
     yield session
     session.stop()
 

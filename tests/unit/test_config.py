@@ -24,7 +24,11 @@ def test_default_config_loads_with_every_section() -> None:
 
 
 def test_environment_overrides_deployment_values() -> None:
-    env = {"KAFKA_BOOTSTRAP_SERVERS": "b1:9092,b2:9092", "ARUS_LAKE_DIR": "/lake", "KAFKA_SASL_PASSWORD": "s3cret"}
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "b1:9092,b2:9092",
+        "ARUS_LAKE_DIR": "/lake",
+        "KAFKA_SASL_PASSWORD": "s3cret",
+    }
     config = load_config(DEFAULT_CONFIG, env=env)
     assert config.kafka.bootstrap_servers == "b1:9092,b2:9092"
     assert config.kafka.client_kwargs()["bootstrap_servers"] == ["b1:9092", "b2:9092"]
@@ -58,7 +62,7 @@ def test_wrong_type_inside_a_topic_list(tmp_path: Path) -> None:
 
 
 def test_missing_config_file_named_by_the_environment() -> None:
-    with pytest.raises(ConfigError, match="/nonexistent/arus.toml: config file not found"):
+    with pytest.raises(ConfigError, match=r"/nonexistent/arus.toml: config file not found"):
         load_config(env={"ARUS_CONFIG": "/nonexistent/arus.toml"})
 
 

@@ -39,9 +39,7 @@ def ts(minute: int, second: int = 0) -> datetime:
 
 
 def raw_rows(spark: SparkSession, values: list[bytes | None]):
-    return spark.createDataFrame(
-        [(b"k", v, "in", 0, i, KAFKA_TS) for i, v in enumerate(values)], RAW
-    )
+    return spark.createDataFrame([(b"k", v, "in", 0, i, KAFKA_TS) for i, v in enumerate(values)], RAW)
 
 
 @pytest.mark.integration
@@ -65,10 +63,12 @@ def test_parse_events_splits_good_records_from_every_kind_of_bad_one(spark: Spar
 
     # Spark's JSON reader takes a number where a string is expected as its text, so e6 is good.
     expected_valid = spark.createDataFrame(
-        [("e1", "d1", 1.5, ts(0, 1), None), ("e6", "d1", 2.0, ts(0, 2), "5")], "event_id string, device_id string, value double, "
-        "event_time timestamp, site string"
+        [("e1", "d1", 1.5, ts(0, 1), None), ("e6", "d1", 2.0, ts(0, 2), "5")],
+        "event_id string, device_id string, value double, event_time timestamp, site string",
     )
-    assert_df_equality(valid_events(parsed, schema), expected_valid, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(
+        valid_events(parsed, schema), expected_valid, ignore_row_order=True, ignore_nullable=True
+    )
 
     expected_dead = spark.createDataFrame(
         [
@@ -82,7 +82,8 @@ def test_parse_events_splits_good_records_from_every_kind_of_bad_one(spark: Spar
             ("in", 0, 8, KAFKA_TS, b"k", values[8], "wrong type for field event_time: expected timestamp"),
             ("in", 0, 9, KAFKA_TS, b"k", values[9], "missing required field value"),
         ],
-        "topic string, partition int, offset long, timestamp timestamp, key binary, value binary, error string",
+        "topic string, partition int, offset long, timestamp timestamp, key binary, value binary, "
+        "error string",
     )
     assert_df_equality(dead_letters(parsed), expected_dead, ignore_row_order=True, ignore_nullable=True)
 
@@ -146,7 +147,10 @@ def test_duplicate_event_ids_are_dropped(spark: SparkSession) -> None:
 
 @pytest.mark.integration
 def test_aggregate_key_is_entity_and_window_start_in_utc(spark: SparkSession) -> None:
-    rows = spark.createDataFrame([("d1", "s1", ts(3))], "device_id string, site string, window_start timestamp")
+    rows = spark.createDataFrame(
+        [("d1", "s1", ts(3))], "device_id string, site string, window_start timestamp"
+    )
     keys = rows.select(aggregate_key(["device_id", "site"]).alias("key"))
-    assert_df_equality(keys, spark.createDataFrame([("d1|s1|2026-01-01T00:03:00Z",)], "key string"),
-                       ignore_nullable=True)
+    assert_df_equality(
+        keys, spark.createDataFrame([("d1|s1|2026-01-01T00:03:00Z",)], "key string"), ignore_nullable=True
+    )
