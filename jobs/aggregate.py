@@ -26,17 +26,8 @@ from pyspark.sql.streaming import StreamingQuery
 from arus.config import AggregateConfig, Config, ConfigError, load_config
 from arus.io import append_to_delta, merge_into_delta, read_kafka_batch, read_kafka_stream, write_kafka
 from arus.spark import build_session
-from arus.transforms import (
-    aggregate_key,
-    aggregate_windows,
-    dead_letters,
-    drop_duplicate_events,
-    parse_events,
-    schema_from_ddl,
-    to_kafka_records,
-    valid_events,
-    with_watermark,
-)
+from arus.stages import bronze_to_silver, silver_to_gold
+from arus.transforms import aggregate_key, schema_from_ddl, to_kafka_records
 
 APP = "arus-aggregate"
 
@@ -167,18 +158,8 @@ def start_queries(spark: SparkSession, config: Config, settings: Settings) -> li
     raw = read_kafka_stream(
         spark, config.kafka, job.input_topic, job.starting_offsets, settings.max_offsets_per_trigger
     )
-    parsed = parse_events(raw, schema)
-    events = with_watermark(valid_events(parsed, schema), job.event_time_field, job.watermark)
-    if job.dedup_field:
-        events = drop_duplicate_events(events, job.dedup_field)
-    aggregates = aggregate_windows(
-        events,
-        keys=job.keys,
-        value_fields=job.value_fields,
-        event_time=job.event_time_field,
-        window=job.window,
-        slide=settings.slide,
-    )
+    events, dead = bronze_to_silver(raw, schema, job)
+    aggregates = silver_to_gold(events, job, settings.slide)
     trigger = (
         {"availableNow": True}
         if settings.trigger == "available-now"
@@ -191,8 +172,7 @@ def start_queries(spark: SparkSession, config: Config, settings: Settings) -> li
         .option("checkpointLocation", f"{settings.checkpoint}/aggregates")
         .trigger(**trigger)
         .start(),
-        dead_letters(parsed)
-        .writeStream.queryName("deadletter")
+        dead.writeStream.queryName("deadletter")
         .foreachBatch(write_dead_letters(config, settings))
         .option("checkpointLocation", f"{settings.checkpoint}/deadletter")
         .trigger(**trigger)
