@@ -21,7 +21,10 @@ from producers.iot import fleet, readings, to_record
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-MALFORMED = [b"{not json", b'{"event_id":"x","device_id":"d","value":"hot","event_time":"2026-03-01T12:00:00Z"}']
+MALFORMED = [
+    b"{not json",
+    b'{"event_id":"x","device_id":"d","value":"hot","event_time":"2026-03-01T12:00:00Z"}',
+]
 
 
 def produce(config: Config, records: list[Record]) -> None:

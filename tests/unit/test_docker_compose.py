@@ -1,0 +1,55 @@
+"""docker-compose.yml cannot run here (no Docker daemon), so check it agrees with conf/arus.toml."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+import yaml
+
+from arus.broker import nodes_for, server_properties
+from arus.config import DEFAULT_CONFIG, REPO_ROOT, load_config
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_parses_with_a_broker_and_an_init_service() -> None:
+    services = compose()["services"]
+    assert set(services) == {"kafka", "kafka-init"}
+    assert services["kafka-init"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_broker_image_matches_the_kafka_version_fetched_for_the_local_broker() -> None:
+    pom = (REPO_ROOT / "jvm" / "kafka" / "pom.xml").read_text()
+    version = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
+    assert version
+    for service in compose()["services"].values():
+        assert service["image"] == f"apache/kafka:{version.group(1)}"
+
+
+def test_broker_port_and_kraft_settings_match_the_local_broker() -> None:
+    config = load_config(DEFAULT_CONFIG, env={})
+    kafka = compose()["services"]["kafka"]
+    env = kafka["environment"]
+    assert f"{config.broker.port}:{config.broker.port}" in kafka["ports"]
+    assert env["KAFKA_ADVERTISED_LISTENERS"].startswith(
+        f"PLAINTEXT://{config.broker.host}:{config.broker.port}"
+    )
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    nodes = nodes_for(config)
+    local = dict(line.split("=", 1) for line in server_properties(nodes[0], nodes).splitlines())
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == local["auto.create.topics.enable"]
+    assert str(env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"]) == local["group.initial.rebalance.delay.ms"]
+
+
+def test_init_service_creates_exactly_the_topics_in_conf() -> None:
+    config = load_config(DEFAULT_CONFIG, env={})
+    script = compose()["services"]["kafka-init"]["command"][0]
+    created = {
+        tuple(shlex.split(line)[1:]) for line in script.splitlines() if line.strip().startswith("create ")
+    }
+    expected = {(t.name, str(t.partitions), str(t.retention_ms), t.cleanup_policy) for t in config.topics}
+    assert created == expected
