@@ -70,6 +70,10 @@ produce-iot: kafka-up ## Simulate the IoT fleet (a demo run that stops by itself
 aggregate: kafka-up ## Run the main job (catch up, then stop) and show its output
 	spark-submit jobs/aggregate.py --show
 
+.PHONY: package
+package: ## Zip the arus package for spark-submit --py-files on a real cluster (dist/arus.zip)
+	mkdir -p dist && rm -f dist/arus.zip && $(PY) -m zipfile -c dist/arus.zip arus
+
 ## --- quality -----------------------------------------------------------------------
 
 .PHONY: lint
