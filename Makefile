@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV   := .venv
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Spark binds to loopback: everything here runs on one machine.
+export SPARK_LOCAL_IP ?= 127.0.0.1
 SETUP_STAMP := $(VENV)/.arus-setup
 PYTEST_ARGS ?=
 

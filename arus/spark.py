@@ -36,6 +36,7 @@ def spark_conf(config: SparkConfig, jars: list[str]) -> dict[str, str]:
         "spark.driver.memory": config.driver_memory,
         "spark.ui.enabled": str(config.ui_enabled).lower(),
         "spark.sql.session.timeZone": "UTC",
+        "spark.driver.host": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
         "spark.log.structuredLogging.enabled": "false",
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}",
         "spark.sql.adaptive.enabled": "true",
