@@ -76,6 +76,29 @@ class ProducerConfig:
 
 
 @dataclass(frozen=True)
+class IotFaultsConfig:
+    """Per-reading chances that a sensor fault starts (0 turns a fault off)."""
+
+    spike_rate: float = 0.0
+    stuck_rate: float = 0.0
+    dropout_rate: float = 0.0
+    battery_decline_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class IotDeliveryConfig:
+    """Per-reading chances of a delivery problem (0 turns it off); at most one per reading."""
+
+    late_rate: float = 0.0
+    late_min_s: float = 30.0
+    late_max_s: float = 300.0
+    out_of_order_rate: float = 0.0
+    duplicate_rate: float = 0.0
+    duplicate_max_delay_s: float = 60.0
+    malformed_rate: float = 0.0
+
+
+@dataclass(frozen=True)
 class IotConfig:
     topic: str
     devices_topic: str
@@ -84,6 +107,45 @@ class IotConfig:
     interval_s: float
     speed: float
     demo_count: int
+    ledger: str = ""
+    faults: IotFaultsConfig = dataclasses.field(default_factory=IotFaultsConfig)
+    delivery: IotDeliveryConfig = dataclasses.field(default_factory=IotDeliveryConfig)
+
+
+@dataclass(frozen=True)
+class CsvConfig:
+    topic: str
+    deadletter_topic: str
+    time_column: str
+    key_column: str
+    time_format: str = "iso"
+    timezone: str = "UTC"
+    infer_rows: int = 1000
+    null_values: tuple[str, ...] = ("", "NA", "N/A", "NaN", "null", "NULL", "None", "#N/A")
+    cursor_dir: str = "data/producers/csv"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    url: str
+    topic: str
+    source_name: str
+    records_path: str
+    id_field: str
+    time_field: str
+    time_format: str = "iso"
+    interval_s: float = 60.0
+    timeout_s: float = 10.0
+    max_retries: int = 5
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    next_path: str = ""
+    offset_param: str = ""
+    limit_param: str = ""
+    page_size: int = 0
+    max_pages: int = 20
+    state_file: str = "data/producers/api-state.json"
+    remember: int = 100000
 
 
 @dataclass(frozen=True)
@@ -93,6 +155,12 @@ class BrokerConfig:
     controller_port: int
     heap: str
     dir: str
+    cluster_port: int = 19091  # `--cluster N`: node i on cluster_port + 2(i-1), its controller next
+    ssl_port: int = 0  # a secured broker's SASL_SSL listener; 0 for none
+
+
+def _secure_broker_default() -> BrokerConfig:
+    return BrokerConfig("127.0.0.1", 9094, 9095, "384m", ".run/kafka-sasl")
 
 
 @dataclass(frozen=True)
@@ -141,12 +209,15 @@ class Config:
     kafka: KafkaConfig
     producer: ProducerConfig
     iot: IotConfig
+    csv: CsvConfig
+    api: ApiConfig
     broker: BrokerConfig
     spark: SparkConfig
     paths: PathsConfig
     aggregate: AggregateConfig
     topics: tuple[TopicConfig, ...]
     schemas: dict[str, str]
+    secure_broker: BrokerConfig = dataclasses.field(default_factory=_secure_broker_default)
     source: str = ""
 
     def schema(self, name: str) -> str:
