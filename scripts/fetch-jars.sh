@@ -12,7 +12,7 @@ fetch() {  # fetch <pom dir> <destination>
     return 0
   fi
   rm -rf "$dest"
-  mvn -q -B -f "$pom/pom.xml" dependency:copy-dependencies \
+  mvn -q -B -Dstyle.color=never -f "$pom/pom.xml" dependency:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$PWD/$dest"
   touch "$stamp"
 }
