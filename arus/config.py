@@ -196,6 +196,19 @@ class AggregateConfig:
 
 
 @dataclass(frozen=True)
+class ConsumerConfig:
+    """The kafka-python consumer (jobs/consumer.py); what it aggregates comes from [aggregate]."""
+
+    group_id: str
+    output_topic: str
+    deadletter_topic: str
+    late_topic: str
+    max_poll_records: int
+    view_refresh_s: float
+    view_rows: int
+
+
+@dataclass(frozen=True)
 class TopicConfig:
     name: str
     partitions: int
@@ -215,6 +228,7 @@ class Config:
     spark: SparkConfig
     paths: PathsConfig
     aggregate: AggregateConfig
+    consumer: ConsumerConfig
     topics: tuple[TopicConfig, ...]
     schemas: dict[str, str]
     secure_broker: BrokerConfig = dataclasses.field(default_factory=_secure_broker_default)
