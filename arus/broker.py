@@ -5,14 +5,23 @@
     python -m arus.broker reset    # stop it and wipe its data
     python -m arus.broker status
     python -m arus.broker up --cluster 3   # three brokers (replication factor 3, min ISR 2)
+    python -m arus.broker up --sasl        # a second broker that lets clients in only with SCRAM
 
 `up` is idempotent: a broker that already answers is left running and only topics are ensured.
+
+`--sasl` starts the broker of `[secure_broker]` in conf/arus.toml: a SASL_PLAINTEXT listener with
+SCRAM-SHA-512 (and a SASL_SSL listener when given a key and certificate), users created at format
+time, and the StandardAuthorizer checking ACLs. Passwords come only from the environment:
+ARUS_BROKER_ADMIN_PASSWORD for the super user `admin`, KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD for
+the client user, who may read and write the topics in conf/ and nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
+import hashlib
 import os
 import shutil
 import signal
@@ -21,15 +30,40 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from arus.config import REPO_ROOT, Config, ConfigError, load_config
+from arus.config import REPO_ROOT, Config, ConfigError, KafkaConfig, load_config
 from arus.topics import ensure_topics
 
 KAFKA_JARS = REPO_ROOT / ".jars" / "kafka"
 LOG4J_CONFIG = REPO_ROOT / "conf" / "broker" / "log4j2.properties"
 START_TIMEOUT_S = 60.0
+SCRAM = "SCRAM-SHA-512"
+SCRAM_ITERATIONS = 8192
+ADMIN_USER = "admin"
+SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
+
+
+@dataclass(frozen=True)
+class Security:
+    """Who may connect to a secured broker.
+
+    `admin` is the super user; the broker itself logs in as it. `users` are more SCRAM users, all
+    created at format time. With `tls_keystore` (PEM: private key, then the certificate chain) the
+    broker also listens for SASL_SSL on the node's `ssl_port`.
+    """
+
+    admin_password: str = dataclasses.field(repr=False)
+    users: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
+    tls_keystore: Path | None = None
+    admin: str = ADMIN_USER
+
+    def client(self, bootstrap_servers: str) -> KafkaConfig:
+        """The super user's connection settings, for creating topics and ACLs."""
+        return KafkaConfig(bootstrap_servers, "SASL_PLAINTEXT", SCRAM, self.admin, self.admin_password)
 
 
 @dataclass(frozen=True)
@@ -39,6 +73,8 @@ class Node:
     port: int
     controller_port: int
     home: Path
+    ssl_port: int = 0
+    security: Security | None = None
 
     @property
     def address(self) -> str:
@@ -61,14 +97,27 @@ class Node:
         return self.home / "server.properties"
 
 
-def nodes_for(config: Config, cluster: int = 1) -> list[Node]:
-    """The single local broker, or a cluster of `cluster` brokers on consecutive port pairs."""
+def nodes_for(config: Config, cluster: int = 1, security: Security | None = None) -> list[Node]:
+    """The single local broker, or a cluster of `cluster` brokers on consecutive port pairs.
+
+    With `security`, the single broker of `[secure_broker]` instead: its own ports and data.
+    """
+    if security is not None:
+        if cluster != 1:
+            raise ConfigError("a secured broker runs as a single node (--sasl takes no --cluster)")
+        sb = config.secure_broker
+        home = config.resolve(sb.dir)
+        return [Node(1, sb.host, sb.port, sb.controller_port, home, sb.ssl_port, security)]
     base = config.resolve(config.broker.dir)
     if cluster == 1:
         return [Node(1, config.broker.host, config.broker.port, config.broker.controller_port, base)]
-    # Cluster ports start at 19092 so a cluster can run beside the single broker.
+    # Node i listens on cluster_port + 2(i-1) and its controller on the port after it: 19091-19096
+    # for three nodes by default, beside the single broker.
+    first = config.broker.cluster_port
     return [
-        Node(i, config.broker.host, 19090 + 2 * i, 19091 + 2 * i, base.parent / f"kafka-cluster/{i}")
+        Node(
+            i, config.broker.host, first + 2 * (i - 1), first + 2 * i - 1, base.parent / f"kafka-cluster/{i}"
+        )
         for i in range(1, cluster + 1)
     ]
 
@@ -76,7 +125,7 @@ def nodes_for(config: Config, cluster: int = 1) -> list[Node]:
 def server_properties(node: Node, nodes: list[Node]) -> str:
     voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in nodes)
     replicas = min(3, len(nodes))
-    lines = {
+    lines: dict[str, object] = {
         "process.roles": "broker,controller",
         "node.id": node.node_id,
         "controller.quorum.voters": voters,
@@ -100,7 +149,65 @@ def server_properties(node: Node, nodes: list[Node]) -> str:
         "auto.create.topics.enable": "false",
         "log.retention.check.interval.ms": 60000,
     }
+    if node.security is not None:
+        lines.update(secure_properties(node, node.security))
     return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+
+def secure_properties(node: Node, security: Security) -> dict[str, object]:
+    """Listeners that demand SCRAM logins, and the authorizer that checks ACLs."""
+    admin, password = security.admin, security.admin_password
+    listeners = {"SASL_PLAINTEXT": node.port}
+    if security.tls_keystore is not None:
+        if not node.ssl_port:
+            raise ConfigError("a TLS keystore needs [secure_broker] ssl_port")
+        listeners["SASL_SSL"] = node.ssl_port
+    public = ",".join(f"{name}://{node.host}:{port}" for name, port in listeners.items())
+    lines: dict[str, object] = {
+        "listeners": f"{public},CONTROLLER://{node.host}:{node.controller_port}",
+        "advertised.listeners": public,
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "listener.security.protocol.map": ",".join(
+            ["CONTROLLER:SASL_PLAINTEXT", *(f"{name}:{name}" for name in listeners)]
+        ),
+        "sasl.enabled.mechanisms": SCRAM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM,
+        # SCRAM credentials live in the metadata log the controller serves, so the controller
+        # listener cannot use them: it takes PLAIN with the admin password written here.
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": (
+            f'{PLAIN_MODULE} required username="{admin}" password="{password}" user_{admin}="{password}";'
+        ),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:{admin}",
+        "allow.everyone.if.no.acl.found": "false",
+    }
+    for name in listeners:
+        lines[f"listener.name.{name.lower()}.scram-sha-512.sasl.jaas.config"] = (
+            f'{SCRAM_MODULE} required username="{admin}" password="{password}";'
+        )
+    if security.tls_keystore is not None:
+        lines["listener.name.sasl_ssl.ssl.keystore.type"] = "PEM"
+        lines["listener.name.sasl_ssl.ssl.keystore.location"] = security.tls_keystore
+    return lines
+
+
+def scram_credential(user: str, password: str) -> str:
+    """A --add-scram argument with the salted password, so the plain one never shows in `ps`."""
+    for text in (user, password):
+        if not text or any(c in text for c in '"\\,=[] '):
+            raise ConfigError(
+                "SCRAM user names and passwords must be non-empty, without quotes, commas or spaces"
+            )
+    salt = os.urandom(32)
+    # SCRAM's Hi() is PBKDF2 with the hash's own output length.
+    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, SCRAM_ITERATIONS)
+    b64 = base64.b64encode
+    return (
+        f"{SCRAM}=[name={user},iterations={SCRAM_ITERATIONS},"
+        f'salt="{b64(salt).decode()}",saltedpassword="{b64(salted).decode()}"]'
+    )
 
 
 def _java(main_class: str, *args: str, heap: str = "256m") -> list[str]:
@@ -133,16 +240,16 @@ def _pid(node: Node) -> int | None:
         pid = int(node.pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    return pid
+    # Not a bare kill(0): a broker killed by the process that started it lingers as a zombie.
+    return pid if _alive(pid) else None
 
 
 def _format(node: Node, nodes: list[Node], cluster_id: str) -> None:
     node.home.mkdir(parents=True, exist_ok=True)
-    node.properties_file.write_text(server_properties(node, nodes))
+    # A secured node's properties hold the admin password: readable by its owner only.
+    fd = os.open(node.properties_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(server_properties(node, nodes))
     if (node.data_dir / "meta.properties").exists():
         return
     cmd = _java(
@@ -154,14 +261,24 @@ def _format(node: Node, nodes: list[Node], cluster_id: str) -> None:
         str(node.properties_file),
         "--ignore-formatted",
     )
+    if node.security is not None:
+        users = ((node.security.admin, node.security.admin_password), *node.security.users)
+        for user, password in users:
+            cmd += ["--add-scram", scram_credential(user, password)]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"formatting {node.data_dir} failed:\n{result.stdout}{result.stderr}")
 
 
+def _cluster_id_file(nodes: list[Node]) -> Path:
+    if nodes[0].security is not None:
+        return nodes[0].home / "cluster-id"
+    return nodes[0].home.parent / f"cluster-id-{len(nodes)}"
+
+
 def _cluster_id(nodes: list[Node]) -> str:
     """The id stored beside the first node, created once; KRaft wants 16 bytes in url-safe base64."""
-    id_file = nodes[0].home.parent / f"cluster-id-{len(nodes)}"
+    id_file = _cluster_id_file(nodes)
     if id_file.exists():
         return id_file.read_text().strip()
     id_file.parent.mkdir(parents=True, exist_ok=True)
@@ -200,9 +317,7 @@ def wait_until_ready(nodes: list[Node], config: Config, timeout: float = START_T
                 raise RuntimeError(f"broker {node.node_id} exited during start-up; log tail:\n{tail}")
         if all(answers(n.address) for n in nodes):
             try:
-                admin = KafkaAdminClient(
-                    bootstrap_servers=[n.address for n in nodes], request_timeout_ms=5000
-                )
+                admin = KafkaAdminClient(**_admin_kwargs(nodes), request_timeout_ms=5000)
                 try:
                     brokers = admin.describe_cluster()["brokers"]
                 finally:
@@ -215,8 +330,17 @@ def wait_until_ready(nodes: list[Node], config: Config, timeout: float = START_T
     raise TimeoutError(f"brokers {[n.address for n in nodes]} did not answer in {timeout:.0f}s: {last_error}")
 
 
-def up(config: Config, cluster: int = 1) -> list[Node]:
-    nodes = nodes_for(config, cluster)
+def _admin_kwargs(nodes: list[Node]) -> dict[str, object]:
+    bootstrap = ",".join(n.address for n in nodes)
+    security = nodes[0].security
+    if security is None:
+        return {"bootstrap_servers": bootstrap.split(",")}
+    return security.client(bootstrap).client_kwargs()
+
+
+def up(config: Config, cluster: int = 1, security: Security | None = None) -> list[Node]:
+    nodes = nodes_for(config, cluster, security)
+    heap = config.secure_broker.heap if security else config.broker.heap
     if all(_pid(n) is not None for n in nodes) and all(answers(n.address) for n in nodes):
         print(f"kafka: already running on {', '.join(n.address for n in nodes)}")
     else:
@@ -230,13 +354,85 @@ def up(config: Config, cluster: int = 1) -> list[Node]:
         for node in nodes:
             _format(node, nodes, cluster_id)
         for node in nodes:
-            start_node(node, config.broker.heap)
+            start_node(node, heap)
         wait_until_ready(nodes, config)
         print(f"kafka: up on {', '.join(n.address for n in nodes)} (logs in {nodes[0].home})")
     bootstrap = ",".join(n.address for n in nodes)
+    if security is not None:
+        config = dataclasses.replace(config, kafka=security.client(bootstrap))
     created = ensure_topics(config, bootstrap, replication_factor=min(3, len(nodes)))
     if created:
         print(f"kafka: created topics {', '.join(created)}")
+    return nodes
+
+
+def grant(
+    admin: KafkaConfig,
+    user: str,
+    names: Sequence[str],
+    operations: Sequence[str],
+    resource: str = "TOPIC",
+    prefixed: bool = False,
+) -> None:
+    """Allow `user` the operations (READ, WRITE, DESCRIBE, ...) on the named topics or groups."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import (
+        ACL,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        ResourcePattern,
+        ResourceType,
+    )
+
+    pattern = ACLResourcePatternType.PREFIXED if prefixed else ACLResourcePatternType.LITERAL
+    acls = [
+        ACL(
+            principal=f"User:{user}",
+            host="*",
+            operation=ACLOperation[op],
+            permission_type=ACLPermissionType.ALLOW,
+            resource_pattern=ResourcePattern(ResourceType[resource], name, pattern),
+        )
+        for name in names
+        for op in operations
+    ]
+    client = KafkaAdminClient(**admin.client_kwargs(), request_timeout_ms=10000)
+    try:
+        failed = client.create_acls(acls)["failed"]
+    finally:
+        client.close()
+    if failed:
+        raise RuntimeError(f"creating ACLs for {user} failed: {failed}")
+
+
+def security_from_env(env: Mapping[str, str]) -> Security:
+    """The `--sasl` broker's users: the super user and the client user, passwords from the environment."""
+    names = ("ARUS_BROKER_ADMIN_PASSWORD", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD")
+    missing = [name for name in names if not env.get(name)]
+    if missing:
+        raise ConfigError(
+            f"--sasl needs {', '.join(missing)} in the environment (passwords never live in files)"
+        )
+    if env["KAFKA_SASL_USERNAME"] == ADMIN_USER:
+        raise ConfigError(f"KAFKA_SASL_USERNAME must not be {ADMIN_USER!r}, the broker's super user")
+    return Security(
+        admin_password=env["ARUS_BROKER_ADMIN_PASSWORD"],
+        users=((env["KAFKA_SASL_USERNAME"], env["KAFKA_SASL_PASSWORD"]),),
+    )
+
+
+def up_sasl(config: Config, env: Mapping[str, str]) -> list[Node]:
+    """The secured broker, its topics, and the client user allowed to use them (and nothing else)."""
+    security = security_from_env(env)
+    nodes = up(config, security=security)
+    admin = security.client(",".join(n.address for n in nodes))
+    user = security.users[0][0]
+    topics = [t.name for t in config.topics]
+    grant(admin, user, topics, ["READ", "WRITE", "DESCRIBE"])
+    # Spark and kafka-python consumers name their own groups.
+    grant(admin, user, ["*"], ["READ"], resource="GROUP")
+    print(f"kafka: SASL/{SCRAM} user {user!r} may read and write {', '.join(topics)}")
     return nodes
 
 
@@ -275,24 +471,24 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def down(config: Config, cluster: int = 1) -> None:
-    nodes = nodes_for(config, cluster)
+def down(config: Config, cluster: int = 1, security: Security | None = None) -> None:
+    nodes = nodes_for(config, cluster, security)
     stopped = [n.address for n in nodes if stop_node(n)]
     print(f"kafka: stopped {', '.join(stopped)}" if stopped else "kafka: not running")
 
 
-def reset(config: Config, cluster: int = 1) -> None:
-    down(config, cluster)
-    nodes = nodes_for(config, cluster)
+def reset(config: Config, cluster: int = 1, security: Security | None = None) -> None:
+    down(config, cluster, security)
+    nodes = nodes_for(config, cluster, security)
     for node in nodes:
         shutil.rmtree(node.home, ignore_errors=True)
-    (nodes[0].home.parent / f"cluster-id-{len(nodes)}").unlink(missing_ok=True)
+    _cluster_id_file(nodes).unlink(missing_ok=True)
     print("kafka: data wiped")
 
 
-def status(config: Config, cluster: int = 1) -> int:
+def status(config: Config, cluster: int = 1, security: Security | None = None) -> int:
     code = 0
-    for node in nodes_for(config, cluster):
+    for node in nodes_for(config, cluster, security):
         pid = _pid(node)
         state = "answering" if answers(node.address) else "not answering"
         print(f"kafka node {node.node_id}: pid {pid or '-'}, {node.address} {state}")
@@ -304,18 +500,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m arus.broker", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=["up", "down", "reset", "status"])
     parser.add_argument("--cluster", type=int, default=1, help="number of brokers (1 or 3)")
+    parser.add_argument("--sasl", action="store_true", help="the SASL/SCRAM broker of [secure_broker]")
     parser.add_argument("--config", help="config file (default conf/arus.toml)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
+        # down, reset and status need only the secured broker's ports and folder, not its passwords.
+        secured = Security(admin_password="") if args.sasl else None
         if args.action == "up":
-            up(config, args.cluster)
+            up_sasl(config, os.environ) if args.sasl else up(config, args.cluster)
         elif args.action == "down":
-            down(config, args.cluster)
+            down(config, args.cluster, secured)
         elif args.action == "reset":
-            reset(config, args.cluster)
+            reset(config, args.cluster, secured)
         else:
-            return status(config, args.cluster)
+            return status(config, args.cluster, secured)
     except (ConfigError, RuntimeError, TimeoutError) as exc:
         print(f"kafka: {exc}", file=sys.stderr)
         return 1
