@@ -32,6 +32,7 @@ class KafkaConfig:
     sasl_mechanism: str = ""
     sasl_username: str = ""
     sasl_password: str = dataclasses.field(default="", repr=False)
+    ssl_cafile: str = ""  # PEM of the CA that signed the broker's certificate (SSL, SASL_SSL)
 
     def client_kwargs(self) -> dict[str, Any]:
         """Connection settings for kafka-python clients."""
@@ -43,6 +44,8 @@ class KafkaConfig:
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
             kwargs["sasl_plain_password"] = self.sasl_password
+        if self.ssl_cafile:
+            kwargs["ssl_cafile"] = self.ssl_cafile
         return kwargs
 
     def spark_options(self) -> dict[str, str]:
@@ -61,6 +64,9 @@ class KafkaConfig:
             options["kafka.sasl.jaas.config"] = (
                 f'{module} required username="{self.sasl_username}" password="{self.sasl_password}";'
             )
+        if self.ssl_cafile:
+            options["kafka.ssl.truststore.type"] = "PEM"
+            options["kafka.ssl.truststore.location"] = self.ssl_cafile
         return options
 
 
@@ -193,6 +199,13 @@ class AggregateConfig:
     watermark: str
     dedup_field: str = ""
     starting_offsets: str = "earliest"
+    # Guards (docs/reliability.md): records past these limits are dead-lettered, not aggregated.
+    max_record_bytes: int = 1048576  # 0: no limit
+    min_event_time: str = "2000-01-01T00:00:00Z"  # "": no limit
+    max_event_ahead_s: int = 86400  # of the record's Kafka timestamp; 0: no limit
+    max_deadletter_ratio: float = 0.5  # a micro-batch with a larger bad share stops the job; 1: never
+    breaker_min_records: int = 100  # smaller micro-batches never trip it
+    fail_on_data_loss: bool = True  # false: skip records deleted before the job read them, with a warning
 
 
 @dataclass(frozen=True)
@@ -260,6 +273,7 @@ ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("KAFKA_SASL_MECHANISM", "kafka", "sasl_mechanism"),
     ("KAFKA_SASL_USERNAME", "kafka", "sasl_username"),
     ("KAFKA_SASL_PASSWORD", "kafka", "sasl_password"),
+    ("KAFKA_SSL_CAFILE", "kafka", "ssl_cafile"),
     ("SPARK_MASTER", "spark", "master"),
     ("ARUS_LAKE_DIR", "paths", "lake"),
     ("ARUS_CHECKPOINT_DIR", "paths", "checkpoints"),
