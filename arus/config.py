@@ -222,6 +222,22 @@ class ConsumerConfig:
 
 
 @dataclass(frozen=True)
+class BatchConfig:
+    """The batch side (jobs/backfill.py, reconcile.py, maintain.py, history.py, notebooks/).
+
+    Table names are folders under [paths] lake, like [aggregate] table.
+    """
+
+    bronze_table: str = "bronze"
+    silver_table: str = "silver"
+    late_table: str = "late"
+    alerts_table: str = "alerts"
+    tolerance: float = 1e-9
+    vacuum_retain_hours: float = 168.0
+    conflict_retries: int = 5
+
+
+@dataclass(frozen=True)
 class TopicConfig:
     name: str
     partitions: int
@@ -245,6 +261,7 @@ class Config:
     topics: tuple[TopicConfig, ...]
     schemas: dict[str, str]
     secure_broker: BrokerConfig = dataclasses.field(default_factory=_secure_broker_default)
+    batch: BatchConfig = dataclasses.field(default_factory=BatchConfig)
     source: str = ""
 
     def schema(self, name: str) -> str:
