@@ -9,11 +9,14 @@ Streaming jobs apply these to `readStream` DataFrames, batch jobs (backfill, rec
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from arus.config import AggregateConfig
+from arus.config import AggregateConfig, ConfigError
 from arus.transforms import (
+    RecordLimits,
     aggregate_windows,
     dead_letters,
     drop_duplicate_events,
@@ -21,6 +24,34 @@ from arus.transforms import (
     valid_events,
     with_watermark,
 )
+
+
+def record_limits(job: AggregateConfig) -> RecordLimits:
+    """The job's [aggregate] guards as the plain values parse_events takes."""
+    earliest = None
+    if job.min_event_time:
+        try:
+            earliest = datetime.fromisoformat(job.min_event_time)
+        except ValueError:
+            earliest = None
+        if earliest is None or earliest.tzinfo is None:
+            raise ConfigError(
+                f"[aggregate] min_event_time must be an ISO-8601 time with a zone, got {job.min_event_time!r}"
+            )
+    return RecordLimits(
+        event_time=job.event_time_field,
+        max_bytes=job.max_record_bytes or None,
+        earliest=earliest,
+        max_ahead_s=job.max_event_ahead_s or None,
+    )
+
+
+def bronze_to_checked(bronze: DataFrame, schema: T.StructType, job: AggregateConfig) -> DataFrame:
+    """Kafka rows -> every record parsed and checked against the job's limits.
+
+    # _source (topic, partition, offset, timestamp, key, value), <schema fields...>, _error
+    """
+    return parse_events(bronze, schema, record_limits(job))
 
 
 def bronze_to_silver(
@@ -31,7 +62,7 @@ def bronze_to_silver(
     # silver: <schema fields...>
     # dead:   topic, partition, offset, timestamp, key, value, error
     """
-    parsed = parse_events(bronze, schema)
+    parsed = bronze_to_checked(bronze, schema, job)
     events = with_watermark(valid_events(parsed, schema), job.event_time_field, job.watermark)
     if job.dedup_field:
         events = drop_duplicate_events(events, job.dedup_field)

@@ -7,6 +7,8 @@ None of these functions reads, writes or starts a query; they work the same on `
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -24,6 +26,20 @@ def schema_from_ddl(ddl: str) -> T.StructType:
     if not isinstance(schema, T.StructType):
         raise ValueError(f"schema must be a list of fields, got {ddl!r}")
     return schema
+
+
+@dataclass(frozen=True)
+class RecordLimits:
+    """Bounds past which a record that parses is still dead-lettered (None: no bound).
+
+    Event time is checked against `earliest` and against the record's own Kafka timestamp, so a
+    replay of old data decides the same way every time.
+    """
+
+    event_time: str
+    max_bytes: int | None = None
+    earliest: datetime | None = None
+    max_ahead_s: int | None = None
 
 
 def required_fields(schema: T.StructType) -> list[str]:
@@ -47,6 +63,8 @@ def parse_json_error(value: Column, text: Column, parsed: Column, schema: T.Stru
         raw = F.get_json_object(text, f"$.{field.name}")
         if field.name in required:
             checks.append((raw.isNull(), f"missing required field {field.name}"))
+            if isinstance(field.dataType, T.StringType):
+                checks.append((F.trim(parsed[field.name]) == "", f"empty required field {field.name}"))
         checks.append(
             (
                 raw.isNotNull() & parsed[field.name].isNull(),
@@ -59,7 +77,30 @@ def parse_json_error(value: Column, text: Column, parsed: Column, schema: T.Stru
     return reason
 
 
-def parse_events(raw: DataFrame, schema: T.StructType) -> DataFrame:
+def record_limit_errors(
+    value: Column, timestamp: Column, parsed: Column, limits: RecordLimits
+) -> tuple[Column, Column]:
+    """Why a record breaks `limits`, or null: (its size, checked before parsing; its event time)."""
+    none: Column = F.lit(None).cast("string")
+    size = none
+    if limits.max_bytes:
+        size = F.when(
+            F.octet_length(value) > limits.max_bytes, F.lit(f"larger than {limits.max_bytes} bytes")
+        )
+    when = none
+    event_time = parsed[limits.event_time].cast("timestamp")
+    if limits.max_ahead_s:
+        ahead = event_time > timestamp + F.make_dt_interval(secs=F.lit(limits.max_ahead_s))
+        when = F.when(
+            ahead, F.lit(f"event time more than {limits.max_ahead_s} s ahead of the Kafka timestamp")
+        )
+    if limits.earliest is not None:
+        before = event_time < F.lit(limits.earliest)
+        when = F.when(before, F.lit(f"event time before {limits.earliest.isoformat()}")).otherwise(when)
+    return size, when
+
+
+def parse_events(raw: DataFrame, schema: T.StructType, limits: RecordLimits | None = None) -> DataFrame:
     """Kafka rows -> one row per record with the schema's fields, its Kafka source and an error.
 
     # _source (topic, partition, offset, timestamp, key, value), <schema fields...>, _error
@@ -67,10 +108,14 @@ def parse_events(raw: DataFrame, schema: T.StructType) -> DataFrame:
     """
     text = F.col("value").cast("string")
     parsed = F.from_json(text, _nullable(schema))
+    error = parse_json_error(F.col("value"), text, parsed, schema)
+    if limits is not None:
+        size, when = record_limit_errors(F.col("value"), F.col("timestamp"), parsed, limits)
+        error = F.coalesce(size, error, when)
     return raw.select(
         F.struct(*KAFKA_COLUMNS).alias(SOURCE),
         parsed.alias("_parsed"),
-        parse_json_error(F.col("value"), text, parsed, schema).alias(ERROR),
+        error.alias(ERROR),
     ).select(SOURCE, "_parsed.*", ERROR)
 
 
