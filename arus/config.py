@@ -206,6 +206,7 @@ class AggregateConfig:
     max_deadletter_ratio: float = 0.5  # a micro-batch with a larger bad share stops the job; 1: never
     breaker_min_records: int = 100  # smaller micro-batches never trip it
     fail_on_data_loss: bool = True  # false: skip records deleted before the job read them, with a warning
+    late_topic: str = "iot.late"  # events behind the watermark, as received (table: [batch] late_table)
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,57 @@ class ConsumerConfig:
     max_poll_records: int
     view_refresh_s: float
     view_rows: int
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """How readings are normalised before deduplication (arus/clean.py); absent fields are skipped."""
+
+    name_fields: tuple[str, ...] = ("kind", "site")
+    unit_field: str = "unit"
+    value_fields: tuple[str, ...] = ("value",)
+    decimals: int = 3
+
+
+@dataclass(frozen=True)
+class BoundRule:
+    """An alert when `field` is above or below `limit`, for readings of `kind` ("" = every kind)."""
+
+    name: str
+    field: str
+    op: str
+    limit: float
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """The alert rules (arus/alerts.py) that jobs/alerts.py and the pipeline's last stage apply."""
+
+    topic: str = "iot.alerts"
+    key: str = "device_id"
+    value_field: str = "value"
+    lookback: str = "30 minutes"
+    zscore_readings: int = 20
+    zscore_threshold: float = 4.0
+    stuck_readings: int = 6
+    silent_minutes: float = 5.0
+    bounds: tuple[BoundRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The multi-topic pipeline (jobs/pipeline.py). Its tables are [batch]'s and [aggregate]'s."""
+
+    raw_topic: str = "iot.readings"
+    clean_topic: str = "iot.clean"
+    devices_topic: str = "iot.devices"
+    device_table: str = ""
+    raw_schema: str = "iot_reading"
+    clean_schema: str = "iot_clean"
+    device_schema: str = "iot_device"
+    trigger: str = "10 seconds"
+    max_offsets_per_trigger: int = 0
 
 
 @dataclass(frozen=True)
@@ -262,6 +314,9 @@ class Config:
     schemas: dict[str, str]
     secure_broker: BrokerConfig = dataclasses.field(default_factory=_secure_broker_default)
     batch: BatchConfig = dataclasses.field(default_factory=BatchConfig)
+    clean: CleanConfig = dataclasses.field(default_factory=CleanConfig)
+    alerts: AlertsConfig = dataclasses.field(default_factory=AlertsConfig)
+    pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
     source: str = ""
 
     def schema(self, name: str) -> str:
