@@ -1,24 +1,35 @@
 """The send loop every producer shares: a kafka-python KafkaProducer with acks=all and idempotence,
-pacing (`--rate`), bounds (`--count`, `--duration`), a live progress line, a summary at exit, and a
-clean flush on Ctrl-C or SIGTERM. Event generators stay pure; this module is the only one that sends.
+pacing (`--rate`, and `--speed` for event-time replay), bounds (`--count`, `--duration`), a live
+progress line, a summary at exit, and a clean flush on Ctrl-C or SIGTERM. Event generators stay
+pure; this module is the only one that sends.
+
+Also the small pieces the producers agree on: deterministic event ids (UUIDv5), the origin
+headers, and how event times are parsed and written (timezone-aware UTC, ISO-8601 with `Z`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
 from types import FrameType
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from arus.config import KafkaConfig, ProducerConfig
+from arus.config import Config, KafkaConfig, ProducerConfig
+
+SCHEMA_VERSION = "1"
 
 
 class ProducerError(RuntimeError):
@@ -27,11 +38,77 @@ class ProducerError(RuntimeError):
 
 @dataclass(frozen=True)
 class Record:
+    """One Kafka record. `due` is the event time at which it is due: `--speed` paces sends by it."""
+
     topic: str
     key: str | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
     timestamp_ms: int | None = None
+    due: datetime | None = None
+
+
+def stable_id(namespace: uuid.UUID, *parts: object) -> str:
+    """A UUIDv5 of the parts: the same event always gets the same id, so downstream can deduplicate."""
+    return str(uuid.uuid5(namespace, "/".join(str(p) for p in parts)))
+
+
+def origin_headers(source: str, **extra: str) -> tuple[tuple[str, bytes], ...]:
+    """The headers that say where a record comes from: source, schema_version, then `extra`."""
+    pairs = {"source": source, "schema_version": SCHEMA_VERSION, **extra}
+    return tuple((k, v.encode()) for k, v in pairs.items())
+
+
+def format_time(at: datetime) -> str:
+    """ISO-8601 in UTC with milliseconds and a `Z`: 2024-05-01T12:00:00.000Z."""
+    if at.tzinfo is None:
+        raise ValueError("event times must be timezone-aware")
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def timezone(name: str) -> tzinfo:
+    try:
+        return UTC if name.upper() == "UTC" else ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None
+
+
+def parse_time(value: object, fmt: str = "iso", tz: tzinfo = UTC) -> datetime:
+    """An event time as an aware UTC datetime; raises ValueError if it cannot be read.
+
+    `fmt` is "iso" (ISO-8601), "epoch_s", "epoch_ms", or a strptime format. Times without an offset
+    are taken to be in `tz`.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError("no event time")
+    if fmt in ("epoch_s", "epoch_ms"):
+        if isinstance(value, bool):
+            raise ValueError(f"not a number: {value!r}")
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"not an epoch time: {value!r}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError(f"not an epoch time: {value!r}")
+        seconds = number / 1000 if fmt == "epoch_ms" else number
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"epoch time out of range: {value!r}") from None
+    if not isinstance(value, str):
+        raise ValueError(f"not a time string: {value!r}")
+    text = value.strip()
+    try:
+        if fmt == "iso":
+            at = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
+        else:
+            at = datetime.strptime(text, fmt)  # noqa: DTZ007 - the zone is added just below
+    except ValueError:
+        expected = "ISO-8601" if fmt == "iso" else repr(fmt)
+        raise ValueError(f"not a time in {expected} format: {value!r}") from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=tz)
+    return at.astimezone(UTC)
 
 
 @dataclass
@@ -41,17 +118,28 @@ class Summary:
     failed: int = 0
     started: float = field(default_factory=time.monotonic)
     errors: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
     stopped_by: str = "end of input"
 
     @property
     def elapsed(self) -> float:
         return max(time.monotonic() - self.started, 1e-9)
 
-    def line(self) -> str:
-        return (
+    def count(self, name: str, n: int = 1) -> None:
+        """A producer-specific tally shown in the summary (dead letters, duplicates injected, ...)."""
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def line(self, rate: float | None = None) -> str:
+        rate = self.acked / self.elapsed if rate is None else rate
+        text = (
             f"sent {self.sent}, acked {self.acked}, errors {self.failed}, "
-            f"{self.acked / self.elapsed:,.0f} events/s over {self.elapsed:.1f}s"
+            f"{rate:,.0f} events/s, {self.elapsed:.1f}s"
         )
+        if self.counts:
+            text += " | " + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        if self.errors:
+            text += " | errors: " + ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items()))
+        return text
 
 
 def make_producer(kafka: KafkaConfig, settings: ProducerConfig, **overrides: Any) -> KafkaProducer:
@@ -72,13 +160,16 @@ def make_producer(kafka: KafkaConfig, settings: ProducerConfig, **overrides: Any
         return KafkaProducer(**kwargs)
     except KafkaTimeoutError:
         raise ProducerError(
-            f"no Kafka broker answers at {kafka.bootstrap_servers} (is it up? `make kafka-up`)"
+            f"no Kafka broker answers at {kafka.bootstrap_servers} within {settings.max_block_ms} ms "
+            "(is it up? `make kafka-up`)"
         ) from None
+    except KafkaError as exc:
+        raise ProducerError(f"cannot connect to Kafka at {kafka.bootstrap_servers}: {exc}") from None
 
 
 def check_topics(producer: KafkaProducer, topics: Iterable[str], bootstrap: str) -> None:
     """Fail within max_block_ms, with the topic's name, when a topic does not exist."""
-    for topic in set(topics):
+    for topic in sorted(set(topics)):
         try:
             partitions = producer.partitions_for(topic)
         except KafkaTimeoutError:
@@ -90,25 +181,60 @@ def check_topics(producer: KafkaProducer, topics: Iterable[str], bootstrap: str)
             )
 
 
+def connect(config: Config, topics: Iterable[str]) -> KafkaProducer:
+    """A producer for `config`, after checking that every topic exists."""
+    producer = make_producer(config.kafka, config.producer)
+    try:
+        check_topics(producer, topics, config.kafka.bootstrap_servers)
+    except BaseException:
+        producer.close(timeout=0)
+        raise
+    return producer
+
+
 class Pacer:
-    """Spaces sends to `rate` per second (None: as fast as possible), without drifting."""
+    """When to send the next record: at most `rate` per second, and with `speed`, at its event
+    time scaled (speed 60 = one event-time minute per second, measured from the first record).
 
-    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+    Falling behind the rate is made up for, but never by more than one second's worth of records.
+    """
+
+    def __init__(
+        self,
+        rate: float | None = None,
+        speed: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval = 1.0 / rate if rate else 0.0
+        self.speed = speed or None
         self.clock = clock
-        self.next = clock()
+        self.next: float | None = None
+        self.origin: tuple[float, datetime] | None = None
 
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        delay = self.next - self.clock()
-        if delay > 0:
-            time.sleep(delay)
-        self.next = max(self.next, self.clock() - 1.0) + self.interval
+    def delay(self, due: datetime | None = None) -> float:
+        """Seconds to wait before sending a record due at `due`; the caller then sends it."""
+        now = self.clock()
+        wait = 0.0
+        if self.interval and self.next is not None:
+            wait = self.next - now
+        if self.speed and due is not None:
+            if self.origin is None:
+                self.origin = (now, due)
+            wall, first = self.origin
+            wait = max(wait, wall + (due - first).total_seconds() / self.speed - now)
+        wait = max(wait, 0.0)
+        if self.interval:
+            at = now + wait
+            self.next = max(self.next if self.next is not None else at, at - 1.0) + self.interval
+        return wait
 
 
 class SendLoop:
-    """Sends records, counting acks and failures from delivery callbacks."""
+    """Sends records, counting acks and failures from delivery callbacks.
+
+    `on_ack` and `on_error` run on the producer's I/O thread. A record taken from the input is
+    always sent, so the input may record what it handed out (a ledger, a cursor) when it yields.
+    """
 
     def __init__(
         self,
@@ -128,9 +254,23 @@ class SendLoop:
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     def stop(self, reason: str) -> None:
         self.summary.stopped_by = reason
         self._stop.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, waking at once on Ctrl-C or SIGTERM; True if asked to stop."""
+        return self._stop.wait(max(seconds, 0.0))
+
+    def note(self, text: str) -> None:
+        """A log line that does not garble the progress line."""
+        if self.progress:
+            self.progress.write(f"\r\033[K{text}\n")
+            self.progress.flush()
 
     def _ack(self, record: Record) -> Callable[[Any], None]:
         def callback(_metadata: Any) -> None:
@@ -157,33 +297,49 @@ class SendLoop:
         records: Iterable[Record],
         *,
         rate: float | None = None,
+        speed: float | None = None,
         count: int | None = None,
         duration: float | None = None,
         pacer: Pacer | None = None,
     ) -> Summary:
-        pacer = pacer or Pacer(rate)
+        """Send until the input ends, `count` records are sent, `duration` passes or a signal comes."""
+        pacer = pacer or Pacer(rate, speed)
         deadline = time.monotonic() + duration if duration else None
-        last_progress = time.monotonic()
-        with _signals_stop(self):
-            for record in _bounded(records, count):
-                if self._stop.is_set():
-                    break
-                if deadline and time.monotonic() >= deadline:
-                    self.summary.stopped_by = "duration reached"
-                    break
-                pacer.wait()
-                self.send(record)
-                now = time.monotonic()
-                if self.progress and now - last_progress >= self.progress_every:
-                    self.progress.write(f"\r{self.summary.line()}   ")
-                    self.progress.flush()
-                    last_progress = now
-            else:
-                if count is not None and self.summary.sent >= count:
-                    self.summary.stopped_by = "count reached"
-            self.flush()
-        if self.progress:
-            self.progress.write(f"\r{self.summary.line()} ({self.summary.stopped_by})\n")
+        shown = (time.monotonic(), self.summary.acked)
+        taken = 0
+        iterator = iter(records)
+        with self.signals():
+            try:
+                while not self._stop.is_set():
+                    if count is not None and taken >= count:
+                        self.summary.stopped_by = "count reached"
+                        break
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self.summary.stopped_by = "duration reached"
+                        break
+                    record = next(iterator, None)
+                    if record is None:
+                        break
+                    taken += 1
+                    wait = pacer.delay(record.due)
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                    if wait > 0:
+                        self._stop.wait(wait)
+                    self.send(record)
+                    now = time.monotonic()
+                    if self.progress and now - shown[0] >= self.progress_every:
+                        rate_now = (self.summary.acked - shown[1]) / (now - shown[0])
+                        self.progress.write(f"\r\033[K{self.summary.line(rate_now)}")
+                        self.progress.flush()
+                        shown = (now, self.summary.acked)
+            finally:
+                try:
+                    self.flush()
+                finally:
+                    if self.progress:
+                        self.progress.write(f"\r\033[K{self.summary.line()} ({self.summary.stopped_by})\n")
+                        self.progress.flush()
         return self.summary
 
     def send(self, record: Record) -> None:
@@ -209,33 +365,22 @@ class SendLoop:
             pending = self.summary.sent - self.summary.acked - self.summary.failed
             raise ProducerError(f"{pending} records were not acknowledged within {timeout:.0f}s") from None
 
-
-def _bounded(records: Iterable[Record], count: int | None) -> Iterator[Record]:
-    for i, record in enumerate(records):
-        if count is not None and i >= count:
-            return
-        yield record
-
-
-class _signals_stop:
-    """Within the block, SIGINT and SIGTERM ask the loop to stop after the current record."""
-
-    def __init__(self, loop: SendLoop) -> None:
-        self.loop = loop
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> None:
+    @contextmanager
+    def signals(self) -> Iterator[None]:
+        """Within the block, SIGINT and SIGTERM ask the loop to stop after the current record."""
         if threading.current_thread() is not threading.main_thread():
+            yield
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._handle)
 
-    def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        self.loop.stop(signal.Signals(signum).name)
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            self.stop(signal.Signals(signum).name)
 
-    def __exit__(self, *_exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def add_send_arguments(parser: argparse.ArgumentParser) -> None:
@@ -244,12 +389,55 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=_rate, default=None, help="events per second, or 'unlimited'")
     parser.add_argument("--count", type=int, default=None, help="stop after this many events")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    group = parser.add_argument_group("Kafka connection and batching (default: [kafka], [producer])")
+    group.add_argument("--bootstrap-servers", help="host:port[,host:port...] (env KAFKA_BOOTSTRAP_SERVERS)")
+    group.add_argument("--acks", choices=("all", "1", "0"), help="acknowledgements to wait for")
+    group.add_argument("--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"))
+    group.add_argument("--linger-ms", type=int, help="how long a batch may wait to fill up")
+    group.add_argument("--batch-size", type=int, help="bytes per partition batch")
+
+
+def with_send_arguments(config: Config, args: argparse.Namespace) -> Config:
+    """The config with the connection and batching flags applied."""
+    kafka = config.kafka
+    if args.bootstrap_servers:
+        kafka = dataclasses.replace(kafka, bootstrap_servers=args.bootstrap_servers)
+    overrides: dict[str, Any] = {
+        "acks": args.acks,
+        "compression": "" if args.compression == "none" else args.compression,
+        "linger_ms": args.linger_ms,
+        "batch_size": args.batch_size,
+    }
+    producer = dataclasses.replace(config.producer, **{k: v for k, v in overrides.items() if v is not None})
+    if producer.acks != "all" and producer.idempotence:
+        # Kafka refuses idempotence without acks=all; a user asking for fewer acks wants speed.
+        producer = dataclasses.replace(producer, idempotence=False)
+    return dataclasses.replace(config, kafka=kafka, producer=producer)
+
+
+def exit_code(summary: Summary) -> int:
+    """0 when every record was acknowledged, 2 when some were not."""
+    return 0 if summary.failed == 0 and summary.acked == summary.sent else 2
 
 
 def _rate(text: str) -> float | None:
     if text in ("unlimited", "0", ""):
         return None
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError("rate must be positive or 'unlimited'")
     return value
+
+
+def positive_speed(text: str) -> float | None:
+    """`--speed`: 0 means no event-time pacing."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("speed must be positive (or 0: as fast as --rate allows)")
+    return value or None

@@ -1,15 +1,28 @@
-"""IoT sensor fleet simulator: seeded readings from N devices, sent to Kafka as JSON.
+"""IoT sensor fleet simulator: seeded readings from N devices of four kinds, sent to Kafka as JSON.
 
-    python -m producers.iot --count 3000            # what `make produce-iot` runs
-    python -m producers.iot --rate 200 --duration 60 --devices 100 --seed 7
+    python -m producers.iot --count 3000                  # what `make produce-iot` runs; stops by itself
+    python -m producers.iot --speed 60 --duration 120     # live: one event-time minute per second
+    python -m producers.iot --rate 200 --devices 100 --seed 7 --ledger data/iot-ledger.jsonl
+    python -m producers.iot --clean --count 1000          # no injected faults or delivery problems
+    python -m producers.iot --inject late=0.05 --inject malformed=0
 
-The generator functions are pure and seeded (same seed and start time, same events); only `main`
-talks to Kafka, through producers.core.
+Every device has stable metadata (kind, site, unit, nominal range), published keyed by device id
+to the compacted devices topic. A reading is the middle of the device's range plus a diurnal
+cycle, a random-walk drift and noise. Sensor faults (spikes, stuck values, dropouts, battery
+decline) and delivery problems (late, out of order, duplicated, malformed) are injected at the
+rates in [iot.faults] and [iot.delivery]; `--ledger` writes the ground truth of every one (JSONL).
+
+The generators are pure and seeded: the same seed and start time give the same records, byte for
+byte. Faults and delivery problems draw from their own random streams, so a reading that is not
+touched by one has the same value whatever the rates. Only `main` talks to Kafka.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import heapq
+import itertools
 import json
 import math
 import random
@@ -18,9 +31,21 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import IO, Any
 
-from arus.config import ConfigError, load_config
-from producers.core import ProducerError, Record, SendLoop, add_send_arguments, check_topics, make_producer
+from arus.config import ConfigError, IotDeliveryConfig, IotFaultsConfig, load_config
+from producers.core import (
+    ProducerError,
+    Record,
+    SendLoop,
+    add_send_arguments,
+    connect,
+    exit_code,
+    format_time,
+    origin_headers,
+    positive_speed,
+    with_send_arguments,
+)
 
 SOURCE = "iot-simulator"
 SCHEMA_VERSION = "1"
@@ -33,7 +58,41 @@ KINDS: dict[str, tuple[str, float, float]] = {
     "pressure": ("hPa", 990.0, 1030.0),
     "power": ("W", 50.0, 500.0),
 }
+# kind -> (diurnal amplitude as a share of the nominal span, hour of the daily peak, UTC)
+DIURNAL: dict[str, tuple[float, float]] = {
+    "temperature": (0.25, 14.0),
+    "humidity": (0.20, 5.0),
+    "pressure": (0.05, 10.0),
+    "power": (0.30, 19.0),
+}
 SITES = ("jakarta", "bandung", "surabaya", "medan")
+
+DRIFT_STEP = 0.005  # random-walk step, share of the span
+DRIFT_PULL = 0.01  # how strongly drift is pulled back to 0 each reading, so it stays plausible
+NOISE = 0.01  # share of the span
+BATTERY_DRAIN = 0.002  # percentage points per reading
+BATTERY_DRAIN_FAULTY = 0.5
+STUCK_READINGS = (3, 12)
+DROPOUT_READINGS = (1, 6)
+MALFORMED_MODES = ("truncated", "not_utf8", "missing_value", "wrong_type", "bad_time")
+
+HEADERS = origin_headers(SOURCE)
+NO_FAULTS = IotFaultsConfig()
+NO_DELIVERY_PROBLEMS = IotDeliveryConfig()
+
+# Ledger kind -> the config field holding its rate, for `--inject KIND=RATE`.
+FAULT_RATES = {
+    "spike": "spike_rate",
+    "stuck": "stuck_rate",
+    "dropout": "dropout_rate",
+    "battery_decline": "battery_decline_rate",
+}
+DELIVERY_RATES = {
+    "late": "late_rate",
+    "out_of_order": "out_of_order_rate",
+    "duplicate": "duplicate_rate",
+    "malformed": "malformed_rate",
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +103,32 @@ class Device:
     unit: str
     low: float
     high: float
+
+
+@dataclass(frozen=True)
+class Message:
+    """One send, in send order. `value` None is a dropout: nothing is sent, the truth is recorded.
+
+    `truth` holds a ledger entry for every fault or delivery problem injected into this message.
+    """
+
+    due: datetime
+    key: str
+    value: bytes | None
+    event_id: str
+    truth: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass
+class _DeviceState:
+    battery: float
+    drift: float = 0.0
+    draining: bool = False
+    last_value: float | None = None
+    stuck_value: float = 0.0
+    stuck_left: int = 0
+    dropout_left: int = 0
+    episode: int = 0
 
 
 def fleet(n: int, seed: int) -> list[Device]:
@@ -63,96 +148,348 @@ def event_id(device_id: str, seq: int) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{SOURCE}/{device_id}/{seq}"))
 
 
-def readings(
-    devices: list[Device], start: datetime, interval_s: float, seed: int
-) -> Iterator[dict[str, object]]:
-    """An endless stream of readings in event-time order, every device once per interval.
+def signal_with_faults(
+    devices: list[Device], start: datetime, interval_s: float, seed: int, faults: IotFaultsConfig = NO_FAULTS
+) -> Iterator[tuple[datetime, Device, dict[str, Any] | None, list[dict[str, Any]]]]:
+    """Every device once per interval, in event-time order: (event time, device, reading, truth).
 
-    A value is the middle of the device's range, plus a diurnal cycle, a random-walk drift and noise.
+    The reading is None when it dropped out; `truth` has a ledger entry per fault injected into it.
     """
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
-    rng = random.Random(seed)
-    drift = {d.device_id: 0.0 for d in devices}
-    seq = 0
-    while True:
+    signal_rng = random.Random(f"{seed}/signal")
+    fault_rng = random.Random(f"{seed}/faults")
+    inject = any(dataclasses.astuple(faults))
+    states = {
+        d.device_id: _DeviceState(random.Random(f"{seed}/{d.device_id}").uniform(60, 100)) for d in devices
+    }
+    for seq in itertools.count():
         at = start + timedelta(seconds=seq * interval_s)
-        hour = at.hour + at.minute / 60
+        event_time = format_time(at)
+        hour = at.hour + at.minute / 60 + at.second / 3600
         for device in devices:
+            state = states[device.device_id]
             span = device.high - device.low
-            drift[device.device_id] += rng.gauss(0, span * 0.005)
-            value = (
+            amplitude, peak = DIURNAL[device.kind]
+            state.drift += -DRIFT_PULL * state.drift + signal_rng.gauss(0, span * DRIFT_STEP)
+            clean = (
                 (device.low + device.high) / 2
-                + span * 0.2 * math.sin(2 * math.pi * (hour - 6) / 24)
-                + drift[device.device_id]
-                + rng.gauss(0, span * 0.01)
+                + span * amplitude * math.cos(2 * math.pi * (hour - peak) / 24)
+                + state.drift
+                + signal_rng.gauss(0, span * NOISE)
             )
-            yield {
-                "event_id": event_id(device.device_id, seq),
+            value: float | None = clean
+            found: list[tuple[str, dict[str, Any]]] = []
+            if inject:
+                value, found = _inject_faults(state, device, seq, clean, faults, fault_rng)
+            state.battery = max(
+                0.0, state.battery - (BATTERY_DRAIN_FAULTY if state.draining else BATTERY_DRAIN)
+            )
+            eid = event_id(device.device_id, seq)
+            truth = [
+                {
+                    "kind": kind,
+                    "event_id": eid,
+                    "device_id": device.device_id,
+                    "seq": seq,
+                    "event_time": event_time,
+                }
+                | detail
+                for kind, detail in found
+            ]
+            if value is None:
+                yield at, device, None, truth
+                continue
+            state.last_value = value
+            reading = {
+                "event_id": eid,
                 "device_id": device.device_id,
                 "kind": device.kind,
                 "site": device.site,
                 "unit": device.unit,
                 "value": round(value, 3),
+                "battery": round(state.battery, 2),
                 "seq": seq,
-                "event_time": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "event_time": event_time,
             }
-        seq += 1
+            yield at, device, reading, truth
 
 
-def to_record(event: dict[str, object], topic: str) -> Record:
+def _inject_faults(
+    state: _DeviceState, device: Device, seq: int, clean: float, faults: IotFaultsConfig, rng: random.Random
+) -> tuple[float | None, list[tuple[str, dict[str, Any]]]]:
+    """Continue the device's fault episode or perhaps start one: (value, or None if dropped; faults).
+
+    Draws two numbers per reading (more only when a fault starts), so episodes never shift the
+    draws of the readings after them by more than their own length.
+    """
+    found: list[tuple[str, dict[str, Any]]] = []
+    if rng.random() < faults.battery_decline_rate and not state.draining:
+        state.draining = True
+        found.append(("battery_decline", {"battery": round(state.battery, 2)}))
+    r = rng.random()
+    if state.stuck_left:
+        state.stuck_left -= 1
+        found.append(("stuck", {"episode": state.episode, "value": round(state.stuck_value, 3)}))
+        return state.stuck_value, found
+    if state.dropout_left:
+        state.dropout_left -= 1
+        found.append(("dropout", {"episode": state.episode}))
+        return None, found
+    if r < faults.spike_rate:
+        span = device.high - device.low
+        value = clean + rng.choice((-1, 1)) * span * rng.uniform(1.0, 2.0)
+        found.append(("spike", {"value": round(value, 3), "clean": round(clean, 3)}))
+        return value, found
+    r -= faults.spike_rate
+    if r < faults.stuck_rate:
+        state.stuck_left = rng.randint(*STUCK_READINGS) - 1
+        state.stuck_value = clean if state.last_value is None else state.last_value
+        state.episode = seq
+        found.append(("stuck", {"episode": seq, "value": round(state.stuck_value, 3)}))
+        return state.stuck_value, found
+    r -= faults.stuck_rate
+    if r < faults.dropout_rate:
+        state.dropout_left = rng.randint(*DROPOUT_READINGS) - 1
+        state.episode = seq
+        found.append(("dropout", {"episode": seq}))
+        return None, found
+    return clean, found
+
+
+def readings(
+    devices: list[Device], start: datetime, interval_s: float, seed: int, faults: IotFaultsConfig = NO_FAULTS
+) -> Iterator[dict[str, Any]]:
+    """An endless stream of readings in event-time order, every device once per interval.
+
+    A value is the middle of the device's range, plus a diurnal cycle, a random-walk drift and
+    noise; with `faults`, some are spikes or stuck and some never come (dropouts).
+    # event_id, device_id, kind, site, unit, value, battery, seq, event_time
+    """
+    for _, _, reading, _ in signal_with_faults(devices, start, interval_s, seed, faults):
+        if reading is not None:
+            yield reading
+
+
+def simulate(
+    devices: list[Device],
+    start: datetime,
+    interval_s: float,
+    seed: int,
+    faults: IotFaultsConfig = NO_FAULTS,
+    delivery: IotDeliveryConfig = NO_DELIVERY_PROBLEMS,
+) -> Iterator[Message]:
+    """The messages to send, in send order: the readings, with delivery problems injected.
+
+    A message is due at its event time; a late one at its event time plus a delay; an out-of-order
+    one just after the device's next reading; a duplicate (same bytes, same event_id) up to
+    `duplicate_max_delay_s` after the original. At most one problem per reading.
+    """
+    rng = random.Random(f"{seed}/delivery")
+    late = delivery.late_rate
+    out_of_order = late + delivery.out_of_order_rate
+    duplicate = out_of_order + delivery.duplicate_rate
+    malformed = duplicate + delivery.malformed_rate
+    after_next = timedelta(seconds=interval_s, microseconds=1)
+    pending: list[tuple[datetime, int, Message]] = []
+    order = itertools.count()
+
+    def push(due: datetime, key: str, value: bytes | None, eid: str, truth: list[dict[str, Any]]) -> None:
+        heapq.heappush(pending, (due, next(order), Message(due, key, value, eid, tuple(truth))))
+
+    for at, device, reading, truth in signal_with_faults(devices, start, interval_s, seed, faults):
+        key = device.device_id
+        if reading is None:
+            push(at, key, None, truth[0]["event_id"], truth)
+        else:
+            eid = reading["event_id"]
+            value = encode(reading)
+            r = rng.random() if malformed else 1.0
+            if r < late:
+                delay = rng.uniform(delivery.late_min_s, delivery.late_max_s)
+                push(
+                    at + timedelta(seconds=delay),
+                    key,
+                    value,
+                    eid,
+                    [*truth, _problem("late", reading, delay_s=round(delay, 3))],
+                )
+            elif r < out_of_order:
+                push(at + after_next, key, value, eid, [*truth, _problem("out_of_order", reading)])
+            elif r < duplicate:
+                push(at, key, value, eid, truth)
+                delay = rng.uniform(0, delivery.duplicate_max_delay_s)
+                push(
+                    at + timedelta(seconds=delay),
+                    key,
+                    value,
+                    eid,
+                    [_problem("duplicate", reading, delay_s=round(delay, 3))],
+                )
+            elif r < malformed:
+                mode = rng.choice(MALFORMED_MODES)
+                bad = corrupt(reading, mode)
+                detail = {"mode": mode, "payload": bad.decode("utf-8", "backslashreplace")}
+                push(at, key, bad, eid, [*truth, _problem("malformed", reading, **detail)])
+            else:
+                push(at, key, value, eid, truth)
+        while pending and pending[0][0] <= at:
+            yield heapq.heappop(pending)[2]
+
+
+def _problem(kind: str, reading: dict[str, Any], **detail: Any) -> dict[str, Any]:
+    keys = ("event_id", "device_id", "seq", "event_time")
+    return {"kind": kind, **{k: reading[k] for k in keys}, **detail}
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def corrupt(reading: dict[str, Any], mode: str) -> bytes:
+    """A malformed payload of the kind a downstream parser must reject, never crash on."""
+    if mode == "truncated":
+        text = encode(reading)
+        return text[: len(text) // 2]
+    if mode == "not_utf8":
+        return b"\xff\xfe" + encode(reading)
+    if mode == "missing_value":
+        return encode({k: v for k, v in reading.items() if k != "value"})
+    if mode == "wrong_type":
+        return encode({**reading, "value": "n/a"})
+    if mode == "bad_time":
+        return encode({**reading, "event_time": "not a time"})
+    raise ValueError(f"unknown malformed mode {mode!r}")
+
+
+def to_record(event: dict[str, Any], topic: str) -> Record:
+    """A clean reading as a Kafka record, keyed by device."""
     return Record(
         topic=topic,
         key=str(event["device_id"]),
-        value=json.dumps(event, separators=(",", ":")).encode(),
-        headers=(("source", SOURCE.encode()), ("schema_version", SCHEMA_VERSION.encode())),
+        value=encode(event),
+        headers=HEADERS,
+        due=datetime.fromisoformat(str(event["event_time"])),
     )
 
 
+def message_record(message: Message, topic: str) -> Record | None:
+    """A message as a Kafka record, keyed by device; None for a dropout."""
+    if message.value is None:
+        return None
+    return Record(topic, message.key, message.value, HEADERS, due=message.due)
+
+
 def device_record(device: Device, topic: str) -> Record:
-    return Record(topic=topic, key=device.device_id, value=json.dumps(asdict(device)).encode())
+    """A device's metadata, keyed by device id, for the compacted devices topic."""
+    return Record(topic, device.device_id, encode(asdict(device)), HEADERS)
+
+
+def with_rates(
+    faults: IotFaultsConfig, delivery: IotDeliveryConfig, rates: dict[str, float]
+) -> tuple[IotFaultsConfig, IotDeliveryConfig]:
+    """The rates with `--inject KIND=RATE` overrides applied."""
+    for kind in rates:
+        if kind not in FAULT_RATES and kind not in DELIVERY_RATES:
+            known = ", ".join([*FAULT_RATES, *DELIVERY_RATES])
+            raise ConfigError(f"--inject: unknown kind {kind!r} (one of {known})")
+    faults = dataclasses.replace(faults, **{FAULT_RATES[k]: v for k, v in rates.items() if k in FAULT_RATES})
+    delivery = dataclasses.replace(
+        delivery, **{DELIVERY_RATES[k]: v for k, v in rates.items() if k in DELIVERY_RATES}
+    )
+    return faults, delivery
 
 
 def parse_time(text: str) -> datetime:
+    """`--start`: an ISO-8601 time with a zone."""
     at = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if at.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no time zone; add Z or +00:00")
     return at.astimezone(UTC)
 
 
+def _inject_arg(text: str) -> tuple[str, float]:
+    kind, sep, rate = text.partition("=")
+    try:
+        value = float(rate)
+    except ValueError:
+        value = -1.0
+    if not sep or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected KIND=RATE with RATE in [0, 1], got {text!r}")
+    return kind.strip(), value
+
+
+def write_ledger(ledger: IO[str] | None, message: Message) -> None:
+    if ledger is not None:
+        for entry in message.truth:
+            ledger.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m producers.iot", description=__doc__.split("\n")[0])
     add_send_arguments(parser)
-    parser.add_argument("--devices", type=int, help="fleet size (default from conf)")
-    parser.add_argument("--seed", type=int, help="random seed (default from conf)")
+    parser.add_argument("--devices", type=int, help="fleet size (default: [iot] devices)")
+    parser.add_argument("--seed", type=int, help="random seed (default: [iot] seed)")
     parser.add_argument("--start", type=parse_time, help="event time of the first reading (default: now)")
-    parser.add_argument("--topic", help="readings topic (default from conf)")
+    parser.add_argument("--interval", type=float, help="event-time seconds between a device's readings")
+    parser.add_argument(
+        "--speed", type=positive_speed, help="event-time speed-up: 60 = a simulated minute per second"
+    )
+    parser.add_argument("--topic", help="readings topic (default: [iot] topic)")
+    parser.add_argument(
+        "--devices-topic", help="compacted device metadata topic (default: [iot] devices_topic)"
+    )
+    parser.add_argument("--ledger", help="write the ground truth of every injected problem here (JSONL)")
+    parser.add_argument("--clean", action="store_true", help="inject no faults and no delivery problems")
+    parser.add_argument(
+        "--inject",
+        type=_inject_arg,
+        action="append",
+        default=[],
+        metavar="KIND=RATE",
+        help=f"override one rate; KIND is one of {', '.join([*FAULT_RATES, *DELIVERY_RATES])}",
+    )
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = with_send_arguments(load_config(args.config), args)
         iot = config.iot
         topic = args.topic or iot.topic
-        devices = fleet(args.devices or iot.devices, iot.seed if args.seed is None else args.seed)
+        devices_topic = args.devices_topic or iot.devices_topic
+        seed = iot.seed if args.seed is None else args.seed
+        devices = fleet(args.devices or iot.devices, seed)
         start = args.start or datetime.now(UTC).replace(second=0, microsecond=0)
-        producer = make_producer(config.kafka, config.producer)
+        speed = args.speed if args.speed is not None else (iot.speed or None)
+        faults, delivery = (NO_FAULTS, NO_DELIVERY_PROBLEMS) if args.clean else (iot.faults, iot.delivery)
+        faults, delivery = with_rates(faults, delivery, dict(args.inject))
+        messages = simulate(devices, start, args.interval or iot.interval_s, seed, faults, delivery)
+        ledger_path = args.ledger or iot.ledger
+        producer = connect(config, [topic, devices_topic])
+        ledger = open(config.resolve(ledger_path), "w") if ledger_path else None  # noqa: SIM115
         try:
-            check_topics(producer, [topic, iot.devices_topic], config.kafka.bootstrap_servers)
             loop = SendLoop(producer)
             for device in devices:
-                loop.send(device_record(device, iot.devices_topic))
-            events = readings(devices, start, iot.interval_s, iot.seed if args.seed is None else args.seed)
+                loop.send(device_record(device, devices_topic))
+
+            def records() -> Iterator[Record]:
+                for message in messages:
+                    write_ledger(ledger, message)
+                    for entry in message.truth:
+                        loop.summary.count(entry["kind"])
+                    record = message_record(message, topic)
+                    if record is not None:
+                        yield record
+
             summary = loop.run(
-                (to_record(e, topic) for e in events),
-                rate=args.rate,
-                count=args.count,
-                duration=args.duration,
+                records(), rate=args.rate, speed=speed, count=args.count, duration=args.duration
             )
         finally:
+            if ledger is not None:
+                ledger.close()
             producer.close(timeout=10)
-    except (ConfigError, ProducerError) as exc:
+    except (ConfigError, ProducerError, OSError) as exc:
         print(f"produce-iot: {exc}", file=sys.stderr)
         return 1
-    return 0 if summary.failed == 0 else 2
+    return exit_code(summary)
 
 
 if __name__ == "__main__":
