@@ -68,6 +68,15 @@ kafka-status: ## Is the local broker running?
 produce-iot: kafka-up ## Simulate the IoT fleet (a demo run that stops by itself)
 	$(PY) -m producers.iot --count 3000
 
+FILE ?= samples/weather_stations.csv
+.PHONY: produce-csv
+produce-csv: kafka-up ## Replay a CSV file: make produce-csv FILE=x.csv ARGS="--time-column ts --key-column id"
+	$(PY) -m producers.csv_replay $(FILE) $(ARGS)
+
+.PHONY: produce-api
+produce-api: kafka-up ## Poll the USGS earthquake feed each minute until Ctrl-C (ARGS="--polls 1": once)
+	$(PY) -m producers.api_poller $(ARGS)
+
 .PHONY: aggregate
 aggregate: kafka-up ## Run the main job (catch up, then stop) and show its output
 	spark-submit jobs/aggregate.py --show
