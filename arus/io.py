@@ -13,6 +13,10 @@ from pyspark.sql import DataFrame, SparkSession
 
 from arus.config import KafkaConfig
 
+# Delta's idempotent DML: a MERGE under an (app id, version) it has committed before is skipped.
+TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+
 
 def read_kafka_stream(
     spark: SparkSession,
@@ -58,23 +62,36 @@ def write_kafka(df: DataFrame, kafka: KafkaConfig, topic: str) -> None:
     df.write.format("kafka").options(**kafka.spark_options()).option("topic", topic).save()
 
 
-def merge_into_delta(df: DataFrame, path: str, keys: Sequence[str]) -> None:
+def merge_into_delta(
+    df: DataFrame, path: str, keys: Sequence[str], app_id: str | None = None, batch_id: int | None = None
+) -> None:
     """Upsert rows into the Delta table at `path` by `keys`, creating the table on first use.
 
     Re-running the same rows changes nothing, which is what makes a replayed micro-batch safe.
+    Given `app_id` and `batch_id`, a replayed batch is not even committed again: Delta records the
+    merge as (txnAppId, txnVersion) and skips one it has already seen.
     """
     spark = df.sparkSession
     if not DeltaTable.isDeltaTable(spark, path):
         df.limit(0).write.format("delta").mode("ignore").save(path)
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    (
+    merge = (
         DeltaTable.forPath(spark, path)
         .alias("t")
         .merge(df.alias("s"), condition)
         .whenMatchedUpdateAll()
         .whenNotMatchedInsertAll()
-        .execute()
     )
+    if app_id is None or batch_id is None:
+        merge.execute()
+        return
+    spark.conf.set(TXN_APP_ID, app_id)
+    spark.conf.set(TXN_VERSION, str(batch_id))
+    try:
+        merge.execute()
+    finally:
+        spark.conf.unset(TXN_APP_ID)
+        spark.conf.unset(TXN_VERSION)
 
 
 def append_to_delta(df: DataFrame, path: str, app_id: str, batch_id: int) -> None:

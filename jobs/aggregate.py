@@ -18,16 +18,19 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from arus.config import AggregateConfig, Config, ConfigError, load_config
 from arus.io import append_to_delta, merge_into_delta, read_kafka_batch, read_kafka_stream, write_kafka
+from arus.reliability import GuardError, check_deadletter_ratio, check_kafka, check_lost_records, kill_point
 from arus.spark import build_session
-from arus.stages import bronze_to_silver, silver_to_gold
-from arus.transforms import aggregate_key, schema_from_ddl, to_kafka_records
+from arus.stages import bronze_to_checked, bronze_to_silver, record_limits, silver_to_gold
+from arus.transforms import aggregate_key, dead_letters, schema_from_ddl, to_kafka_records
 
 APP = "arus-aggregate"
 
@@ -109,8 +112,10 @@ def write_aggregates(config: Config, settings: Settings) -> Callable[[DataFrame,
     def write(batch: DataFrame, batch_id: int) -> None:
         batch.persist()
         try:
-            merge_into_delta(batch, settings.table_path, [*keys, "window_start"])
+            merge_into_delta(batch, settings.table_path, [*keys, "window_start"], APP, batch_id)
+            kill_point("after-delta", batch_id)
             write_kafka(to_kafka_records(batch, aggregate_key(keys)), config.kafka, settings.job.output_topic)
+            kill_point("after-kafka", batch_id)
         finally:
             batch.unpersist()
 
@@ -118,15 +123,23 @@ def write_aggregates(config: Config, settings: Settings) -> Callable[[DataFrame,
 
 
 def write_dead_letters(config: Config, settings: Settings) -> Callable[[DataFrame, int], None]:
-    """Dead letters: appended to Delta once per batch; to Kafka with the original bytes as value."""
+    """Dead letters: appended to Delta once per batch; to Kafka with the original bytes as value.
 
-    def write(batch: DataFrame, batch_id: int) -> None:
-        batch.persist()
+    It sees every checked record so the circuit breaker can weigh the bad ones against the total.
+    """
+    job = settings.job
+
+    def write(checked: DataFrame, batch_id: int) -> None:
+        checked.persist()
         try:
+            batch = dead_letters(checked)
+            bad, total = batch.count(), checked.count()
+            check_deadletter_ratio(bad, total, job.max_deadletter_ratio, job.breaker_min_records, batch_id)
             append_to_delta(batch, settings.deadletter_path, f"{APP}-deadletter", batch_id)
+            kill_point("deadletter-after-delta", batch_id)
             write_kafka(dead_letter_records(batch), config.kafka, settings.job.deadletter_topic)
         finally:
-            batch.unpersist()
+            checked.unpersist()
 
     return write
 
@@ -156,9 +169,15 @@ def start_queries(spark: SparkSession, config: Config, settings: Settings) -> li
     job = settings.job
     schema = schema_from_ddl(config.schema(job.schema))
     raw = read_kafka_stream(
-        spark, config.kafka, job.input_topic, job.starting_offsets, settings.max_offsets_per_trigger
+        spark,
+        config.kafka,
+        job.input_topic,
+        job.starting_offsets,
+        settings.max_offsets_per_trigger,
+        fail_on_data_loss=job.fail_on_data_loss,
     )
-    events, dead = bronze_to_silver(raw, schema, job)
+    events, _ = bronze_to_silver(raw, schema, job)
+    checked = bronze_to_checked(raw, schema, job)
     aggregates = silver_to_gold(events, job, settings.slide)
     trigger = (
         {"availableNow": True}
@@ -172,7 +191,7 @@ def start_queries(spark: SparkSession, config: Config, settings: Settings) -> li
         .option("checkpointLocation", f"{settings.checkpoint}/aggregates")
         .trigger(**trigger)
         .start(),
-        dead.writeStream.queryName("deadletter")
+        checked.writeStream.queryName("deadletter")
         .foreachBatch(write_dead_letters(config, settings))
         .option("checkpointLocation", f"{settings.checkpoint}/deadletter")
         .trigger(**trigger)
@@ -200,9 +219,11 @@ def await_queries(queries: list[StreamingQuery], report_every: int = 10) -> None
                 q.awaitTermination(report_every)
             for q in queries:
                 print(progress_line(q), flush=True)
-    except KeyboardInterrupt:
-        for q in queries:
-            q.stop()
+    except (KeyboardInterrupt, StreamingQueryException):
+        # A failure (circuit breaker, data loss) is raised below, once every query has stopped.
+        pass
+    for q in queries:
+        q.stop()
     for q in queries:
         if q.exception():
             raise RuntimeError(f"query {q.name} failed: {q.exception()}")
@@ -230,13 +251,24 @@ def _is_table(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
+def preflight(config: Config, settings: Settings) -> None:
+    """Fail in seconds, naming the cause, before Spark starts (see arus.reliability)."""
+    job = settings.job
+    record_limits(job)
+    check_kafka(config.kafka, [job.input_topic, job.output_topic, job.deadletter_topic])
+    queries = [Path(settings.checkpoint) / name for name in ("aggregates", "deadletter")]
+    for gap in check_lost_records(config.kafka, job.input_topic, queries, job.fail_on_data_loss):
+        print(f"aggregate: WARNING: skipping lost records: {gap}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config)
         settings = settings_from(args, config)
         config.schema(settings.job.schema)
-    except ConfigError as exc:
+        preflight(config, settings)
+    except (ConfigError, GuardError) as exc:
         print(f"aggregate: {exc}", file=sys.stderr)
         return 1
     spark = build_session(APP, config.spark)
