@@ -1,6 +1,6 @@
 """The pipeline's stages as compositions of the pure transforms, shared by stream and batch jobs.
 
-    bronze (Kafka records as received) -> silver (valid, deduplicated events) + dead letters
+    bronze (Kafka records as received) -> silver (valid, deduplicated, enriched, clean) + dead letters
     silver -> gold (window aggregates)
 
 Streaming jobs apply these to `readStream` DataFrames, batch jobs (backfill, reconciliation) to
@@ -14,7 +14,8 @@ from datetime import datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from arus.config import AggregateConfig, ConfigError
+from arus.clean import clean_events, with_device_metadata
+from arus.config import AggregateConfig, CleanConfig, ConfigError
 from arus.transforms import (
     RecordLimits,
     aggregate_windows,
@@ -55,17 +56,29 @@ def bronze_to_checked(bronze: DataFrame, schema: T.StructType, job: AggregateCon
 
 
 def bronze_to_silver(
-    bronze: DataFrame, schema: T.StructType, job: AggregateConfig
+    bronze: DataFrame,
+    schema: T.StructType,
+    job: AggregateConfig,
+    devices: DataFrame | None = None,
+    clean: CleanConfig | None = None,
+    device_key: str = "device_id",
 ) -> tuple[DataFrame, DataFrame]:
-    """Kafka-shaped rows -> (valid deduplicated events, dead letters).
+    """Kafka-shaped rows -> (valid deduplicated events, enriched and cleaned; dead letters).
 
-    # silver: <schema fields...>
+    # silver: <schema fields...>, device_<device-only fields...> (with `devices`)
     # dead:   topic, partition, offset, timestamp, key, value, error
+    `devices` (one row per `device_key`; static, so a stream joins it per micro-batch) adds device
+    metadata; `clean` ([clean] in conf) normalises names and units and rounds values. Neither drops
+    or reorders rows, so what the watermark judges late does not depend on them.
     """
     parsed = bronze_to_checked(bronze, schema, job)
     events = with_watermark(valid_events(parsed, schema), job.event_time_field, job.watermark)
     if job.dedup_field:
         events = drop_duplicate_events(events, job.dedup_field)
+    if devices is not None:
+        events = with_device_metadata(events, devices, key=device_key)
+    if clean is not None:
+        events = clean_events(events, clean.name_fields, clean.unit_field, clean.value_fields, clean.decimals)
     return events, dead_letters(parsed)
 
 
