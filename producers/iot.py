@@ -306,25 +306,25 @@ def simulate(
             value = encode(reading)
             r = rng.random() if malformed else 1.0
             if r < late:
-                delay = rng.uniform(delivery.late_min_s, delivery.late_max_s)
+                delay = round(rng.uniform(delivery.late_min_s, delivery.late_max_s), 3)
                 push(
                     at + timedelta(seconds=delay),
                     key,
                     value,
                     eid,
-                    [*truth, _problem("late", reading, delay_s=round(delay, 3))],
+                    [*truth, _problem("late", reading, delay_s=delay)],
                 )
             elif r < out_of_order:
                 push(at + after_next, key, value, eid, [*truth, _problem("out_of_order", reading)])
             elif r < duplicate:
                 push(at, key, value, eid, truth)
-                delay = rng.uniform(0, delivery.duplicate_max_delay_s)
+                delay = round(rng.uniform(0, delivery.duplicate_max_delay_s), 3)
                 push(
                     at + timedelta(seconds=delay),
                     key,
                     value,
                     eid,
-                    [_problem("duplicate", reading, delay_s=round(delay, 3))],
+                    [_problem("duplicate", reading, delay_s=delay)],
                 )
             elif r < malformed:
                 mode = rng.choice(MALFORMED_MODES)

@@ -1,0 +1,191 @@
+"""The producers' shared pieces that need no broker: pacing, event times, ids, flags."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from arus.config import DEFAULT_CONFIG, load_config
+from producers.core import (
+    Pacer,
+    add_send_arguments,
+    format_time,
+    origin_headers,
+    parse_time,
+    stable_id,
+    with_send_arguments,
+)
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_pacer(pacer: Pacer, clock: FakeClock, dues: list[datetime | None]) -> list[float]:
+    """The send times a loop would get: it waits what the pacer says, then sends."""
+    sent = []
+    for due in dues:
+        clock.now += pacer.delay(due)
+        sent.append(round(clock.now - 100.0, 6))
+    return sent
+
+
+def test_rate_spaces_sends_evenly() -> None:
+    clock = FakeClock()
+    assert run_pacer(Pacer(rate=4, clock=clock), clock, [None] * 5) == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_rate_catches_up_at_most_one_second_after_a_stall() -> None:
+    clock = FakeClock()
+    pacer = Pacer(rate=10, clock=clock)
+    pacer.delay()
+    clock.now += 5.0  # the loop was stuck for 5 s
+    waits = [pacer.delay() for _ in range(12)]
+    # The record due now and one second's worth more (10) go at once, then the rate holds again.
+    assert waits[:11] == pytest.approx([0.0] * 11)
+    assert waits[11] == pytest.approx(0.1)
+
+
+def test_speed_keeps_event_time_gaps_scaled() -> None:
+    clock = FakeClock()
+    dues = [T0, T0 + timedelta(seconds=60), T0 + timedelta(seconds=90), T0 + timedelta(seconds=90)]
+    assert run_pacer(Pacer(speed=60, clock=clock), clock, dues) == [0.0, 1.0, 1.5, 1.5]
+
+
+def test_speed_and_rate_together_take_the_slower() -> None:
+    clock = FakeClock()
+    dues = [T0, T0, T0 + timedelta(seconds=600)]
+    assert run_pacer(Pacer(rate=2, speed=600, clock=clock), clock, dues) == [0.0, 0.5, 1.0]
+
+
+def test_speed_sends_earlier_event_times_at_once() -> None:
+    clock = FakeClock()
+    dues = [T0, T0 + timedelta(seconds=10), T0 + timedelta(seconds=5)]
+    assert run_pacer(Pacer(speed=10, clock=clock), clock, dues) == [0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("value", "fmt", "expected"),
+    [
+        ("2024-03-01T12:00:00Z", "iso", T0),
+        ("2024-03-01T19:00:00+07:00", "iso", T0),
+        ("2024-03-01 12:00:00", "iso", T0),
+        ("2024-03-01T12:00:00.250Z", "iso", T0 + timedelta(milliseconds=250)),
+        ("1709294400", "epoch_s", T0),
+        (1709294400000, "epoch_ms", T0),
+        ("1709294400000.5", "epoch_ms", T0 + timedelta(microseconds=500)),
+        ("01/03/2024 12:00", "%d/%m/%Y %H:%M", T0),
+    ],
+)
+def test_parse_time_gives_aware_utc(value: object, fmt: str, expected: datetime) -> None:
+    parsed = parse_time(value, fmt)
+    assert parsed == expected
+    assert parsed.tzinfo is UTC
+
+
+def test_parse_time_takes_naive_times_in_the_given_zone() -> None:
+    jakarta = timezone(timedelta(hours=7))
+    assert parse_time("2024-03-01 19:00", "iso", jakarta) == T0
+    assert parse_time("01/03/2024 19:00", "%d/%m/%Y %H:%M", jakarta) == T0
+
+
+@pytest.mark.parametrize(
+    ("value", "fmt"),
+    [
+        ("", "iso"),
+        (None, "iso"),
+        ("yesterday", "iso"),
+        ("2024-02-30", "iso"),
+        ("12abc", "epoch_s"),
+        ("nan", "epoch_s"),
+        (True, "epoch_ms"),
+        ("2024-03-01", "%d/%m/%Y"),
+    ],
+)
+def test_parse_time_refuses_what_it_cannot_read(value: object, fmt: str) -> None:
+    with pytest.raises(ValueError):
+        parse_time(value, fmt)
+
+
+def test_format_time_is_utc_with_milliseconds_and_z() -> None:
+    assert format_time(datetime(2024, 3, 1, 19, 0, 0, 123456, tzinfo=timezone(timedelta(hours=7)))) == (
+        "2024-03-01T12:00:00.123Z"
+    )
+    with pytest.raises(ValueError):
+        format_time(datetime(2024, 3, 1))  # noqa: DTZ001 - a naive time is the point
+
+
+def test_stable_id_is_a_uuid5_of_the_parts() -> None:
+    ns = uuid.uuid5(uuid.NAMESPACE_URL, "test")
+    a = stable_id(ns, "src", "key", 1)
+    assert a == stable_id(ns, "src", "key", 1) == str(uuid.uuid5(ns, "src/key/1"))
+    assert uuid.UUID(a).version == 5
+    assert len({a, stable_id(ns, "src", "key", 2), stable_id(ns, "other", "key", 1)}) == 3
+
+
+def test_origin_headers() -> None:
+    assert origin_headers("csv-replay", source_file="a.csv", line="7") == (
+        ("source", b"csv-replay"),
+        ("schema_version", b"1"),
+        ("source_file", b"a.csv"),
+        ("line", b"7"),
+    )
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_send_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_send_flags_override_the_config() -> None:
+    config = load_config(DEFAULT_CONFIG, env={})
+    changed = with_send_arguments(
+        config,
+        parse(
+            [
+                "--bootstrap-servers",
+                "b1:9092,b2:9092",
+                "--compression",
+                "zstd",
+                "--linger-ms",
+                "5",
+                "--batch-size",
+                "1024",
+            ]
+        ),
+    )
+    assert changed.kafka.client_kwargs()["bootstrap_servers"] == ["b1:9092", "b2:9092"]
+    assert (changed.producer.compression, changed.producer.linger_ms, changed.producer.batch_size) == (
+        "zstd",
+        5,
+        1024,
+    )
+    assert changed.producer.acks == "all" and changed.producer.idempotence
+    assert with_send_arguments(config, parse([])) == config
+
+
+def test_fewer_acks_turn_idempotence_off() -> None:
+    config = load_config(DEFAULT_CONFIG, env={})
+    changed = with_send_arguments(config, parse(["--acks", "1", "--compression", "none"]))
+    assert (changed.producer.acks, changed.producer.idempotence, changed.producer.compression) == (
+        "1",
+        False,
+        "",
+    )
+
+
+def test_rate_flag() -> None:
+    assert parse(["--rate", "unlimited"]).rate is None
+    assert parse(["--rate", "250"]).rate == 250.0
+    with pytest.raises(SystemExit):
+        parse(["--rate", "-1"])
