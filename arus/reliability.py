@@ -49,9 +49,13 @@ def connection_problem(kafka: KafkaConfig, seen: Sequence[str]) -> str:
     """What kafka-python's bare "Unable to bootstrap" meant, from the errors it logged meanwhile."""
     where = kafka.bootstrap_servers
     text = "\n".join(seen)
-    if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
+    # A broker often drops a failed SASL login without an answer the client gets to read; the
+    # telltale is a connection lost after the version handshake (`broker_version=(4, 3)`).
+    dropped_after_handshake = "broker_version=(" in text and "disconnected" in text
+    sasl = kafka.security_protocol.startswith("SASL")
+    if "SaslAuthenticationFailed" in text or (sasl and dropped_after_handshake):
         return (
-            f"Kafka at {where} rejected the credentials of user {kafka.sasl_username!r} "
+            f"Kafka at {where} rejected the login of user {kafka.sasl_username!r} "
             f"({kafka.sasl_mechanism}): check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
         )
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:

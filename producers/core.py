@@ -28,6 +28,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from arus.config import Config, KafkaConfig, ProducerConfig
+from arus.reliability import KafkaUnavailable, explained_connection_errors
 
 SCHEMA_VERSION = "1"
 
@@ -157,12 +158,11 @@ def make_producer(kafka: KafkaConfig, settings: ProducerConfig, **overrides: Any
         **overrides,
     }
     try:
-        return KafkaProducer(**kwargs)
-    except KafkaTimeoutError:
-        raise ProducerError(
-            f"no Kafka broker answers at {kafka.bootstrap_servers} within {settings.max_block_ms} ms "
-            "(is it up? `make kafka-up`)"
-        ) from None
+        # Names the cause (nothing listening, credentials rejected, untrusted TLS) instead of a bare timeout.
+        with explained_connection_errors(kafka):
+            return KafkaProducer(**kwargs)
+    except KafkaUnavailable as exc:
+        raise ProducerError(f"{exc} (gave up after {settings.max_block_ms} ms)") from None
     except KafkaError as exc:
         raise ProducerError(f"cannot connect to Kafka at {kafka.bootstrap_servers}: {exc}") from None
 
