@@ -1,0 +1,332 @@
+"""Event-time tumbling windows in plain Python: the engine of the kafka-python consumer.
+
+    engine = Aggregator(spec)
+    engine.add(event, (topic, partition, offset))   # an event from arus.records -> Outcome
+    engine.end_batch()                              # rows to publish; the watermark advances
+    engine.commit_positions(consumed)               # offsets it is safe to commit
+
+It computes what jobs/aggregate.py computes with Spark (arus.transforms.aggregate_windows,
+aggregate_key, drop_duplicate_events with the watermark): the same window boundaries, watermark,
+late rule and dedup rule, the same statistics with Spark's percentile definition, and the same
+rows, JSON field names and record keys. Nothing here touches Kafka; jobs/consumer.py does.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from arus.records import EPOCH, java_double, spark_string
+
+# percentile_approx(col, p, 10000) in arus.transforms: its summary is exact below 5,000 values
+# per window (2 * relative error * n < 1), so exact percentiles match it there.
+RELATIVE_ERROR = 1.0 / 10000
+
+TopicPartition = tuple[str, int]
+Position = tuple[str, int, int]  # topic, partition, offset
+
+
+# --- durations -------------------------------------------------------------------------------------
+
+_UNIT_US = {
+    "microsecond": 1,
+    "millisecond": 1_000,
+    "second": 1_000_000,
+    "minute": 60_000_000,
+    "hour": 3_600_000_000,
+    "day": 86_400_000_000,
+    "week": 604_800_000_000,
+}
+
+
+def parse_duration_us(text: str) -> int:
+    """A Spark interval string ("1 minute", "90 seconds", "1 hour 30 minutes") in microseconds."""
+    words = text.lower().split()
+    if words and words[0] == "interval":
+        words = words[1:]
+    if not words or len(words) % 2:
+        raise ValueError(f"not a duration: {text!r} (write e.g. '1 minute' or '30 seconds')")
+    total = 0
+    for number, unit in zip(words[::2], words[1::2], strict=True):
+        unit = unit.removesuffix("s") if unit.removesuffix("s") in _UNIT_US else unit
+        if unit not in _UNIT_US or not re.fullmatch(r"\d+", number):
+            raise ValueError(f"not a duration: {text!r} (write e.g. '1 minute' or '30 seconds')")
+        total += int(number) * _UNIT_US[unit]
+    if total <= 0:
+        raise ValueError(f"duration must be positive: {text!r}")
+    return total
+
+
+# --- windows and statistics ------------------------------------------------------------------------
+
+
+def to_us(at: datetime) -> int:
+    return (at - EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def window_start_us(event_us: int, size_us: int) -> int:
+    """The start of the tumbling window holding `event_us`: windows are [start, start + size)."""
+    return event_us - event_us % size_us
+
+
+def percentile(ordered: Sequence[float], p: float) -> float:
+    """Spark's percentile_approx on few values: the smallest value with at least p of them <= it."""
+    if p <= RELATIVE_ERROR:
+        return ordered[0]
+    if p >= 1 - RELATIVE_ERROR:
+        return ordered[-1]
+    return ordered[max(math.ceil(p * len(ordered)), 1) - 1]
+
+
+@dataclass
+class Stats:
+    """One value field in one window: Spark's avg, min, max, stddev_samp and percentile_approx."""
+
+    n: int = 0
+    total: float = 0.0
+    mean: float = 0.0  # running mean and m2 as Spark's CentralMomentAgg keeps them
+    m2: float = 0.0
+    ordered: list[float] = field(default_factory=list)
+
+    def add(self, x: float | None) -> None:
+        if x is None:
+            return
+        self.n += 1
+        self.total += x
+        delta = x - self.mean
+        delta_n = delta / self.n
+        self.mean += delta_n
+        self.m2 += delta * (delta - delta_n)
+        bisect.insort(self.ordered, x)
+
+    def result(self, name: str) -> dict[str, float | None]:
+        # <name>_mean, <name>_min, <name>_max, <name>_stddev, <name>_p50, <name>_p95
+        if not self.n:
+            return {f"{name}_{m}": None for m in ("mean", "min", "max", "stddev", "p50", "p95")}
+        return {
+            f"{name}_mean": self.total / self.n,
+            f"{name}_min": self.ordered[0],
+            f"{name}_max": self.ordered[-1],
+            f"{name}_stddev": math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else None,
+            f"{name}_p50": percentile(self.ordered, 0.5),
+            f"{name}_p95": percentile(self.ordered, 0.95),
+        }
+
+
+def as_double(value: Any) -> float | None:
+    """CAST(value AS DOUBLE) for the types a schema can hold."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, datetime):
+        return to_us(value) / 1e6
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+# --- the aggregator ----------------------------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    AGGREGATED = "aggregated"
+    LATE = "late"
+    DUPLICATE = "duplicate"
+    FILTERED = "filtered"
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """What to aggregate: the [aggregate] settings as plain values."""
+
+    keys: tuple[str, ...]
+    value_fields: tuple[str, ...]
+    event_time: str
+    size_us: int
+    delay_us: int
+    dedup_field: str = ""
+    where: tuple[tuple[str, str], ...] = ()  # (field, value): keep events whose field is the value
+
+
+@dataclass
+class Window:
+    keys: tuple[Any, ...]
+    start_us: int
+    count: int
+    stats: dict[str, Stats]
+    holds: dict[TopicPartition, int]  # the first offset per partition: replay starts there
+
+
+@dataclass
+class _Seen:
+    expires_us: int
+    tp: TopicPartition
+    offset: int
+
+
+class Aggregator:
+    """Tumbling-window aggregates per key with a watermark, deduplication and late-event detection.
+
+    Its rules are the Spark job's, micro-batch for micro-batch:
+    - the watermark is the largest event time seen in earlier batches less the delay (in whole
+      milliseconds, as Spark keeps it), and never goes back. One difference: while partitions
+      still have a backlog (`behind` in end_batch), the smallest of their largest event times is
+      used instead. Spark reads every partition in each micro-batch; a consumer reads a backlog
+      partition by partition, and without this rule the first partition read would make the
+      others' on-time events late;
+    - a window closes (is dropped from state) once its end <= watermark; an event for a closed
+      window is late;
+    - with deduplication, an event whose time is <= watermark is late too, and an id is remembered
+      until watermark >= its event time + delay: Spark's dropDuplicatesWithinWatermark.
+    Spark's late filter lags one micro-batch behind its watermark; this one does not, so events
+    within one batch of the watermark may be counted late here and aggregated there.
+    """
+
+    def __init__(self, spec: WindowSpec, watermark_us: int | None = None) -> None:
+        self.spec = spec
+        self.watermark_us = watermark_us
+        self.max_event_ms: dict[TopicPartition, int] = {}  # per partition
+        self.windows: dict[tuple[tuple[Any, ...], int], Window] = {}
+        self.seen: dict[Any, _Seen] = {}
+        self._updated: set[tuple[tuple[Any, ...], int]] = set()
+
+    def is_late(self, event_us: int) -> bool:
+        if self.watermark_us is None:
+            return False
+        if self.spec.dedup_field and event_us <= self.watermark_us:
+            return True
+        end = window_start_us(event_us, self.spec.size_us) + self.spec.size_us
+        return end <= self.watermark_us
+
+    def add(self, event: Mapping[str, Any], at: Position, replay: bool = False) -> Outcome:
+        """Take one parsed event. A replayed event rebuilds state after a restart without
+        marking its window as updated: its output was published before the restart."""
+        spec = self.spec
+        event_us = to_us(event[spec.event_time])
+        event_ms = event_us // 1000
+        tp = (at[0], at[1])
+        if event_ms > self.max_event_ms.get(tp, event_ms - 1):
+            self.max_event_ms[tp] = event_ms
+        if any(spark_string(event.get(name)) != value for name, value in spec.where):
+            return Outcome.FILTERED
+        if self.is_late(event_us):
+            if replay and spec.dedup_field:
+                self._remember(event, event_us, tp, at[2])
+            return Outcome.LATE
+        if spec.dedup_field:
+            if event.get(spec.dedup_field) in self.seen:
+                return Outcome.DUPLICATE
+            self._remember(event, event_us, tp, at[2])
+        keys = tuple(event.get(k) for k in spec.keys)
+        start = window_start_us(event_us, spec.size_us)
+        window = self.windows.get((keys, start))
+        if window is None:
+            window = Window(keys, start, 0, {f: Stats() for f in spec.value_fields}, {})
+            self.windows[(keys, start)] = window
+        window.count += 1
+        for name in spec.value_fields:
+            window.stats[name].add(as_double(event.get(name)))
+        window.holds.setdefault(tp, at[2])
+        if not replay:
+            self._updated.add((keys, start))
+        return Outcome.AGGREGATED
+
+    def _remember(self, event: Mapping[str, Any], event_us: int, tp: TopicPartition, offset: int) -> None:
+        expires = event_us + self.spec.delay_us // 1000 * 1000
+        if self.watermark_us is None or self.watermark_us < expires:
+            self.seen.setdefault(event.get(self.spec.dedup_field), _Seen(expires, tp, offset))
+
+    def end_batch(self, behind: Collection[TopicPartition] = ()) -> list[dict[str, Any]]:
+        """Close a batch: the rows of the windows it updated (Spark's update output mode), then the
+        watermark advances over it and the windows and ids it passes are dropped."""
+        rows = [self.row(self.windows[k]) for k in sorted(self._updated, key=_sort_key)]
+        self._updated.clear()
+        reached = self._reached_ms(behind)
+        if reached is not None:
+            candidate = (reached - self.spec.delay_us // 1000) * 1000
+            if self.watermark_us is None or candidate > self.watermark_us:
+                self.watermark_us = candidate
+        if self.watermark_us is not None:
+            wm = self.watermark_us
+            self.windows = {k: w for k, w in self.windows.items() if w.start_us + self.spec.size_us > wm}
+            self.seen = {i: s for i, s in self.seen.items() if s.expires_us > wm}
+        return rows
+
+    def _reached_ms(self, behind: Collection[TopicPartition]) -> int | None:
+        """The event time the watermark trails: the largest seen, or the slowest backlog's."""
+        if not self.max_event_ms or any(tp not in self.max_event_ms for tp in behind):
+            return None
+        if behind:
+            return min(self.max_event_ms[tp] for tp in behind)
+        return max(self.max_event_ms.values())
+
+    def commit_positions(self, consumed: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Per partition, the offset to commit: the next unread one, held back to the first record
+        any open window or remembered id depends on, so a restart can rebuild them by replay."""
+        positions = dict(consumed)
+        holds: Iterable[tuple[TopicPartition, int]] = (
+            *((tp, o) for w in self.windows.values() for tp, o in w.holds.items()),
+            *((s.tp, s.offset) for s in self.seen.values()),
+        )
+        for tp, offset in holds:
+            if tp in positions and offset < positions[tp]:
+                positions[tp] = offset
+        return positions
+
+    def row(self, window: Window) -> dict[str, Any]:
+        """One window as the Spark job's row.
+
+        # *keys, window_start, window_end, count, <f>_mean, <f>_min, <f>_max, <f>_stddev, <f>_p50, <f>_p95
+        """
+        row: dict[str, Any] = dict(zip(self.spec.keys, window.keys, strict=True))
+        row["window_start"] = from_us(window.start_us)
+        row["window_end"] = from_us(window.start_us + self.spec.size_us)
+        row["count"] = window.count
+        for name in self.spec.value_fields:
+            row.update(window.stats[name].result(name))
+        return row
+
+
+def _sort_key(k: tuple[tuple[Any, ...], int]) -> tuple[int, str]:
+    return (k[1], "|".join(spark_string(v) for v in k[0]))
+
+
+# --- output ------------------------------------------------------------------------------------------
+
+
+def aggregate_key(row: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """arus.transforms.aggregate_key: key fields as strings (nulls skipped, as concat_ws does) and
+    the window start, joined by |."""
+    parts = [spark_string(row.get(k)) for k in keys if row.get(k) is not None]
+    return "|".join([*parts, row["window_start"].strftime("%Y-%m-%dT%H:%M:%SZ")])
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        at = value.astimezone(UTC)
+        return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+    if isinstance(value, float) and not math.isfinite(value):
+        return java_double(value)
+    return value
+
+
+def to_json(row: Mapping[str, Any]) -> bytes:
+    """A row as Spark's to_json writes it: null fields left out, timestamps as ...ss.SSSZ."""
+    return json.dumps(
+        {k: _json_value(v) for k, v in row.items() if v is not None}, separators=(",", ":")
+    ).encode()
