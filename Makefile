@@ -25,6 +25,10 @@ demo: setup kafka-up ## Set everything up, produce IoT readings, run the main jo
 test: setup ## Run every test (unit + integration against the real broker, which it starts)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+.PHONY: test-faults
+test-faults: setup ## Kill jobs and brokers, feed bad input, try bad logins: the reliability suite (own brokers, ~6 min)
+	$(PY) -m pytest tests/faults -m faults $(PYTEST_ARGS)
+
 ## --- setup --------------------------------------------------------------------
 
 .PHONY: setup
@@ -61,6 +65,22 @@ kafka-reset: ## Stop the local broker and wipe its data
 .PHONY: kafka-status
 kafka-status: ## Is the local broker running?
 	$(PY) -m arus.broker status
+
+.PHONY: kafka-up-sasl
+kafka-up-sasl: setup ## Start a second broker on 9094 that demands SASL/SCRAM logins and checks ACLs (passwords from env)
+	$(PY) -m arus.broker up --sasl
+
+.PHONY: kafka-down-sasl
+kafka-down-sasl: ## Stop the SASL broker
+	$(PY) -m arus.broker down --sasl
+
+.PHONY: kafka-cluster-up
+kafka-cluster-up: setup ## Start a 3-broker cluster on 19091-19096 (replication factor 3, min ISR 2)
+	$(PY) -m arus.broker up --cluster 3
+
+.PHONY: kafka-cluster-down
+kafka-cluster-down: ## Stop the 3-broker cluster
+	$(PY) -m arus.broker down --cluster 3
 
 ## --- producers and jobs ----------------------------------------------------------
 
