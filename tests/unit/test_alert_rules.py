@@ -1,0 +1,138 @@
+"""The alert rules on inline rows, each compared as a whole DataFrame."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+
+from arus.alerts import bound_alerts, silent_alerts, stuck_alerts, zscore_alerts
+from arus.config import BoundRule
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+READINGS = "event_id string, device_id string, kind string, value double, event_time timestamp"
+ALERTS = (
+    "alert_id string, rule string, device_id string, event_id string, event_time timestamp, "
+    "value double, detail string"
+)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def series(spark: SparkSession, device: str, values: list[float], kind: str = "temperature") -> DataFrame:
+    """One reading every 10 s; event ids d-0, d-1, ..."""
+    rows = [(f"{device}-{i}", device, kind, v, at(10 * i)) for i, v in enumerate(values)]
+    return spark.createDataFrame(rows, READINGS)
+
+
+def test_bounds_apply_to_their_kind_only(spark: SparkSession) -> None:
+    readings = spark.createDataFrame(
+        [
+            ("a", "d1", "temperature", 41.0, at(0)),
+            ("b", "d1", "temperature", 40.0, at(10)),  # at the limit is not above it
+            ("c", "d2", "humidity", 95.0, at(0)),
+            ("d", "d3", "power", 95.0, at(0)),
+            ("e", "d1", "temperature", -1.5, at(20)),
+        ],
+        READINGS,
+    )
+    rules = [
+        BoundRule("temperature_high", "value", "above", 40.0, "temperature"),
+        BoundRule("temperature_low", "value", "below", 0.0, "temperature"),
+        BoundRule("humidity_high", "value", "above", 90.0, "humidity"),
+    ]
+    expected = spark.createDataFrame(
+        [
+            ("temperature_high|a", "temperature_high", "d1", "a", at(0), 41.0, "value 41.0 above 40"),
+            ("temperature_low|e", "temperature_low", "d1", "e", at(20), -1.5, "value -1.5 below 0"),
+            ("humidity_high|c", "humidity_high", "d2", "c", at(0), 95.0, "value 95.0 above 90"),
+        ],
+        ALERTS,
+    )
+    assert_df_equality(bound_alerts(readings, rules), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_bound_with_an_unknown_op_is_refused(spark: SparkSession) -> None:
+    with pytest.raises(ValueError, match="op must be"):
+        bound_alerts(series(spark, "d", [1.0]), [BoundRule("x", "value", "over", 1.0)])
+
+
+def test_zscore_needs_n_previous_readings_and_alerts_on_the_outlier(spark: SparkSession) -> None:
+    readings = series(spark, "d1", [10.0, 11.0, 10.0, 11.0, 50.0, 10.5]).unionByName(
+        series(spark, "d2", [10.0, 80.0])  # too few earlier readings to judge
+    )
+    result = zscore_alerts(readings, n=3, threshold=3.0)
+    # previous three of d1-4: 11, 10, 11 -> mean 10.667, sd 0.577, z = 68.13; d1-5 against 10, 11, 50: z < 3.
+    mean, sd = 32 / 3, (1 / 3) ** 0.5
+    expected = spark.createDataFrame(
+        [
+            (
+                "zscore|d1-4",
+                "zscore",
+                "d1",
+                "d1-4",
+                at(40),
+                50.0,
+                f"z-score {(50 - mean) / sd:.2f} against the previous 3 readings "
+                f"(mean {mean:.3f}, sd {sd:.3f})",
+            )
+        ],
+        ALERTS,
+    )
+    assert_df_equality(result, expected, ignore_nullable=True)
+
+
+def test_zscore_ignores_a_flat_history(spark: SparkSession) -> None:
+    assert zscore_alerts(series(spark, "d1", [5.0, 5.0, 5.0, 9.0]), n=3, threshold=3.0).count() == 0
+
+
+def test_stuck_alerts_once_when_a_run_reaches_n(spark: SparkSession) -> None:
+    readings = series(spark, "d1", [1.0, 2.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0]).unionByName(
+        series(spark, "d2", [4.0, 4.0])
+    )
+    expected = spark.createDataFrame(
+        [
+            ("stuck|d1-3", "stuck", "d1", "d1-3", at(30), 2.0, "value 2.0 unchanged over 3 readings"),
+            ("stuck|d1-7", "stuck", "d1", "d1-7", at(70), 3.0, "value 3.0 unchanged over 3 readings"),
+        ],
+        ALERTS,
+    )
+    assert_df_equality(stuck_alerts(readings, n=3), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_stuck_orders_readings_by_event_time_not_arrival(spark: SparkSession) -> None:
+    readings = spark.createDataFrame(
+        [("c", "d1", "t", 7.0, at(20)), ("a", "d1", "t", 7.0, at(0)), ("b", "d1", "t", 7.0, at(10))], READINGS
+    )
+    assert [r.alert_id for r in stuck_alerts(readings, n=3).collect()] == ["stuck|c"]
+
+
+def test_silent_finds_gaps_and_devices_behind_the_clock(spark: SparkSession) -> None:
+    readings = spark.createDataFrame(
+        [
+            ("a1", "d1", "t", 1.0, at(0)),
+            ("a2", "d1", "t", 1.0, at(400)),  # 400 s after a1: silent for more than 5 minutes
+            ("a3", "d1", "t", 1.0, at(410)),
+            ("b1", "d2", "t", 1.0, at(60)),  # d2 then says nothing until the clock at 410 s
+            ("c1", "d3", "t", 1.0, at(300)),  # 110 s behind the clock: not silent yet
+        ],
+        READINGS,
+    )
+
+    def silent(device: str, last: float) -> tuple[object, ...]:
+        text = at(last).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        detail = f"no reading for more than 5 minutes after {text}"
+        return (f"silent|{device}|{text}", "silent", device, None, at(last), None, detail)
+
+    expected = spark.createDataFrame([silent("d1", 0), silent("d2", 60)], ALERTS)
+    result = silent_alerts(readings, minutes=5, clock=at(410))
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+
+    gaps_only = spark.createDataFrame([silent("d1", 0)], ALERTS)
+    assert_df_equality(silent_alerts(readings, minutes=5), gaps_only, ignore_nullable=True)
