@@ -507,3 +507,7 @@ def _poll_loop(
         publisher.checkpoint(state_path, api.remember, validators)
         if n == args.polls or loop.wait(api.interval_s):
             return
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kafka import KafkaProducer
@@ -31,6 +31,22 @@ from arus.config import Config, KafkaConfig, ProducerConfig
 from arus.reliability import KafkaUnavailable, explained_connection_errors
 
 SCHEMA_VERSION = "1"
+
+
+class Writer(Protocol):
+    def write(self, text: str, /) -> Any: ...
+
+    def flush(self) -> Any: ...
+
+
+class _Stderr:
+    """Whatever sys.stderr is when written to (so a test's captured stderr gets the progress line)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 class ProducerError(RuntimeError):
@@ -128,6 +144,8 @@ class Summary:
 
     def count(self, name: str, n: int = 1) -> None:
         """A producer-specific tally shown in the summary (dead letters, duplicates injected, ...)."""
+        if not n:
+            return
         self.counts[name] = self.counts.get(name, 0) + n
 
     def line(self, rate: float | None = None) -> str:
@@ -240,7 +258,7 @@ class SendLoop:
         self,
         producer: KafkaProducer,
         *,
-        progress: TextIO | None = sys.stderr,
+        progress: Writer | None = _Stderr(),  # noqa: B008 - stateless, safe to share
         progress_every: float = 1.0,
         on_ack: Callable[[Record], None] | None = None,
         on_error: Callable[[Record, Exception], None] | None = None,

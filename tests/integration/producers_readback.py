@@ -14,6 +14,7 @@ class Sent:
     key: str | None
     value: bytes
     headers: dict[str, str]
+    timestamp_ms: int
 
 
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 20.0) -> list[Sent]:
@@ -40,6 +41,7 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 20.0) -> list[Sent
                                 m.key.decode() if m.key is not None else None,
                                 m.value,
                                 {k: v.decode() for k, v in m.headers},
+                                m.timestamp,
                             )
                         )
                 if consumer.position(tp) >= end[tp]:

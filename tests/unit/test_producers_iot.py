@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -10,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from arus.config import ConfigError, IotDeliveryConfig, IotFaultsConfig
+from arus.config import DEFAULT_CONFIG, ConfigError, IotDeliveryConfig, IotFaultsConfig, load_config
 from producers.iot import (
     DELIVERY_RATES,
     FAULT_RATES,
@@ -306,3 +307,19 @@ def test_inject_overrides_rates_by_kind() -> None:
     assert (faults.spike_rate, delivery.late_rate, delivery.malformed_rate) == (0.1, 0.2, 0.0)
     with pytest.raises(ConfigError, match="unknown kind 'spikes'"):
         with_rates(IotFaultsConfig(), IotDeliveryConfig(), {"spikes": 0.1})
+
+
+def test_the_default_demo_shows_every_delivery_problem() -> None:
+    """`make produce-iot` / `make demo` send 3000 readings with the rates in conf/: all small, none 0."""
+    config = load_config(DEFAULT_CONFIG, env={}).iot
+    assert all(0 < rate <= 0.01 for rate in dataclasses.astuple(config.faults))
+    delivery = dataclasses.asdict(config.delivery)
+    assert all(0 < delivery[f] <= 0.01 for f in DELIVERY_RATES.values())
+    messages = first(
+        config.demo_count,
+        simulate(
+            fleet(config.devices, config.seed), START, 10.0, config.seed, config.faults, config.delivery
+        ),
+    )
+    kinds = Counter(e["kind"] for m in messages for e in m.truth)
+    assert all(kinds[k] > 0 for k in DELIVERY_RATES), kinds
