@@ -1,0 +1,611 @@
+"""Run the benchmark suite and write its results to bench/results/<profile>-<time>.json.
+
+    python -m bench.run                       # quick profile on the benchmarks' own broker (make bench)
+    python -m bench.run --profile full        # larger sizes, 10^7-event growth (make bench-full)
+    python -m bench.run --bootstrap 127.0.0.1:9092   # against a running broker instead
+    python -m bench.run --only producers,consumers   # some sections only
+    python -m bench.run --profile smoke --only producers  # toy sizes (the smoke test)
+
+Sections: producers, sweep (throughput against record size), consumers, spark (the ladder),
+e2e (end to end at fixed offered loads), growth. Cases alternate within each repetition, so load
+from other processes on the machine falls on all of them alike. `python -m bench.report FILE`
+turns the JSON into docs/benchmarks.md and the plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from arus.config import Config, load_config
+from bench import java
+from bench.common import (
+    RESULTS_DIR,
+    bench_config,
+    create_topic,
+    load_average,
+    proc_cpu_seconds,
+    producer_properties,
+    run_client,
+    running_broker,
+    stats,
+    topics,
+    unique_topic,
+    versions,
+)
+from bench.payloads import write_csv, write_payload_file
+
+SECTIONS = ("producers", "sweep", "consumers", "spark", "e2e", "growth")
+
+
+@dataclass(frozen=True)
+class Profile:
+    runs: int
+    py_events: int  # kafka-python producers
+    fast_events: int  # Java and confluent-kafka producers
+    sweep_sizes: tuple[int, ...]
+    sweep_runs: int
+    sweep_bytes: int  # bytes per sweep point, so large records do not take all day
+    consumer_events: int
+    spark_events: int
+    spark_max_per_trigger: int
+    e2e_fractions: tuple[float, ...]
+    e2e_seconds: float
+    e2e_window: str
+    e2e_trigger: str
+    growth_events: tuple[int, ...]
+    growth_devices: tuple[int, ...]
+    growth_devices_events: int
+    devices: int = 50
+    notes: tuple[str, ...] = field(default=())
+
+
+PROFILES = {
+    "smoke": Profile(
+        runs=1,
+        py_events=500,
+        fast_events=2000,
+        sweep_sizes=(250, 1000),
+        sweep_runs=1,
+        sweep_bytes=200_000,
+        consumer_events=1000,
+        spark_events=1000,
+        spark_max_per_trigger=500,
+        e2e_fractions=(0.5,),
+        e2e_seconds=5,
+        e2e_window="2 seconds",
+        e2e_trigger="1 second",
+        growth_events=(500, 1000),
+        growth_devices=(10, 100),
+        growth_devices_events=500,
+    ),
+    "quick": Profile(
+        runs=3,
+        py_events=20_000,
+        fast_events=200_000,
+        sweep_sizes=(250, 1000, 10_000),
+        sweep_runs=1,
+        sweep_bytes=20_000_000,
+        consumer_events=50_000,
+        spark_events=50_000,
+        spark_max_per_trigger=25_000,
+        e2e_fractions=(0.25, 0.5, 0.8),
+        e2e_seconds=30,
+        e2e_window="10 seconds",
+        e2e_trigger="2 seconds",
+        growth_events=(10_000, 100_000),
+        growth_devices=(10, 1000, 100_000),
+        growth_devices_events=10_000,
+        notes=(
+            "quick profile: growth at 10^4 and 10^5 events (10^6 and 10^7 are in the full profile); "
+            "end to end with 10-second windows and a 2-second trigger for 30 s per load; "
+            "the record-size sweep is one run per point",
+        ),
+    ),
+    "full": Profile(
+        runs=3,
+        py_events=100_000,
+        fast_events=1_000_000,
+        sweep_sizes=(250, 500, 1000, 3000, 10_000),
+        sweep_runs=3,
+        sweep_bytes=100_000_000,
+        consumer_events=200_000,
+        spark_events=500_000,
+        spark_max_per_trigger=100_000,
+        e2e_fractions=(0.25, 0.5, 0.8),
+        e2e_seconds=240,
+        e2e_window="1 minute",
+        e2e_trigger="10 seconds",
+        growth_events=(100_000, 1_000_000, 10_000_000),
+        growth_devices=(10, 1000, 100_000),
+        growth_devices_events=1_000_000,
+    ),
+}
+
+
+class Bench:
+    """One benchmark run: its config, working folder, broker PID and the results so far."""
+
+    def __init__(self, config: Config, profile: Profile, work: Path, broker_pid: int | None) -> None:
+        self.config = config
+        self.profile = profile
+        self.work = work
+        self.broker_pid = broker_pid
+        self.results: dict[str, Any] = {}
+        self.payload = work / "payload.txt"
+        self.payload_info = write_payload_file(self.payload, 10_000, profile.devices)
+
+    def log(self, text: str) -> None:
+        print(f"[{datetime.now(UTC):%H:%M:%S}] {text}", flush=True)
+
+    def broker_cpu(self) -> float:
+        return proc_cpu_seconds(self.broker_pid) if self.broker_pid else float("nan")
+
+    def measured(self, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run one measurement, adding the broker's CPU per event and the load average."""
+        cpu0 = self.broker_cpu()
+        result = run()
+        events = result.get("events") or 0
+        broker = self.broker_cpu() - cpu0
+        result["broker_cpu_us_per_event"] = broker / events * 1e6 if events and broker == broker else None
+        result["load_average_1m"] = load_average()[0]
+        return result
+
+    # --- producers ---------------------------------------------------------------------------
+
+    def producers(self) -> dict[str, Any]:
+        p = self.profile
+        csv_file = self.work / "readings.csv"
+        write_csv(csv_file, p.py_events, p.devices)
+        cases: dict[str, Callable[[str], dict[str, Any]]] = {
+            "kafka-perf-tool (Java)": lambda t: java.producer_perf(
+                self.config, t, p.fast_events, self.payload, p.devices, self.java_producer_baseline
+            ),
+            "bare kafka-python loop": lambda t: self.client(
+                "kp-bare", t, p.py_events, "--payload", str(self.payload)
+            ),
+            "arus IoT producer (kafka-python)": lambda t: self.client(
+                "arus-iot", t, p.py_events, "--devices", str(p.devices)
+            ),
+        }
+        if importlib.util.find_spec("producers.csv_replay"):
+            cases["arus CSV replay (kafka-python)"] = lambda t: self.client(
+                "arus-csv",
+                t,
+                p.py_events,
+                "--csv",
+                str(csv_file),
+                "--cursor",
+                str(self.work / f"cursor-{t}.json"),
+                "--reject-file",
+                str(self.work / "rejects.jsonl"),
+            )
+        if self.confluent_available():
+            cases["bare confluent-kafka loop"] = lambda t: self.client(
+                "ck-bare", t, p.fast_events, "--payload", str(self.payload)
+            )
+            if self.arus_confluent_available():
+                cases["arus IoT producer (confluent-kafka)"] = lambda t: self.client(
+                    "arus-iot", t, p.py_events * 3, "--devices", str(p.devices), "--client", "confluent"
+                )
+        self.java_producer_baseline = 0.0
+        with topics(self.config) as created:
+            warm = create_topic(self.config, unique_topic("warm"), 3)
+            created.append(warm)
+            self.java_producer_baseline = java.producer_perf(self.config, warm, 1, self.payload, 1)[
+                "cpu_s_total"
+            ]
+        return {
+            "record_bytes_mean": self.payload_info["mean_bytes"],
+            "java_startup_cpu_s": self.java_producer_baseline,
+            "cases": self.repeat(cases, partitions=3),
+        }
+
+    def client(self, case: str, topic: str, count: int, *args: str) -> dict[str, Any]:
+        return run_client(case, ["--topic", topic, "--count", str(count), *args], self.config)
+
+    def client_case(self, case: str, count: int, *args: str) -> Callable[[str], dict[str, Any]]:
+        """A bench.clients case as a function of the topic."""
+        return lambda topic: self.client(case, topic, count, *args)
+
+    def java_producer(self, payload: Path, count: int) -> Callable[[str], dict[str, Any]]:
+        return lambda topic: java.producer_perf(
+            self.config, topic, count, payload, self.profile.devices, self.java_producer_baseline
+        )
+
+    def repeat(
+        self, cases: dict[str, Callable[[str], dict[str, Any]]], partitions: int, topic: str | None = None
+    ) -> dict[str, Any]:
+        """Every case `runs` times, alternating; a fresh topic per run unless `topic` is given."""
+        raw: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
+        for run in range(self.profile.runs):
+            for name, case in cases.items():
+                with topics(self.config) as created:
+                    target = topic
+                    if target is None:
+                        target = create_topic(self.config, unique_topic("p"), partitions)
+                        created.append(target)
+                    self.log(f"run {run + 1}/{self.profile.runs}: {name}")
+                    try:
+                        raw[name].append(self.measured(partial(case, target)))
+                    except RuntimeError as exc:
+                        self.log(f"  failed: {exc}")
+                        raw[name].append({"error": str(exc)[-1500:]})
+                last = raw[name][-1]
+                if last.get("events_per_s"):
+                    self.log(
+                        f"  {last['events_per_s']:,.0f} events/s, "
+                        f"{last.get('cpu_us_per_event') or float('nan'):.1f} us CPU/event"
+                    )
+        return {name: summarise_runs(runs) for name, runs in raw.items()}
+
+    @staticmethod
+    def confluent_available() -> bool:
+        return importlib.util.find_spec("confluent_kafka") is not None
+
+    def arus_confluent_available(self) -> bool:
+        return "client" in {f for f in type(self.config.producer).__dataclass_fields__}
+
+    # --- record-size sweep -------------------------------------------------------------------
+
+    def sweep(self) -> dict[str, Any]:
+        p = self.profile
+        points: list[dict[str, Any]] = []
+        for size in p.sweep_sizes:
+            payload = self.work / f"payload-{size}.txt"
+            info = write_payload_file(payload, 2000, p.devices, size=size)
+            fast = max(1000, min(p.fast_events, p.sweep_bytes // size))
+            slow = max(500, min(p.py_events, p.sweep_bytes // size // 5))
+            cases: dict[str, Callable[[str], dict[str, Any]]] = {
+                "kafka-perf-tool (Java)": self.java_producer(payload, fast),
+                "bare kafka-python loop": self.client_case("kp-bare", slow, "--payload", str(payload)),
+            }
+            if self.confluent_available():
+                cases["bare confluent-kafka loop"] = self.client_case(
+                    "ck-bare", fast, "--payload", str(payload)
+                )
+            saved_runs = p.runs
+            self.profile = _with_runs(p, p.sweep_runs)
+            try:
+                results = self.repeat(cases, partitions=3)
+            finally:
+                self.profile = _with_runs(p, saved_runs)
+            points.append({"record_bytes": info["mean_bytes"], "cases": results})
+        return {"points": points}
+
+    # --- consumers ----------------------------------------------------------------------------
+
+    def consumers(self) -> dict[str, Any]:
+        p = self.profile
+        with topics(self.config) as created:
+            # One partition: the backlog is in event-time order, so a consumer whose watermark
+            # moves per poll drops nothing as late and every case does the same work.
+            topic = create_topic(self.config, unique_topic("c-in"), 1)
+            out = create_topic(self.config, unique_topic("c-out"), 3)
+            created += [topic, out]
+            self.fill(topic, p.consumer_events)
+            baseline = java.consumer_perf(self.config, topic, 1)["cpu_s_total"]
+            cases: dict[str, Callable[[str], dict[str, Any]]] = {
+                "kafka-perf-tool (Java)": lambda t: java.consumer_perf(
+                    self.config, t, p.consumer_events, baseline
+                ),
+                "bare kafka-python consumer": lambda t: self.client("kp-consumer", t, p.consumer_events),
+            }
+            if importlib.util.find_spec("jobs.consumer"):
+                cases["arus aggregating consumer"] = lambda t: self.client(
+                    "arus-consumer", t, p.consumer_events, "--out-topic", out
+                )
+            if importlib.util.find_spec("quixstreams"):
+                cases["Quix Streams aggregation"] = lambda t: self.client(
+                    "quix", t, p.consumer_events, "--out-topic", out
+                )
+            return {
+                "java_startup_cpu_s": baseline,
+                "partitions": 1,
+                "cases": self.repeat(cases, partitions=1, topic=topic),
+            }
+
+    def fill(self, topic: str, count: int, devices: int | None = None) -> None:
+        """Pre-fill a topic with `count` IoT readings in event-time order (confluent-kafka if there,
+        which is fastest; else kafka-python)."""
+        payload = self.work / f"fill-{count}-{devices or self.profile.devices}.txt"
+        if not payload.exists():
+            write_payload_file(payload, count, devices or self.profile.devices)
+        case = "ck-bare" if self.confluent_available() else "kp-bare"
+        self.log(f"filling {topic} with {count} readings ({case})")
+        run_client(case, ["--topic", topic, "--count", str(count), "--payload", str(payload)], self.config)
+
+    # --- Spark ---------------------------------------------------------------------------------
+
+    def spark_session(self) -> Any:
+        from arus.spark import build_session
+
+        return build_session("arus-bench", self.config.spark)
+
+    def spark(self) -> dict[str, Any]:
+        from bench.spark_ladder import RUNGS, measure_rung
+
+        p = self.profile
+        spark = self.spark_session()
+        with topics(self.config) as created:
+            topic = create_topic(self.config, unique_topic("s-in"), 3)
+            out = create_topic(self.config, unique_topic("s-out"), 3)
+            warm_topic = create_topic(self.config, unique_topic("s-warm"), 3)
+            created += [topic, out, warm_topic]
+            self.fill(topic, p.spark_events)
+            self.fill(warm_topic, min(p.spark_events, 2000))
+            self.log("spark: warm-up (the job once on a small topic)")
+            measure_rung(spark, self.config, "job", warm_topic, out, 1, self.fresh("warm"), None)
+
+            cases = {rung: self.rung_case(spark, rung, out, p.spark_events) for rung in RUNGS}
+            return {
+                "events": p.spark_events,
+                "max_offsets_per_trigger": p.spark_max_per_trigger,
+                "partitions": 3,
+                "rungs": self.repeat(cases, partitions=3, topic=topic),
+            }
+
+    def rung_case(self, spark: Any, rung: str, out: str, events: int) -> Callable[[str], dict[str, Any]]:
+        from bench.spark_ladder import measure_rung
+
+        return lambda topic: measure_rung(
+            spark, self.config, rung, topic, out, events, self.fresh(rung), self.profile.spark_max_per_trigger
+        )
+
+    def fresh(self, name: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.work))
+
+    # --- end to end ------------------------------------------------------------------------------
+
+    def e2e(self) -> dict[str, Any]:
+        from bench.e2e import run_load
+
+        p = self.profile
+        producer = self.results.get("producers", {}).get("cases", {}).get("arus IoT producer (kafka-python)")
+        rungs = self.results.get("spark", {}).get("rungs", {})
+        spark_max = (rungs.get("job") or rungs.get("delta") or {}).get("events_per_s", {}).get("median")
+        producer_max = (producer or {}).get("events_per_s", {}).get("median")
+        candidates = [x for x in (producer_max, spark_max) if x]
+        if not candidates:
+            return {"skipped": "needs the producers and spark sections in the same run"}
+        max_rate = min(candidates)
+        spark = self.spark_session()
+        loads = []
+        with topics(self.config) as created:
+            for fraction in p.e2e_fractions:
+                rate = round(max_rate * fraction)
+                self.log(f"e2e: {fraction:.0%} of {max_rate:,.0f} = {rate} events/s for {p.e2e_seconds:.0f}s")
+                load = run_load(
+                    spark,
+                    self.config,
+                    rate,
+                    p.e2e_seconds,
+                    p.devices,
+                    p.e2e_window,
+                    p.e2e_trigger,
+                    self.fresh("e2e"),
+                    created,
+                )
+                load["fraction"] = fraction
+                loads.append(load)
+                self.log(
+                    f"  p50 {load['latency_p50_s']} s, p99 {load['latency_p99_s']} s, "
+                    f"median batch {load['batch_ms_median']} ms"
+                )
+        return {
+            "max_events_per_s": max_rate,
+            "max_from": "min(arus IoT producer, Spark job rung) events/s medians of this run",
+            "window": p.e2e_window,
+            "trigger": p.e2e_trigger,
+            "seconds_per_load": p.e2e_seconds,
+            "loads": loads,
+        }
+
+    # --- growth ----------------------------------------------------------------------------------
+
+    def growth(self) -> dict[str, Any]:
+        p = self.profile
+        points = [(n, p.devices) for n in p.growth_events] + [
+            (p.growth_devices_events, d) for d in p.growth_devices
+        ]
+        spark = self.spark_session()
+        results = []
+        for events, devices in dict.fromkeys(points):
+            with topics(self.config) as created:
+                topic = create_topic(self.config, unique_topic("g-in"), 3)
+                out = create_topic(self.config, unique_topic("g-out"), 3)
+                created += [topic, out]
+                self.log(f"growth: {events} events, {devices} devices: arus IoT producer")
+                producer = self.measured(
+                    partial(self.client_case("arus-iot", events, "--devices", str(devices)), topic)
+                )
+                self.log(f"growth: {events} events, {devices} devices: Spark aggregate -> Delta")
+                job = self.measured(partial(self.rung_case(spark, "delta", out, events), topic))
+                results.append({"events": events, "devices": devices, "producer": producer, "spark": job})
+        return {"points": results}
+
+
+def _with_runs(profile: Profile, runs: int) -> Profile:
+    from dataclasses import replace
+
+    return replace(profile, runs=runs)
+
+
+def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median, min and max of every numeric figure over the runs that worked; the raw runs too."""
+    ok = [r for r in runs if "error" not in r]
+    keys = sorted(
+        {k for r in ok for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    )
+    summary: dict[str, Any] = {k: stats([float(r[k]) for r in ok if r.get(k) is not None]) for k in keys}
+    summary["runs_ok"] = len(ok)
+    summary["raw"] = runs
+    return summary
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's goals as ratios of medians measured in this run."""
+
+    def median(section: str, group: str, case: str, figure: str = "events_per_s") -> float | None:
+        value = results.get(section, {}).get(group, {}).get(case, {}).get(figure, {})
+        return value.get("median") if isinstance(value, dict) else None
+
+    def goal(name: str, num: float | None, den: float | None, target: float, how: str) -> dict[str, Any]:
+        ratio = num / den if num and den else None
+        return {
+            "goal": name,
+            "target": target,
+            "ratio": ratio,
+            "met": None if ratio is None else ratio >= target,
+            "how": how,
+        }
+
+    cases = results.get("producers", {}).get("cases", {})
+    arus_paths = {
+        k: v["events_per_s"]["median"]
+        for k, v in cases.items()
+        if k.startswith("arus") and v.get("events_per_s", {}).get("median")
+    }
+    fastest = max(arus_paths, key=lambda k: arus_paths[k]) if arus_paths else None
+    out = [
+        goal(
+            "arus IoT producer >= 0.9 x bare kafka-python loop",
+            median("producers", "cases", "arus IoT producer (kafka-python)"),
+            median("producers", "cases", "bare kafka-python loop"),
+            0.9,
+            "events/s medians, same settings and records",
+        ),
+        goal(
+            "fastest arus producer path >= 0.5 x Java perf tool",
+            arus_paths.get(fastest) if fastest else None,
+            median("producers", "cases", "kafka-perf-tool (Java)"),
+            0.5,
+            f"fastest arus path: {fastest}",
+        ),
+        goal(
+            "arus aggregating consumer >= 1.0 x Quix Streams",
+            median("consumers", "cases", "arus aggregating consumer"),
+            median("consumers", "cases", "Quix Streams aggregation"),
+            1.0,
+            "events/s medians on the same topic and windows",
+        ),
+        goal(
+            "Spark aggregate -> Delta >= 0.5 x parse-only",
+            median("spark", "rungs", "delta"),
+            median("spark", "rungs", "parse"),
+            0.5,
+            "events/s medians of the ladder's delta and parse rungs",
+        ),
+    ]
+    loads = results.get("e2e", {}).get("loads", [])
+    half = next((x for x in loads if x.get("fraction") == 0.5), None)
+    if half and half.get("latency_p99_s") is not None and half.get("batch_ms_median") is not None:
+        trigger_s = float(results["e2e"]["trigger"].split()[0])
+        bound = trigger_s + 2 * half["batch_ms_median"] / 1000
+        out.append(
+            {
+                "goal": "end-to-end p99 at 50% load <= trigger + 2 x median batch",
+                "target": bound,
+                "ratio": half["latency_p99_s"] / bound,
+                "met": half["latency_p99_s"] <= bound,
+                "how": f"p99 {half['latency_p99_s']:.2f} s against {bound:.2f} s (ratio <= 1 meets it)",
+            }
+        )
+    else:
+        out.append(
+            {
+                "goal": "end-to-end p99 at 50% load <= trigger + 2 x median batch",
+                "target": None,
+                "ratio": None,
+                "met": None,
+                "how": "not measured in this run",
+            }
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--bootstrap", help="use this running broker instead of starting the bench broker")
+    parser.add_argument("--only", help=f"comma-separated sections (default: all of {', '.join(SECTIONS)})")
+    parser.add_argument("--out", type=Path, help="result file (default: bench/results/<profile>-<time>.json)")
+    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {SECTIONS}")
+    profile = PROFILES[args.profile]
+    config = bench_config(load_config(args.config), args.bootstrap)
+    started = datetime.now(UTC)
+    out = args.out or RESULTS_DIR / f"{args.profile}-{started:%Y%m%dT%H%M%SZ}.json"
+    results: dict[str, Any] = {
+        "profile": args.profile,
+        "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "started": started.isoformat(),
+        "broker": {
+            "bootstrap": config.kafka.bootstrap_servers,
+            "own": not args.bootstrap,
+            "heap": config.broker.heap,
+        },
+        "settings": {
+            "producer": producer_properties(config.producer),
+            "devices": profile.devices,
+            "profile": {k: v for k, v in profile.__dict__.items()},
+            "spark": {
+                "master": config.spark.master,
+                "shuffle_partitions": config.spark.shuffle_partitions,
+                "driver_memory": config.spark.driver_memory,
+            },
+            "aggregate": {"window": config.aggregate.window, "watermark": config.aggregate.watermark},
+        },
+        "versions": versions(),
+        "load_average_start": load_average(),
+    }
+    wall0 = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="arus-bench-"))
+    try:
+        with running_broker(config, own=not args.bootstrap) as pid:
+            bench = Bench(config, profile, work, pid)
+            results["record_bytes_mean"] = bench.payload_info["mean_bytes"]
+            for section in sections:
+                bench.log(f"== {section}")
+                t0 = time.monotonic()
+                bench.results[section] = getattr(bench, section)()
+                bench.results[section]["seconds"] = round(time.monotonic() - t0, 1)
+                results[section] = bench.results[section]
+                _write(out, results)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["goals"] = goals(results)
+    results["finished"] = datetime.now(UTC).isoformat()
+    results["duration_s"] = round(time.monotonic() - wall0, 1)
+    results["load_average_end"] = load_average()
+    _write(out, results)
+    print(f"bench: results in {out} ({results['duration_s']:.0f}s)")
+    for g in results["goals"]:
+        ratio = f"{g['ratio']:.2f}" if g["ratio"] is not None else "-"
+        state = {True: "met", False: "NOT met", None: "not measured"}[g["met"]]
+        print(f"  {g['goal']}: {ratio} ({state})")
+    return 0
+
+
+def _write(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
