@@ -417,7 +417,6 @@ def api_config(api: ApiConfig, args: argparse.Namespace) -> ApiConfig:
         "backoff_base_s": args.backoff_base,
         "backoff_max_s": args.backoff_max,
         "next_path": args.next_path,
-        "state_file": args.state_file,
     }
     return dataclasses.replace(api, **{k: v for k, v in flags.items() if v is not None})
 
@@ -448,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = with_send_arguments(load_config(args.config), args)
         api = api_config(config.api, args)
-        state_path = config.resolve(api.state_file)
+        # A path on the command line is taken from the working directory, one in conf/ from the repo.
+        state_path = Path(args.state_file) if args.state_file else config.resolve(api.state_file)
         publisher = Publisher(PollState.load(state_path, first_page_url(api)))
         producer = connect(config, [api.topic])
         try:

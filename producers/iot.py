@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import IO, Any
 
 from arus.config import ConfigError, IotDeliveryConfig, IotFaultsConfig, load_config
@@ -462,9 +463,12 @@ def main(argv: list[str] | None = None) -> int:
         faults, delivery = (NO_FAULTS, NO_DELIVERY_PROBLEMS) if args.clean else (iot.faults, iot.delivery)
         faults, delivery = with_rates(faults, delivery, dict(args.inject))
         messages = simulate(devices, start, args.interval or iot.interval_s, seed, faults, delivery)
-        ledger_path = args.ledger or iot.ledger
+        # A path on the command line is taken from the working directory, one in conf/ from the repo.
+        ledger_path = (
+            Path(args.ledger) if args.ledger else (config.resolve(iot.ledger) if iot.ledger else None)
+        )
         producer = connect(config, [topic, devices_topic])
-        ledger = open(config.resolve(ledger_path), "w") if ledger_path else None  # noqa: SIM115
+        ledger = open(ledger_path, "w") if ledger_path else None  # noqa: SIM115
         try:
             loop = SendLoop(producer)
             for device in devices:

@@ -189,3 +189,22 @@ def test_rate_flag() -> None:
     assert parse(["--rate", "250"]).rate == 250.0
     with pytest.raises(SystemExit):
         parse(["--rate", "-1"])
+
+
+def test_security_settings_and_secrets_come_from_the_environment() -> None:
+    env = {
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+        "KAFKA_SASL_USERNAME": "arus",
+        "KAFKA_SASL_PASSWORD": "s3cret",
+    }
+    config = with_send_arguments(
+        load_config(DEFAULT_CONFIG, env=env), parse(["--bootstrap-servers", "h:9094"])
+    )
+    assert config.kafka.client_kwargs() == {
+        "bootstrap_servers": ["h:9094"],
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": "arus",
+        "sasl_plain_password": "s3cret",
+    }
