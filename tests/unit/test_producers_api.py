@@ -1,6 +1,6 @@
 """The API poller's logic without a network: backoff, Retry-After, retries, de-duplication, state, paging.
 
-The HTTP transport here is a scripted function; tests/integration/test_producers_api.py runs the
+The HTTP transport here is a scripted function; tests/integration/test_producers_api_broker.py runs the
 real urllib client against a real HTTP server.
 """
 
