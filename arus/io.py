@@ -12,6 +12,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from arus.config import KafkaConfig
+from arus.delta_ops import retry_on_conflict
 
 # Delta's idempotent DML: a MERGE under an (app id, version) it has committed before is skipped.
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
@@ -75,20 +76,26 @@ def merge_into_delta(
     if not DeltaTable.isDeltaTable(spark, path):
         df.limit(0).write.format("delta").mode("ignore").save(path)
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    merge = (
-        DeltaTable.forPath(spark, path)
-        .alias("t")
-        .merge(df.alias("s"), condition)
-        .whenMatchedUpdateAll()
-        .whenNotMatchedInsertAll()
-    )
+
+    def merge() -> None:
+        (
+            DeltaTable.forPath(spark, path)
+            .alias("t")
+            .merge(df.alias("s"), condition)
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    # A concurrent commit (maintenance compacting the table, a backfill) can win the race; the
+    # merge is idempotent, so it is simply tried again on the new version.
     if app_id is None or batch_id is None:
-        merge.execute()
+        retry_on_conflict(merge)
         return
     spark.conf.set(TXN_APP_ID, app_id)
     spark.conf.set(TXN_VERSION, str(batch_id))
     try:
-        merge.execute()
+        retry_on_conflict(merge)
     finally:
         spark.conf.unset(TXN_APP_ID)
         spark.conf.unset(TXN_VERSION)

@@ -1,0 +1,138 @@
+"""The lake without Spark: find, read and time-travel its Delta tables with the `deltalake` package.
+
+Notebooks and `python -m jobs.history` use this module; it never starts a JVM. The lake's location
+is the one config value `[paths] lake`, which the environment variable ARUS_LAKE_DIR overrides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+from deltalake import DeltaTable
+
+from arus.config import Config, load_config
+
+
+def lake_dir(config: Config | None = None) -> Path:
+    config = config or load_config()
+    return config.resolve(config.paths.lake)
+
+
+def table_path(name: str, lake: Path) -> Path:
+    """A table name under the lake, or a path as given."""
+    path = Path(name)
+    return path if path.is_absolute() or path.exists() else lake / name
+
+
+def is_table(path: Path) -> bool:
+    return (path / "_delta_log").is_dir() and DeltaTable.is_deltatable(str(path))
+
+
+def find_tables(lake: Path) -> list[Path]:
+    """Every Delta table under the lake (a folder with a _delta_log), nested ones included."""
+    if not lake.is_dir():
+        return []
+    return sorted(log.parent for log in lake.rglob("_delta_log") if is_table(log.parent))
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    path: Path
+    version: int
+    rows: int
+    files: int
+    size_bytes: int
+    last_commit: datetime
+    last_operation: str
+
+    def age(self, now: datetime | None = None) -> timedelta:
+        """How long ago the table last changed."""
+        return (now or datetime.now(UTC)) - self.last_commit
+
+
+def table_info(path: Path, lake: Path | None = None) -> TableInfo:
+    table = DeltaTable(str(path))
+    actions = table.get_add_actions(flatten=True)
+    sizes = [int(size) for size in actions.column("size_bytes").to_pylist()] if actions.num_rows else []
+    last = table.history(1)[0]
+    return TableInfo(
+        name=str(path.relative_to(lake)) if lake and path.is_relative_to(lake) else path.name,
+        path=path,
+        version=int(table.version()),
+        rows=int(table.count()),
+        files=len(sizes),
+        size_bytes=int(sum(sizes)),
+        last_commit=_from_ms(last["timestamp"]),
+        last_operation=str(last.get("operation", "")),
+    )
+
+
+def overview(lake: Path, now: datetime | None = None) -> pd.DataFrame:
+    """One row per table: name, version, rows, files, size, last commit, its operation and age."""
+    now = now or datetime.now(UTC)
+    rows = [table_info(path, lake) for path in find_tables(lake)]
+    return pd.DataFrame(
+        {
+            "table": [t.name for t in rows],
+            "version": [t.version for t in rows],
+            "rows": [t.rows for t in rows],
+            "files": [t.files for t in rows],
+            "size_kb": [round(t.size_bytes / 1024, 1) for t in rows],
+            "last_commit": pd.to_datetime([t.last_commit for t in rows], utc=True),
+            "last_operation": [t.last_operation for t in rows],
+            "age_s": [round(t.age(now).total_seconds(), 1) for t in rows],
+        }
+    )
+
+
+def read_table(
+    path: Path,
+    columns: list[str] | None = None,
+    version: int | None = None,
+    as_of: datetime | None = None,
+) -> pd.DataFrame | None:
+    """The table (as of a version, or as of a time) into pandas; None when there is no table there."""
+    if not is_table(path):
+        return None
+    table = DeltaTable(str(path))
+    if version is not None:
+        table.load_as_version(version)
+    elif as_of is not None:
+        if as_of.tzinfo is None:
+            raise ValueError("as_of must be timezone-aware")
+        table.load_as_version(as_of)
+    return table.to_pandas(columns=columns)
+
+
+def history(path: Path, limit: int | None = None) -> pd.DataFrame:
+    """Newest first: version, timestamp (UTC), operation, rows and files it wrote and removed."""
+    records = DeltaTable(str(path)).history(limit)
+    return pd.DataFrame(
+        {
+            "version": [int(r["version"]) for r in records],
+            "timestamp": pd.to_datetime([_from_ms(r["timestamp"]) for r in records], utc=True),
+            "operation": [r.get("operation", "") for r in records],
+            "rows_out": [_metric(r, "numOutputRows", "numTargetRowsInserted") for r in records],
+            "rows_updated": [_metric(r, "numTargetRowsUpdated") for r in records],
+            "rows_deleted": [_metric(r, "numTargetRowsDeleted", "numDeletedRows") for r in records],
+            "files_added": [_metric(r, "numFiles", "numAddedFiles", "numTargetFilesAdded") for r in records],
+            "files_removed": [_metric(r, "numRemovedFiles", "numTargetFilesRemoved") for r in records],
+        }
+    )
+
+
+def _metric(record: dict[str, object], *names: str) -> int | None:
+    metrics = record.get("operationMetrics") or {}
+    assert isinstance(metrics, dict)
+    for name in names:
+        if name in metrics:
+            return int(metrics[name])
+    return None
+
+
+def _from_ms(ms: object) -> datetime:
+    return datetime.fromtimestamp(int(str(ms)) / 1000, tz=UTC)

@@ -1,0 +1,208 @@
+"""Maintain the lake's Delta tables: compact small files (OPTIMIZE), drop unused ones (VACUUM).
+
+    spark-submit jobs/maintain.py                         # what `make maintain` runs: every table
+    spark-submit jobs/maintain.py gold_aggregates silver  # some tables (names under the lake, or paths)
+    spark-submit jobs/maintain.py --no-vacuum             # compact only
+
+For each table it prints the data files before and after: those in the current version (what
+OPTIMIZE lowers) and those on disk (what VACUUM lowers). On first sight of a table it sets Delta's
+optimized-write and auto-compaction properties, so later writes make fewer small files.
+
+Safe while the streaming jobs write: OPTIMIZE and property changes are retried when a concurrent
+commit wins (the streaming writers retry their upserts likewise), and VACUUM keeps every file
+younger than the retention ([batch] vacuum_retain_hours, 7 days), which outlives any reader or
+writer in flight. A shorter retention needs --unsafe-retention, and breaks time travel past it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+
+from arus.config import Config, ConfigError, load_config
+from arus.delta_ops import (
+    AUTO_COMPACTION,
+    FileCounts,
+    file_counts,
+    is_delta_table,
+    retry_on_conflict,
+    table_properties,
+)
+from arus.lake import find_tables
+from arus.spark import build_session
+from jobs.backfill import resolve_table
+
+APP = "arus-maintain"
+SAFE_RETENTION_HOURS = 168.0  # Delta's own minimum unless its retention check is turned off
+RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: str
+    before: FileCounts
+    after: FileCounts
+    compacted: tuple[int, int]  # (files removed, files added) by OPTIMIZE
+    vacuumed: bool
+    properties_set: bool
+    retries: int
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="spark-submit jobs/maintain.py",
+        description="OPTIMIZE and VACUUM the lake's Delta tables, reporting file counts before and after.",
+    )
+    parser.add_argument("tables", nargs="*", help="table names or paths (default: every table in the lake)")
+    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
+    parser.add_argument(
+        "--retain-hours", type=float, help="VACUUM retention (default [batch] vacuum_retain_hours)"
+    )
+    parser.add_argument(
+        "--unsafe-retention",
+        action="store_true",
+        help=f"allow a retention under {SAFE_RETENTION_HOURS:.0f} h (only when nothing else uses the table)",
+    )
+    parser.add_argument("--no-optimize", action="store_true", help="skip compaction")
+    parser.add_argument("--no-vacuum", action="store_true", help="skip VACUUM")
+    parser.add_argument("--no-properties", action="store_true", help="leave table properties alone")
+    args = parser.parse_args(argv)
+    if (
+        args.retain_hours is not None
+        and args.retain_hours < SAFE_RETENTION_HOURS
+        and not args.unsafe_retention
+    ):
+        parser.error(
+            f"--retain-hours {args.retain_hours:g} is under {SAFE_RETENTION_HOURS:.0f}: files a running "
+            "reader or writer still needs could go; add --unsafe-retention if nothing else uses these tables"
+        )
+    return args
+
+
+def table_paths(config: Config, names: list[str]) -> list[str]:
+    if names:
+        return [resolve_table(config, name) for name in names]
+    return [str(p) for p in find_tables(config.resolve(config.paths.lake))]
+
+
+class _Counter:
+    """Counts (and says) each retry after a lost commit race."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, attempt: int, exc: Exception) -> None:
+        self.count += 1
+        print(f"  retrying after a concurrent commit (attempt {attempt}): {type(exc).__name__}", flush=True)
+
+
+def set_auto_compaction(spark: SparkSession, path: str, attempts: int, on_retry: _Counter) -> bool:
+    """Turn on optimized writes and auto compaction, once: returns whether it changed anything."""
+    current = table_properties(spark, path)
+    missing = {k: v for k, v in AUTO_COMPACTION.items() if current.get(k) != v}
+    if not missing:
+        return False
+    settings = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
+    escaped = path.replace("`", "``")
+    retry_on_conflict(
+        lambda: spark.sql(f"ALTER TABLE delta.`{escaped}` SET TBLPROPERTIES ({settings})"),
+        attempts,
+        on_retry=on_retry,
+    )
+    return True
+
+
+def optimize(spark: SparkSession, path: str, attempts: int, on_retry: _Counter) -> tuple[int, int]:
+    """Compact the table's small files; (files removed, files added)."""
+    metrics = retry_on_conflict(
+        lambda: DeltaTable.forPath(spark, path).optimize().executeCompaction().collect()[0]["metrics"],
+        attempts,
+        on_retry=on_retry,
+    )
+    return int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
+
+
+def vacuum(spark: SparkSession, path: str, retain_hours: float) -> None:
+    if retain_hours >= SAFE_RETENTION_HOURS:
+        DeltaTable.forPath(spark, path).vacuum(retain_hours)
+        return
+    previous = spark.conf.get(RETENTION_CHECK, "true")
+    spark.conf.set(RETENTION_CHECK, "false")
+    try:
+        DeltaTable.forPath(spark, path).vacuum(retain_hours)
+    finally:
+        spark.conf.set(RETENTION_CHECK, previous or "true")
+
+
+def maintain(
+    spark: SparkSession,
+    path: str,
+    retain_hours: float,
+    attempts: int,
+    compact: bool = True,
+    clean: bool = True,
+    properties: bool = True,
+) -> Outcome:
+    retries = _Counter()
+    before = file_counts(spark, path)
+    properties_set = set_auto_compaction(spark, path, attempts, retries) if properties else False
+    compacted = optimize(spark, path, attempts, retries) if compact else (0, 0)
+    if clean:
+        vacuum(spark, path, retain_hours)
+    return Outcome(path, before, file_counts(spark, path), compacted, clean, properties_set, retries.count)
+
+
+def print_outcome(outcome: Outcome, lake: Path) -> None:
+    path = Path(outcome.path)
+    name = str(path.relative_to(lake)) if path.is_relative_to(lake) else outcome.path
+    b, a = outcome.before, outcome.after
+    notes = []
+    if outcome.properties_set:
+        notes.append("auto compaction turned on")
+    if outcome.retries:
+        notes.append(f"{outcome.retries} retries")
+    print(
+        f"  {name:28} files in version {b.active:4} -> {a.active:<4}  on disk {b.on_disk:4} -> {a.on_disk:<4}"
+        f"  {b.bytes_active / 1024:8.1f} KB -> {a.bytes_active / 1024:.1f} KB"
+        + (f"  ({'; '.join(notes)})" if notes else "")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"maintain: {exc}", file=sys.stderr)
+        return 2
+    spark = build_session(APP, config.spark)
+    paths = table_paths(config, args.tables)
+    missing = [p for p in paths if not is_delta_table(spark, p)]
+    if missing:
+        print(f"maintain: not Delta tables: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    retain = config.batch.vacuum_retain_hours if args.retain_hours is None else args.retain_hours
+    lake = config.resolve(config.paths.lake)
+    steps = [s for s, skip in (("OPTIMIZE", args.no_optimize), ("VACUUM", args.no_vacuum)) if not skip]
+    print(f"maintain: {len(paths)} tables in {lake}; {' + '.join(steps) or 'no steps'}; retain {retain:g} h")
+    for path in paths:
+        outcome = maintain(
+            spark,
+            path,
+            retain,
+            config.batch.conflict_retries,
+            compact=not args.no_optimize,
+            clean=not args.no_vacuum,
+            properties=not args.no_properties,
+        )
+        print_outcome(outcome, lake)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
