@@ -105,6 +105,22 @@ aggregate: kafka-up ## Run the main job (catch up, then stop) and show its outpu
 package: ## Zip the arus package for spark-submit --py-files on a real cluster (dist/arus.zip)
 	mkdir -p dist && rm -f dist/arus.zip && $(PY) -m zipfile -c dist/arus.zip arus
 
+## --- benchmarks --------------------------------------------------------------------
+
+.PHONY: bench
+bench: setup ## Benchmarks, quick profile (~10-15 min, own broker on 29092): bench/results/*.json, docs/benchmarks.md
+	$(PY) -m bench.run --profile quick
+	$(PY) -m bench.report
+
+.PHONY: bench-full
+bench-full: setup ## Benchmarks, full profile (larger sizes, 10^7-event growth; an hour or more)
+	$(PY) -m bench.run --profile full
+	$(PY) -m bench.report
+
+.PHONY: bench-report
+bench-report: ## Re-render docs/benchmarks.md and its plot from the newest bench/results/*.json
+	$(PY) -m bench.report
+
 ## --- quality -----------------------------------------------------------------------
 
 .PHONY: lint

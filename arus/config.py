@@ -79,6 +79,7 @@ class ProducerConfig:
     batch_size: int
     max_block_ms: int
     request_timeout_ms: int
+    client: str = "kafka-python"  # or "confluent-kafka" (optional, faster; producers/confluent.py)
 
 
 @dataclass(frozen=True)
@@ -346,6 +347,7 @@ ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("KAFKA_SASL_USERNAME", "kafka", "sasl_username"),
     ("KAFKA_SASL_PASSWORD", "kafka", "sasl_password"),
     ("KAFKA_SSL_CAFILE", "kafka", "ssl_cafile"),
+    ("ARUS_PRODUCER_CLIENT", "producer", "client"),
     ("SPARK_MASTER", "spark", "master"),
     ("ARUS_LAKE_DIR", "paths", "lake"),
     ("ARUS_CHECKPOINT_DIR", "paths", "checkpoints"),

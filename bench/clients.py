@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -161,6 +162,8 @@ def arus_iot(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         *(["--rate", str(args.rate)] if args.rate else []),
         *args.extra,
     ]
+    # The client is a [producer] setting; its environment override reaches main's load_config.
+    os.environ["ARUS_PRODUCER_CLIENT"] = args.client
     timer = Timer()
     with profiled(args.profile):
         timer.start()

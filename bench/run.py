@@ -197,7 +197,7 @@ class Bench:
             )
             if self.arus_confluent_available():
                 cases["arus IoT producer (confluent-kafka)"] = lambda t: self.client(
-                    "arus-iot", t, p.py_events * 3, "--devices", str(p.devices), "--client", "confluent"
+                    "arus-iot", t, p.py_events * 3, "--devices", str(p.devices), "--client", "confluent-kafka"
                 )
         self.java_producer_baseline = 0.0
         with topics(self.config) as created:

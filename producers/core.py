@@ -163,6 +163,18 @@ class Summary:
 
 def make_producer(kafka: KafkaConfig, settings: ProducerConfig, **overrides: Any) -> KafkaProducer:
     """A KafkaProducer with the configured durability and batching; fails fast if no broker answers."""
+    # Overrides are kafka-python options, so a call with overrides always gets kafka-python.
+    if settings.client == "confluent-kafka" and not overrides:
+        from producers.confluent import make_confluent_producer
+
+        try:
+            return make_confluent_producer(kafka, settings)
+        except KafkaTimeoutError as exc:
+            raise ProducerError(f"{exc} (gave up after {settings.max_block_ms} ms)") from None
+    if settings.client not in ("kafka-python", "confluent-kafka"):
+        raise ProducerError(
+            f"[producer] client must be kafka-python or confluent-kafka, got {settings.client!r}"
+        )
     kwargs: dict[str, Any] = {
         **kafka.client_kwargs(),
         "acks": "all" if settings.acks == "all" else int(settings.acks),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import heapq
 import itertools
 import json
@@ -51,6 +52,9 @@ from producers.core import (
 SOURCE = "iot-simulator"
 SCHEMA_VERSION = "1"
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "arus/iot")
+_NAMESPACE_BYTES = NAMESPACE.bytes
+# One compact encoder for every record: json.dumps with separators builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 # kind -> (unit, nominal low, nominal high)
 KINDS: dict[str, tuple[str, float, float]] = {
@@ -145,8 +149,16 @@ def fleet(n: int, seed: int) -> list[Device]:
 
 
 def event_id(device_id: str, seq: int) -> str:
-    """Deterministic per (device, sequence number), so downstream can drop duplicate sends."""
-    return str(uuid.uuid5(NAMESPACE, f"{SOURCE}/{device_id}/{seq}"))
+    """Deterministic per (device, sequence number), so downstream can drop duplicate sends.
+
+    Exactly uuid.uuid5(NAMESPACE, f"{SOURCE}/{device_id}/{seq}"), built from the SHA-1 digest
+    directly: the UUID object and its int arithmetic cost three times as much (bench/ profiles).
+    """
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{SOURCE}/{device_id}/{seq}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def signal_with_faults(
@@ -344,7 +356,7 @@ def _problem(kind: str, reading: dict[str, Any], **detail: Any) -> dict[str, Any
 
 
 def encode(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":")).encode()
+    return _ENCODER.encode(event).encode()
 
 
 def corrupt(reading: dict[str, Any], mode: str) -> bytes:

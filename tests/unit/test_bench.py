@@ -1,0 +1,217 @@
+"""The benchmark suite's pure parts: tool-output parsers, statistics, latency and goal arithmetic,
+and the producer fast paths the benchmarks led to (which must not change a single byte)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from arus.config import KafkaConfig, ProducerConfig
+from bench.e2e import percentile, window_latencies
+from bench.java import parse_consumer_output, parse_producer_output
+from bench.payloads import padded_value, read_payload_file, write_payload_file
+from bench.report import render
+from bench.run import goals, summarise_runs
+from producers import iot
+from producers.confluent import Delivery, DeliveryError
+from producers.confluent import settings as confluent_settings
+
+PRODUCER_OUTPUT = """\
+Reading payloads from: /tmp/p.txt
+77312 records sent, 15354.9 records/sec (2.72 MB/sec), 610.0 ms avg latency, 2881.0 ms max latency.
+500000 records sent, 51834.957495 records/sec (9.17 MB/sec), 141.93 ms avg latency, 2881.00 ms max \
+latency, 50 ms 50th, 966 ms 95th, 1136 ms 99th, 1281 ms 99.9th.
+"""
+
+CONSUMER_OUTPUT = """\
+start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, \
+rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec
+2025-01-01 10:00:00:000, 2025-01-01 10:00:02:270, 19.2963, 8.5006, 100000, 44052.8634, 1043, 1227, \
+15.7264, 81499.5925
+"""
+
+
+def test_parse_producer_output_takes_the_final_summary() -> None:
+    assert parse_producer_output(PRODUCER_OUTPUT) == {
+        "events": 500000,
+        "events_per_s": 51834.957495,
+        "mb_per_s": 9.17,
+        "latency_avg_ms": 141.93,
+        "latency_p99_ms": 1136.0,
+    }
+
+
+def test_parse_producer_output_without_summary_fails() -> None:
+    with pytest.raises(ValueError, match="no ProducerPerformance summary"):
+        parse_producer_output("77312 records sent, 15354.9 records/sec (2.72 MB/sec), 610.0 ms avg latency")
+
+
+def test_parse_consumer_output_uses_fetch_rate() -> None:
+    assert parse_consumer_output(CONSUMER_OUTPUT) == {
+        "events": 100000,
+        "events_per_s": 81499.5925,
+        "events_per_s_with_rebalance": 44052.8634,
+        "fetch_time_ms": 1227.0,
+        "rebalance_time_ms": 1043.0,
+    }
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([], 50) is None
+
+
+def test_window_latency_is_first_commit_with_the_final_count_minus_window_end() -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    w1, w2 = t0, t0 + timedelta(seconds=10)
+    end1, end2 = w1 + timedelta(seconds=10), w2 + timedelta(seconds=10)
+    base = end1.timestamp()
+    versions = [
+        (base - 3, [("d1", w1, end1, 4)]),
+        (base + 1.5, [("d1", w1, end1, 10), ("d1", w2, end2, 2)]),
+        (base + 12.0, [("d1", w1, end1, 10), ("d1", w2, end2, 9)]),
+    ]
+    # w1 final (10) first seen at base + 1.5; w2 final (9) at base + 12 = its end + 2.
+    assert sorted(window_latencies(versions, produced_until=base + 100)) == [1.5, 2.0]
+    # w2 ends after production stopped: left out.
+    assert window_latencies(versions, produced_until=base + 5) == [1.5]
+
+
+def test_summarise_runs_medians_and_keeps_failures_out() -> None:
+    runs = [
+        {"events_per_s": 10.0, "cpu_us_per_event": 3.0},
+        {"events_per_s": 30.0, "cpu_us_per_event": 1.0},
+        {"events_per_s": 20.0, "cpu_us_per_event": 2.0},
+        {"error": "boom"},
+    ]
+    summary = summarise_runs(runs)
+    assert summary["events_per_s"] == {"median": 20.0, "min": 10.0, "max": 30.0, "runs": [10.0, 30.0, 20.0]}
+    assert summary["cpu_us_per_event"]["median"] == 2.0
+    assert summary["runs_ok"] == 3
+    assert summary["raw"] == runs
+
+
+def _case(rate: float) -> dict[str, object]:
+    return summarise_runs([{"events_per_s": rate}])
+
+
+def test_goals_ratios_from_one_run() -> None:
+    results = {
+        "producers": {
+            "cases": {
+                "kafka-perf-tool (Java)": _case(100_000),
+                "bare kafka-python loop": _case(10_000),
+                "arus IoT producer (kafka-python)": _case(9_500),
+                "arus IoT producer (confluent-kafka)": _case(60_000),
+            }
+        },
+        "consumers": {
+            "cases": {"arus aggregating consumer": _case(8_000), "Quix Streams aggregation": _case(10_000)}
+        },
+        "spark": {"rungs": {"parse": _case(4_000), "delta": _case(1_000)}},
+        "e2e": {"trigger": "2 seconds", "loads": [{"fraction": 0.5, "latency_p99_s": 3.0, "batch_ms_median": 1000}]},
+    }
+    by_goal = {g["goal"]: g for g in goals(results)}
+    iot_goal = by_goal["arus IoT producer >= 0.9 x bare kafka-python loop"]
+    assert iot_goal["ratio"] == pytest.approx(0.95)
+    assert iot_goal["met"] is True
+    fastest = by_goal["fastest arus producer path >= 0.5 x Java perf tool"]
+    assert fastest["ratio"] == pytest.approx(0.6)
+    assert "confluent-kafka" in fastest["how"]
+    assert by_goal["arus aggregating consumer >= 1.0 x Quix Streams"]["met"] is False
+    assert by_goal["Spark aggregate -> Delta >= 0.5 x parse-only"]["ratio"] == pytest.approx(0.25)
+    e2e = by_goal["end-to-end p99 at 50% load <= trigger + 2 x median batch"]
+    assert e2e["target"] == pytest.approx(4.0)
+    assert e2e["met"] is True
+
+
+def test_render_shows_goals_and_cases(tmp_path: Path) -> None:
+    results = {
+        "profile": "smoke",
+        "producers": {"cases": {"bare kafka-python loop": _case(10_000)}, "seconds": 3},
+        "goals": [{"goal": "g", "target": 0.9, "ratio": 0.5, "met": False, "how": "h"}],
+    }
+    text = render(results, tmp_path / "r.json")
+    assert "| g | 0.50 | 0.90 | not yet | h |" in text
+    assert "| bare kafka-python loop | 10,000 |" in text
+
+
+def test_payload_file_holds_the_generators_readings(tmp_path: Path) -> None:
+    path = tmp_path / "p.txt"
+    info = write_payload_file(path, 120, devices=7)
+    pairs = read_payload_file(path)
+    assert len(pairs) == 120 == info["lines"]
+    events = [json.loads(value) for _, value in pairs]
+    assert [key.decode() for key, _ in pairs] == [e["device_id"] for e in events]
+    assert len({e["device_id"] for e in events}) == 7
+    assert len({e["event_id"] for e in events}) == 120
+
+
+def test_padded_value_has_the_requested_size() -> None:
+    import random
+
+    event = next(iter(iot.readings(iot.fleet(1, 1), datetime(2025, 1, 1, tzinfo=UTC), 1.0, 1)))
+    assert len(padded_value(event, 1000, random.Random(1))) == 1000
+
+
+def test_fast_event_id_is_uuid5() -> None:
+    for device in ("dev-0000", "dev-0042", "ünï"):
+        for seq in (0, 1, 99, 123_456_789):
+            expected = str(uuid.uuid5(iot.NAMESPACE, f"{iot.SOURCE}/{device}/{seq}"))
+            assert iot.event_id(device, seq) == expected
+
+
+def test_fast_encode_is_compact_json_dumps() -> None:
+    event = {"a": 1, "b": [1.5, None], "c": "ü\"x", "d": {"e": True}}
+    assert iot.encode(event) == json.dumps(event, separators=(",", ":")).encode()
+
+
+def test_confluent_settings_mirror_the_producer_config() -> None:
+    kafka = KafkaConfig(
+        bootstrap_servers="h:1", security_protocol="SASL_SSL", sasl_mechanism="PLAIN", ssl_cafile="/ca.pem"
+    )
+    producer = ProducerConfig(
+        acks="all",
+        idempotence=True,
+        compression="zstd",
+        linger_ms=7,
+        batch_size=1024,
+        max_block_ms=5000,
+        request_timeout_ms=9000,
+        client="confluent-kafka",
+    )
+    assert confluent_settings(kafka, producer) == {
+        "bootstrap.servers": "h:1",
+        "security.protocol": "SASL_SSL",
+        "acks": "all",
+        "enable.idempotence": True,
+        "compression.type": "zstd",
+        "linger.ms": 7,
+        "batch.size": 1024,
+        "request.timeout.ms": 9000,
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "",
+        "sasl.password": "",
+        "ssl.ca.location": "/ca.pem",
+    }
+
+
+def test_delivery_runs_callbacks_and_settles() -> None:
+    acked: list[object] = []
+    failed: list[Exception] = []
+    ok = Delivery().add_callback(acked.append).add_errback(failed.append)
+    ok(None, "msg")
+    assert ok.get() == "msg"
+    bad = Delivery().add_callback(acked.append).add_errback(failed.append)
+    bad("broker said no", None)
+    assert acked == ["msg"]
+    assert [str(e) for e in failed] == ["DeliveryError: broker said no"]
+    with pytest.raises(DeliveryError):
+        bad.get()
