@@ -1,0 +1,96 @@
+"""The fault-injection suite's own brokers; the shared broker on 9092 is never used.
+
+Every broker here runs on free loopback ports with its data under the run's temporary folder and
+a 384m heap, and is stopped at the end. The suite is slow, so it runs only when asked for by its
+marker: `make test-faults` (`pytest tests/faults -m faults`); a plain `pytest` skips it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from faultkit import ARUS_ENV, FIGURES_FILE, HEAP, free_ports
+
+from arus import broker
+from arus.config import DEFAULT_CONFIG, BrokerConfig, Config, KafkaConfig, load_config
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if "faults" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="fault-injection suite: run `make test-faults`")
+    for item in items:
+        if "faults" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def _figures() -> Iterator[dict[str, dict[str, object]]]:
+    figures: dict[str, dict[str, object]] = {}
+    yield figures
+    if figures:
+        FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
+        FIGURES_FILE.write_text(json.dumps(figures, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@pytest.fixture
+def figures(
+    request: pytest.FixtureRequest, _figures: dict[str, dict[str, object]]
+) -> Iterator[dict[str, object]]:
+    """What this test measured (kills survived, events lost, ...), saved in .run/faults/last-run.json."""
+    started = time.monotonic()
+    mine: dict[str, object] = {}
+    yield mine
+    mine["wall_s"] = round(time.monotonic() - started, 1)
+    _figures[request.node.name] = mine
+
+
+@pytest.fixture(scope="session")
+def fault_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="session")
+def plain_config(fault_root: Path) -> Config:
+    """The project config pointing at a private single broker; tables under the run's tmp folder."""
+    base = load_config(DEFAULT_CONFIG, env={})
+    port, controller = free_ports(2)
+    node = BrokerConfig("127.0.0.1", port, controller, HEAP, str(fault_root / "kafka"))
+    return dataclasses.replace(
+        base,
+        broker=node,
+        kafka=KafkaConfig(f"127.0.0.1:{port}"),
+        paths=dataclasses.replace(
+            base.paths, lake=str(fault_root / "lake"), checkpoints=str(fault_root / "checkpoints")
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def private_broker(plain_config: Config) -> Iterator[Config]:
+    """A single real broker of our own; tests that kill it restart it before they end."""
+    nodes = broker.nodes_for(plain_config)
+    try:
+        broker.up(plain_config)
+        yield plain_config
+    finally:
+        for node in nodes:
+            broker.stop_node(node, timeout=10)
+
+
+@pytest.fixture
+def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """For jobs run in this process: drop arus's variables from the environment, then set these."""
+
+    def apply(**values: str) -> None:
+        for var in ARUS_ENV:
+            monkeypatch.delenv(var, raising=False)
+        for var, value in values.items():
+            monkeypatch.setenv(var, value)
+
+    return apply

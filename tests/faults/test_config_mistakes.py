@@ -1,0 +1,92 @@
+"""Config mistakes fail within seconds, with a message naming the cause, before Spark even starts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from faultkit import free_ports, job_args, make_topics, write_config
+from kafka import KafkaConsumer
+
+from arus.config import Config, KafkaConfig
+from arus.reliability import KafkaUnavailable, explained_connection_errors
+from jobs import aggregate
+from producers.core import ProducerError, make_producer
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+LIMIT_S = 10.0
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, float]:
+    started = time.monotonic()
+    code = aggregate.main(args)
+    return code, capsys.readouterr().err, time.monotonic() - started
+
+
+def test_config_mistakes_fail_fast_naming_the_cause(
+    private_broker: Config,
+    tmp_path: Path,
+    isolated_env,
+    capsys: pytest.CaptureFixture[str],
+    figures: dict[str, object],
+) -> None:
+    config = private_broker
+    topics = dict(
+        zip(["in", "out", "dead"], make_topics(config.kafka, ("in", 1), ("out", 1), ("dead", 1)), strict=True)
+    )
+    good = write_config(tmp_path / "good.toml", config)
+    text = good.read_text()
+    (dead_port,) = free_ports(1)
+    mistakes = {
+        "unknown key": (
+            text.replace("[aggregate]\n", "[aggregate]\nmax_deadleter_ratio = 0.2\n"),
+            [],
+            "unknown key 'aggregate.max_deadleter_ratio'",
+        ),
+        "wrong type": (
+            text.replace("max_deadletter_ratio = 0.5", 'max_deadletter_ratio = "half"'),
+            [],
+            "'aggregate.max_deadletter_ratio' must be a number, got 'half'",
+        ),
+        "bad time bound": (
+            text.replace('min_event_time = "2000-01-01T00:00:00Z"', 'min_event_time = "last year"'),
+            [],
+            "min_event_time must be an ISO-8601 time with a zone, got 'last year'",
+        ),
+        "missing topic": (
+            text,
+            ["--input-topic", "faults.no-such-topic"],
+            "'faults.no-such-topic' do not exist",
+        ),
+        "unreachable broker": (
+            text.replace(config.kafka.bootstrap_servers, f"127.0.0.1:{dead_port}"),
+            [],
+            f"no Kafka broker answers at 127.0.0.1:{dead_port}",
+        ),
+    }
+    isolated_env()
+    seen = {}
+    for name, (toml, extra, message) in mistakes.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.toml"
+        path.write_text(toml)
+        code, err, elapsed = run(["--config", str(path), *job_args(topics, tmp_path), *extra], capsys)
+        assert code == 1, name
+        assert message in err, f"{name}: {err}"
+        assert elapsed < LIMIT_S, f"{name} took {elapsed:.1f}s"
+        seen[name] = round(elapsed, 1)
+
+    # The producers and the kafka-python consumer say the same within seconds.
+    unreachable = KafkaConfig(f"127.0.0.1:{dead_port}")
+    started = time.monotonic()
+    with pytest.raises(ProducerError, match=f"no Kafka broker answers at 127.0.0.1:{dead_port}"):
+        make_producer(unreachable, config.producer)
+    with (
+        pytest.raises(KafkaUnavailable, match="no Kafka broker answers"),
+        explained_connection_errors(unreachable),
+    ):
+        KafkaConsumer(**unreachable.client_kwargs(), bootstrap_timeout_ms=5000)
+    seen["unreachable broker (producer + consumer)"] = round(time.monotonic() - started, 1)
+    assert seen["unreachable broker (producer + consumer)"] < 2 * LIMIT_S
+    figures.update(seconds_to_fail=seen)

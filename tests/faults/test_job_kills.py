@@ -1,0 +1,155 @@
+"""Scenarios 1 and 6: the main job SIGKILLed mid-batch and restarted on the same checkpoint.
+
+The job runs as its own process; ARUS_FAULT_KILL_AFTER makes it SIGKILL its whole process group
+(Python driver and JVM) at a named point of a micro-batch. After three such crashes and a clean
+run, the Delta tables must equal a pandas oracle with every row once and every Delta transaction
+(txnAppId, txnVersion) committed once; a further restart with no new data must add nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from faultkit import (
+    clean_env,
+    job_args,
+    json_record,
+    make_topics,
+    produce,
+    read_topic,
+    reading,
+    run_job_process,
+    write_config,
+)
+from pyspark.sql import SparkSession
+
+from arus.config import Config
+from arus.reliability import FAULT_ENV
+from jobs import aggregate
+from producers.core import Record
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+CHUNK = 48  # readings per chunk: 4 devices x 12, two minutes of event time
+# (kill point, what the process has done when it dies)
+KILLS = [
+    ("after-delta", "aggregates merged into Delta, not yet published to Kafka nor committed"),
+    ("deadletter-after-delta", "dead letters appended to Delta, not yet published nor committed"),
+    ("after-kafka", "aggregates in Delta and Kafka, the batch not yet committed by Spark"),
+]
+
+
+def chunk(k: int, topic: str) -> tuple[list[dict[str, object]], list[Record]]:
+    """Chunk k: its readings, sent with 4 repeated sends and 2 malformed records mixed in."""
+    events = [reading(i) for i in range(k * CHUNK, (k + 1) * CHUNK)]
+    records = [json_record(topic, e) for e in events]
+    records[10:10] = [json_record(topic, e) for e in events[:4]]
+    records[20:20] = [Record(topic, "bad", f"{{broken {k}".encode()), Record(topic, "bad", b"\xff\xfe")]
+    return events, records
+
+
+def oracle(events: list[dict[str, object]]) -> pd.DataFrame:
+    """1-minute tumbling aggregates per device with pandas alone, repeated event ids dropped."""
+    df = pd.DataFrame(events).drop_duplicates("event_id")
+    df["window_start"] = pd.to_datetime(df["event_time"], utc=True).dt.floor("1min")
+    out = df.groupby(["device_id", "window_start"])["value"].agg(
+        count="count", value_mean="mean", value_min="min", value_max="max"
+    )
+    return out.reset_index().sort_values(["device_id", "window_start"]).reset_index(drop=True)
+
+
+def delta_txns(table: Path) -> list[tuple[str, int]]:
+    """Every (txnAppId, txnVersion) recorded in a Delta table's log, one entry per commit."""
+    txns = []
+    for commit in sorted((table / "_delta_log").glob("*.json")):
+        for line in commit.read_text().splitlines():
+            action = json.loads(line)
+            if "txn" in action:
+                txns.append((action["txn"]["appId"], int(action["txn"]["version"])))
+    return txns
+
+
+def delta_versions(table: Path) -> int:
+    return len(list((table / "_delta_log").glob("*.json")))
+
+
+def test_job_killed_at_three_points_restarts_exactly_once(
+    private_broker: Config,
+    spark: SparkSession,
+    tmp_path: Path,
+    isolated_env,
+    figures: dict[str, object],
+) -> None:
+    config = private_broker
+    kafka = config.kafka
+    names = make_topics(kafka, ("in", 2), ("out", 1), ("dead", 1))
+    topics = dict(zip(["in", "out", "dead"], names, strict=True))
+    conf = write_config(tmp_path / "arus.toml", config)
+    args = ["--config", str(conf), *job_args(topics, tmp_path)]
+
+    events: list[dict[str, object]] = []
+    bad: list[bytes] = []
+    for k, (point, _) in enumerate(KILLS):
+        new_events, records = chunk(k, topics["in"])
+        events += new_events
+        bad += [r.value for r in records if r.key == "bad"]
+        produce(kafka, config, records)
+        crashed = run_job_process(args, clean_env(**{FAULT_ENV: point}))
+        assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
+        assert f"fault injection: SIGKILL at {point}" in crashed.stderr
+
+    finished = run_job_process(args, clean_env())
+    assert finished.returncode == 0, finished.stderr[-3000:]
+
+    gold_path, dead_path = tmp_path / "gold", tmp_path / "deadletter"
+    gold = spark.read.format("delta").load(str(gold_path)).toPandas()
+    assert not gold.duplicated(["device_id", "window_start"]).any()
+    gold["window_start"] = pd.to_datetime(gold["window_start"], utc=True)
+    expected = oracle(events)
+    got = gold.sort_values(["device_id", "window_start"]).reset_index(drop=True)[expected.columns]
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=1e-9)
+
+    dead = spark.read.format("delta").load(str(dead_path)).toPandas()
+    assert sorted(bytes(v) for v in dead["value"]) == sorted(bad)
+    assert not dead.duplicated(["partition", "offset"]).any()
+
+    txns = {table.name: Counter(delta_txns(table)) for table in (gold_path, dead_path)}
+    twice = {name: [t for t, n in counts.items() if n > 1] for name, counts in txns.items()}
+    assert all(txns.values()) and not any(twice.values()), f"transactions committed twice: {twice}"
+
+    # Kafka output is at-least-once: a consumer keeping the latest record per key sees the table.
+    latest = {key.decode(): json.loads(value) for key, value, _ in read_topic(kafka, topics["out"])}
+    assert {k: v["count"] for k, v in latest.items()} == {
+        f"{r.device_id}|{r.window_start:%Y-%m-%dT%H:%M:%SZ}": r.count for r in expected.itertuples()
+    }
+    dead_records = read_topic(kafka, topics["dead"])
+    positions = Counter((h["source_partition"], h["source_offset"]) for _, _, h in dead_records)
+    assert len(positions) == len(bad)
+
+    # Scenario 6: a clean restart with nothing new adds no Delta version, so no rows.
+    versions = (delta_versions(gold_path), delta_versions(dead_path))
+    isolated_env()
+    assert aggregate.main(args) == 0
+    assert (delta_versions(gold_path), delta_versions(dead_path)) == versions
+
+    figures.update(
+        kill_points=[p for p, _ in KILLS],
+        kill_points_survived=len(KILLS),
+        events=len(events),
+        repeated_sends=4 * len(KILLS),
+        events_lost=int(expected["count"].sum() - got["count"].sum()),
+        gold_rows=len(got),
+        gold_duplicate_rows=int(gold.duplicated(["device_id", "window_start"]).sum()),
+        dead_letters=len(dead),
+        delta_txns={name: len(counts) for name, counts in txns.items()},
+        delta_txns_committed_twice=sum(len(t) for t in twice.values()),
+        kafka_output_records=len(read_topic(kafka, topics["out"])),
+        kafka_output_keys=len(latest),
+        kafka_deadletter_redelivered=sum(n - 1 for n in positions.values()),
+        clean_restart_new_versions=0,
+    )

@@ -1,0 +1,236 @@
+"""Security: SASL/SCRAM-SHA-512 logins, ACLs with the StandardAuthorizer, TLS with a test CA.
+
+One secured broker (arus.broker's `--sasl` mode on free ports) with users created at format time:
+`producer-a` may write only topics starting with `a.`; `job` may read `a.` topics and write
+`job.` topics. Passwords are random per run and reach clients only through the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+from faultkit import (
+    HEAP,
+    Ca,
+    clean_env,
+    free_ports,
+    job_args,
+    json_record,
+    make_ca,
+    make_topics,
+    read_topic,
+    reading,
+    run_job_process,
+    server_keystore,
+    write_config,
+)
+from kafka import KafkaConsumer
+
+from arus import broker
+from arus.config import DEFAULT_CONFIG, BrokerConfig, Config, KafkaConfig, load_config
+from arus.reliability import KafkaUnavailable, explained_connection_errors
+from jobs import aggregate
+from producers.core import ProducerError, SendLoop, make_producer
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+SCRAM = "SCRAM-SHA-512"
+LIMIT_S = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Secured:
+    config: Config
+    node: broker.Node
+    passwords: dict[str, str]
+    ca: Ca
+    other_ca: Ca
+    topics: dict[str, str]
+
+    def env(
+        self, user: str, password: str | None = None, tls: bool = False, ca: Ca | None = None
+    ) -> dict[str, str]:
+        """The environment a client of `user` gets: KAFKA_* variables only, as in production."""
+        port = self.node.ssl_port if tls else self.node.port
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": f"{self.node.host}:{port}",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL" if tls else "SASL_PLAINTEXT",
+            "KAFKA_SASL_MECHANISM": SCRAM,
+            "KAFKA_SASL_USERNAME": user,
+            "KAFKA_SASL_PASSWORD": self.passwords[user] if password is None else password,
+        }
+        if tls:
+            env["KAFKA_SSL_CAFILE"] = str((ca or self.ca).cert)
+        return env
+
+    def client(
+        self, user: str, password: str | None = None, tls: bool = False, ca: Ca | None = None
+    ) -> Config:
+        return load_config(DEFAULT_CONFIG, env=self.env(user, password, tls, ca))
+
+
+@pytest.fixture(scope="module")
+def secured(plain_config: Config, fault_root: Path) -> Iterator[Secured]:
+    home = fault_root / "secure"
+    ca = make_ca(home / "ca", "arus-test-ca")
+    other_ca = make_ca(home / "other-ca", "someone-elses-ca")
+    port, controller, ssl_port = free_ports(3)
+    config = dataclasses.replace(
+        plain_config,
+        secure_broker=BrokerConfig(
+            "127.0.0.1", port, controller, HEAP, str(home / "kafka"), ssl_port=ssl_port
+        ),
+    )
+    passwords = {user: secrets.token_urlsafe(18) for user in ("producer-a", "job")}
+    security = broker.Security(
+        admin_password=secrets.token_urlsafe(18),
+        users=tuple(passwords.items()),
+        tls_keystore=server_keystore(ca, home / "ca"),
+    )
+    (node,) = broker.nodes_for(config, security=security)
+    try:
+        broker.up(config, security=security)
+        admin = security.client(node.address)
+        names = make_topics(admin, ("a.readings", 1), ("b.private", 1), ("job.out", 1), ("job.dead", 1))
+        # make_topics names them faults.<prefix>.<random>: ACLs by prefix.
+        topics = dict(zip(["a", "b", "out", "dead"], names, strict=True))
+        broker.grant(admin, "producer-a", ["faults.a."], ["WRITE", "DESCRIBE"], prefixed=True)
+        broker.grant(admin, "job", ["faults.a."], ["READ", "DESCRIBE"], prefixed=True)
+        broker.grant(admin, "job", ["faults.job."], ["WRITE", "DESCRIBE"], prefixed=True)
+        broker.grant(admin, "job", ["*"], ["READ"], resource="GROUP")
+        yield Secured(config, node, {**passwords, "admin": security.admin_password}, ca, other_ca, topics)
+    finally:
+        broker.stop_node(node, timeout=10)
+
+
+def test_clients_log_in_with_credentials_from_the_environment(
+    secured: Secured, tmp_path: Path, figures: dict[str, object]
+) -> None:
+    producer_config = secured.client("producer-a")
+    assert producer_config.kafka.sasl_password == secured.passwords["producer-a"]
+    events = [reading(i) for i in range(30)]
+    progress = io.StringIO()
+    producer = make_producer(producer_config.kafka, producer_config.producer)
+    try:
+        summary = SendLoop(producer, progress=progress, progress_every=0.0).run(
+            [json_record(secured.topics["a"], e) for e in events]
+        )
+    finally:
+        producer.close(timeout=10)
+    assert (summary.acked, summary.failed) == (30, 0)
+    job = secured.client("job")
+    assert len(read_topic(job.kafka, secured.topics["a"])) == 30
+
+    # The Spark job, in its own process, over TLS, with nothing but KAFKA_* variables to go on.
+    topics = {"in": secured.topics["a"], "out": secured.topics["out"], "dead": secured.topics["dead"]}
+    conf = write_config(tmp_path / "arus.toml", secured.config)
+    result = run_job_process(
+        ["--config", str(conf), *job_args(topics, tmp_path)],
+        clean_env(**secured.env("job", tls=True)),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    gold = DeltaTable(str(tmp_path / "gold")).to_pandas()
+    assert int(gold["count"].sum()) == len(events)
+    assert len({key for key, _, _ in read_topic(job.kafka, secured.topics["out"])}) == len(gold)
+
+    output = progress.getvalue() + result.stdout + result.stderr + secured.node.log_file.read_text()
+    leaked = [user for user, password in secured.passwords.items() if password in output]
+    assert not leaked, f"passwords of {leaked} in logs or progress output"
+    assert all(p not in repr(secured.client(u)) for u, p in secured.passwords.items() if u != "admin")
+    figures.update(
+        users=sorted(secured.passwords),
+        producer_acked=summary.acked,
+        consumer_read=30,
+        spark_job_over="SASL_SSL + SCRAM-SHA-512",
+        passwords_in_output=0,
+    )
+
+
+def test_wrong_credentials_are_rejected_within_seconds(
+    secured: Secured,
+    tmp_path: Path,
+    isolated_env,
+    capsys: pytest.CaptureFixture[str],
+    figures: dict[str, object],
+) -> None:
+    rejected: dict[str, float] = {}
+    for label, user, password in [
+        ("producer, wrong password", "producer-a", "not-" + secured.passwords["producer-a"]),
+        ("producer, unknown user", "mallory", secrets.token_urlsafe(12)),
+    ]:
+        config = secured.client(user, password)
+        started = time.monotonic()
+        with pytest.raises(ProducerError, match=f"rejected the login of user '{user}'"):
+            make_producer(config.kafka, config.producer)
+        rejected[label] = round(time.monotonic() - started, 1)
+
+    wrong = secured.client("job", "wrong-password")
+    started = time.monotonic()
+    with (
+        pytest.raises(KafkaUnavailable, match="rejected the login of user 'job'"),
+        explained_connection_errors(wrong.kafka),
+    ):
+        KafkaConsumer(**wrong.kafka.client_kwargs(), bootstrap_timeout_ms=5000)
+    rejected["kafka-python consumer"] = round(time.monotonic() - started, 1)
+
+    topics = {"in": secured.topics["a"], "out": secured.topics["out"], "dead": secured.topics["dead"]}
+    conf = write_config(tmp_path / "arus.toml", secured.config)
+    isolated_env(**secured.env("job", "wrong-password"))
+    started = time.monotonic()
+    assert aggregate.main(["--config", str(conf), *job_args(topics, tmp_path)]) == 1
+    rejected["spark job"] = round(time.monotonic() - started, 1)
+    assert "rejected the login of user 'job'" in capsys.readouterr().err
+    assert all(seconds < LIMIT_S for seconds in rejected.values()), rejected
+    figures.update(credentials_rejected=len(rejected), seconds_to_reject=rejected)
+
+
+def test_acls_let_a_producer_write_only_its_own_topics(secured: Secured, figures: dict[str, object]) -> None:
+    config = secured.client("producer-a")
+    producer = make_producer(config.kafka, config.producer)
+    errors: list[Exception] = []
+    try:
+        loop = SendLoop(producer, progress=None, on_error=lambda _r, exc: errors.append(exc))
+        summary = loop.run([json_record(secured.topics["b"], reading(i)) for i in range(5)])
+    finally:
+        producer.close(timeout=10)
+    assert (summary.acked, summary.failed) == (0, 5)
+    assert {type(e).__name__ for e in errors} == {"TopicAuthorizationFailedError"}
+    admin = dataclasses.replace(
+        secured.client("job").kafka, sasl_username="admin", sasl_password=secured.passwords["admin"]
+    )
+    assert read_topic(admin, secured.topics["b"], idle_ms=500) == []
+    figures.update(writes_elsewhere_refused=summary.failed, error=sorted({type(e).__name__ for e in errors}))
+
+
+def test_tls_listener_rejects_a_client_trusting_another_ca(
+    secured: Secured, figures: dict[str, object]
+) -> None:
+    good = secured.client("producer-a", tls=True)
+    producer = make_producer(good.kafka, good.producer)
+    try:
+        summary = SendLoop(producer, progress=None).run(
+            [json_record(secured.topics["a"], reading(i)) for i in range(5)]
+        )
+    finally:
+        producer.close(timeout=10)
+    assert (summary.acked, summary.failed) == (5, 0)
+
+    wrong_ca = secured.client("producer-a", tls=True, ca=secured.other_ca)
+    started = time.monotonic()
+    with pytest.raises(ProducerError, match="is not signed by a CA this client trusts"):
+        make_producer(wrong_ca.kafka, wrong_ca.producer)
+    rejected_in = time.monotonic() - started
+    assert rejected_in < LIMIT_S
+    plaintext = KafkaConfig(secured.node.address)
+    with pytest.raises(ProducerError, match="does it expect another security protocol than PLAINTEXT"):
+        make_producer(plaintext, good.producer)
+    figures.update(
+        tls_acked=summary.acked, wrong_ca_rejected_in_s=round(rejected_in, 1), plaintext_rejected=True
+    )
