@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 
 from arus.config import BoundRule
@@ -93,7 +93,7 @@ def bound_alerts(
     return reduce(DataFrame.unionByName, frames) if frames else _empty(readings, key)
 
 
-def _in_order(key: str, id_field: str, time_field: str) -> Window:
+def _in_order(key: str, id_field: str, time_field: str) -> WindowSpec:
     return Window.partitionBy(key).orderBy(F.col(time_field), F.col(id_field))
 
 
@@ -173,7 +173,6 @@ def silent_alerts(
     minutes: float,
     clock: datetime | None = None,
     key: str = "device_id",
-    id_field: str = "event_id",
     time_field: str = "event_time",
 ) -> DataFrame:
     """A device with no reading for more than `minutes` after its reading at `event_time`.
@@ -181,12 +180,14 @@ def silent_alerts(
     # alert_id (silent|<key>|<last reading time>), rule, <key>, event_id null, event_time, value null
     Found two ways that give the same alert: a gap between two consecutive readings, and (given
     `clock`, the stream's current event time) a device whose latest reading is that far behind.
+    `readings` needs only <key> and <time_field>.
     """
     if clock is not None and clock.tzinfo is None:
         raise ValueError("clock must be timezone-aware")
     limit_s = minutes * 60
     at = F.col(time_field)
-    previous = F.lag(at, 1).over(_in_order(key, id_field, time_field))
+    # Ties in time make no gap whichever comes first, so time alone orders them here.
+    previous = F.lag(at, 1).over(Window.partitionBy(key).orderBy(at))
     gaps = readings.select(key, previous.alias("_last"), at.alias("_next")).where(
         F.unix_micros("_next") - F.unix_micros("_last") > limit_s * 1_000_000
     )

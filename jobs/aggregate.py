@@ -6,27 +6,34 @@
 
 Reads `[aggregate] input_topic` (any JSON topic: schema, keys, value fields and event-time field
 come from conf/arus.toml), drops nothing: records that fail to parse go to the dead-letter topic
-and table with their original bytes and the reason. Aggregates are upserted into the Delta table
-by (keys, window), so a replayed micro-batch writes each row exactly once; the Kafka output is
-at-least-once, each record keyed by entity and window start so consumers can deduplicate.
+and table with their original bytes and the reason; events behind the watermark, which Spark's
+stateful operators drop, are found again in the batch's input and go to the late topic and
+[batch] late_table (arus.late). Readings are cleaned per [clean] before they are aggregated.
+Aggregates are upserted into the Delta table by (keys, window), so a replayed micro-batch writes
+each row exactly once; the Kafka output is at-least-once, each record keyed by entity and window
+start so consumers can deduplicate. Each micro-batch prints a progress line with its watermark
+and its late and dead-letter counts (arus.progress).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pyspark.errors import StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from arus.config import AggregateConfig, Config, ConfigError, load_config
+from arus.config import AggregateConfig, CleanConfig, Config, ConfigError, load_config
 from arus.io import append_to_delta, merge_into_delta, read_kafka_batch, read_kafka_stream, write_kafka
+from arus.microbatch import LateOutput, txn_app_id, write_late_events
+from arus.progress import Tally
+from arus.progress import await_queries as await_and_report
 from arus.reliability import GuardError, check_deadletter_ratio, check_kafka, check_lost_records, kill_point
 from arus.spark import build_session
 from arus.stages import bronze_to_checked, bronze_to_silver, record_limits, silver_to_gold
@@ -44,6 +51,9 @@ class Settings:
     deadletter_path: str
     checkpoint: str
     max_offsets_per_trigger: int | None
+    late_path: str = ""
+    clean: CleanConfig | None = None
+    query_name: str = "aggregates"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--deadletter-topic", help="topic for records that fail to parse")
     parser.add_argument("--table", help="Delta table name (under [paths] lake) or absolute path")
     parser.add_argument("--deadletter-table", help="dead-letter Delta table name or path")
+    parser.add_argument("--late-topic", help="topic for events behind the watermark")
+    parser.add_argument("--late-table", help="late-events Delta table name or path ([batch] late_table)")
     parser.add_argument("--window", help='window length, e.g. "1 minute"')
     parser.add_argument("--slide", help='slide for sliding windows, e.g. "30 seconds" (default: tumbling)')
     parser.add_argument("--watermark", help='how late events may be, e.g. "2 minutes"')
@@ -85,6 +97,7 @@ def settings_from(args: argparse.Namespace, config: Config) -> Settings:
         "deadletter_topic": args.deadletter_topic,
         "table": args.table,
         "deadletter_table": args.deadletter_table,
+        "late_topic": args.late_topic,
         "window": args.window,
         "watermark": args.watermark,
         "keys": csv(args.keys),
@@ -102,40 +115,77 @@ def settings_from(args: argparse.Namespace, config: Config) -> Settings:
         deadletter_path=str(lake / job.deadletter_table),
         checkpoint=args.checkpoint or str(config.resolve(config.paths.checkpoints) / "aggregate"),
         max_offsets_per_trigger=args.max_offsets_per_trigger,
+        late_path=str(lake / (args.late_table or config.batch.late_table)),
+        clean=config.clean,
     )
 
 
-def write_aggregates(config: Config, settings: Settings) -> Callable[[DataFrame, int], None]:
-    """The per-micro-batch writer: upsert into Delta, then publish to Kafka."""
+def late_output(settings: Settings) -> LateOutput:
+    """The first stateful operator decides what is late: deduplication by event time, else the window."""
+    job = settings.job
+    return LateOutput(
+        stage=settings.query_name,
+        checkpoint=f"{settings.checkpoint}/aggregates",
+        table_path=settings.late_path,
+        topic=job.late_topic,
+        event_time=job.event_time_field,
+        id_field=job.dedup_field,
+        window=None if job.dedup_field else job.window,
+        slide=None if job.dedup_field else settings.slide,
+    )
+
+
+def write_aggregates(
+    config: Config, settings: Settings, tally: Tally | None = None
+) -> Callable[[DataFrame, int], None]:
+    """The per-micro-batch writer: upsert into Delta, publish to Kafka, then the batch's late events."""
     keys = list(settings.job.keys)
+    schema = schema_from_ddl(config.schema(settings.job.schema))
+    late = late_output(settings)
 
     def write(batch: DataFrame, batch_id: int) -> None:
         batch.persist()
         try:
-            merge_into_delta(batch, settings.table_path, [*keys, "window_start"], APP, batch_id)
+            app_id = txn_app_id(APP, f"{settings.checkpoint}/aggregates")
+            merge_into_delta(batch, settings.table_path, [*keys, "window_start"], app_id, batch_id)
             kill_point("after-delta", batch_id)
             write_kafka(to_kafka_records(batch, aggregate_key(keys)), config.kafka, settings.job.output_topic)
             kill_point("after-kafka", batch_id)
         finally:
             batch.unpersist()
+        parse = functools.partial(bronze_to_checked, schema=schema, job=settings.job)
+        count = write_late_events(batch.sparkSession, config.kafka, late, parse, batch_id)
+        if tally is not None:
+            tally.set(settings.query_name, batch_id, late=count)
 
     return write
 
 
-def write_dead_letters(config: Config, settings: Settings) -> Callable[[DataFrame, int], None]:
+def write_dead_letters(
+    config: Config,
+    settings: Settings,
+    tally: Tally | None = None,
+    query: str = "deadletter",
+    checkpoint: str | None = None,
+) -> Callable[[DataFrame, int], None]:
     """Dead letters: appended to Delta once per batch; to Kafka with the original bytes as value.
 
     It sees every checked record so the circuit breaker can weigh the bad ones against the total.
+    `query` and its `checkpoint` name the query that calls it (default: this job's dead-letter query).
     """
     job = settings.job
+    checkpoint = checkpoint or f"{settings.checkpoint}/deadletter"
 
     def write(checked: DataFrame, batch_id: int) -> None:
         checked.persist()
         try:
             batch = dead_letters(checked)
             bad, total = batch.count(), checked.count()
+            if tally is not None:
+                tally.set(query, batch_id, dead=bad)
             check_deadletter_ratio(bad, total, job.max_deadletter_ratio, job.breaker_min_records, batch_id)
-            append_to_delta(batch, settings.deadletter_path, f"{APP}-deadletter", batch_id)
+            app_id = txn_app_id(f"{APP}-deadletter", checkpoint)
+            append_to_delta(batch, settings.deadletter_path, app_id, batch_id)
             kill_point("deadletter-after-delta", batch_id)
             write_kafka(dead_letter_records(batch), config.kafka, settings.job.deadletter_topic)
         finally:
@@ -165,7 +215,17 @@ def _header(name: str, value: Column) -> Column:
     return F.struct(F.lit(name).alias("key"), value.cast("string").cast("binary").alias("value"))
 
 
-def start_queries(spark: SparkSession, config: Config, settings: Settings) -> list[StreamingQuery]:
+def triggered(writer: DataStreamWriter, trigger: str) -> DataStreamWriter:
+    """ "available-now" catches up and stops; anything else is a processing-time interval."""
+    if trigger == "available-now":
+        return writer.trigger(availableNow=True)
+    return writer.trigger(processingTime=trigger)
+
+
+def start_aggregate_query(
+    spark: SparkSession, config: Config, settings: Settings, tally: Tally | None = None
+) -> StreamingQuery:
+    """Input topic -> parse, dedup, clean -> windows with watermark -> Delta MERGE + Kafka (+ late)."""
     job = settings.job
     schema = schema_from_ddl(config.schema(job.schema))
     raw = read_kafka_stream(
@@ -176,57 +236,55 @@ def start_queries(spark: SparkSession, config: Config, settings: Settings) -> li
         settings.max_offsets_per_trigger,
         fail_on_data_loss=job.fail_on_data_loss,
     )
-    events, _ = bronze_to_silver(raw, schema, job)
-    checked = bronze_to_checked(raw, schema, job)
+    events, _ = bronze_to_silver(raw, schema, job, clean=settings.clean)
     aggregates = silver_to_gold(events, job, settings.slide)
-    trigger = (
-        {"availableNow": True}
-        if settings.trigger == "available-now"
-        else {"processingTime": settings.trigger}
-    )
-    queries = [
-        aggregates.writeStream.queryName("aggregates")
+    writer = (
+        aggregates.writeStream.queryName(settings.query_name)
         .outputMode("update")
-        .foreachBatch(write_aggregates(config, settings))
+        .foreachBatch(write_aggregates(config, settings, tally))
         .option("checkpointLocation", f"{settings.checkpoint}/aggregates")
-        .trigger(**trigger)
-        .start(),
-        checked.writeStream.queryName("deadletter")
-        .foreachBatch(write_dead_letters(config, settings))
-        .option("checkpointLocation", f"{settings.checkpoint}/deadletter")
-        .trigger(**trigger)
-        .start(),
-    ]
-    return queries
-
-
-def progress_line(query: StreamingQuery) -> str:
-    progress = query.lastProgress
-    if not progress:
-        return f"{query.name}: no batch yet"
-    watermark = progress.get("eventTime", {}).get("watermark", "-")
-    return (
-        f"{query.name}: batch {progress['batchId']}, {progress['numInputRows']} rows, "
-        f"{progress.get('processedRowsPerSecond') or 0:,.0f} rows/s, watermark {watermark}"
     )
+    return triggered(writer, settings.trigger).start()
 
 
-def await_queries(queries: list[StreamingQuery], report_every: int = 10) -> None:
-    """Wait for the queries to end (availableNow) or for Ctrl-C, printing progress as they go."""
-    try:
-        while any(q.isActive for q in queries):
-            for q in queries:
-                q.awaitTermination(report_every)
-            for q in queries:
-                print(progress_line(q), flush=True)
-    except (KeyboardInterrupt, StreamingQueryException):
-        # A failure (circuit breaker, data loss) is raised below, once every query has stopped.
-        pass
-    for q in queries:
-        q.stop()
-    for q in queries:
-        if q.exception():
-            raise RuntimeError(f"query {q.name} failed: {q.exception()}")
+def start_deadletter_query(
+    spark: SparkSession, config: Config, settings: Settings, tally: Tally | None = None
+) -> StreamingQuery:
+    """Input topic -> every record checked -> the bad ones to Delta + Kafka (and the breaker)."""
+    job = settings.job
+    schema = schema_from_ddl(config.schema(job.schema))
+    raw = read_kafka_stream(
+        spark,
+        config.kafka,
+        job.input_topic,
+        job.starting_offsets,
+        settings.max_offsets_per_trigger,
+        fail_on_data_loss=job.fail_on_data_loss,
+    )
+    writer = (
+        bronze_to_checked(raw, schema, job)
+        .writeStream.queryName("deadletter")
+        .foreachBatch(write_dead_letters(config, settings, tally))
+        .option("checkpointLocation", f"{settings.checkpoint}/deadletter")
+    )
+    return triggered(writer, settings.trigger).start()
+
+
+def start_queries(
+    spark: SparkSession, config: Config, settings: Settings, tally: Tally | None = None
+) -> list[StreamingQuery]:
+    return [
+        start_aggregate_query(spark, config, settings, tally),
+        start_deadletter_query(spark, config, settings, tally),
+    ]
+
+
+def await_queries(queries: list[StreamingQuery], tally: Tally | None = None) -> None:
+    """Wait for the queries to end (availableNow) or for Ctrl-C, printing each batch's progress.
+
+    A failure (circuit breaker, data loss) is raised as RuntimeError once every query has stopped.
+    """
+    await_and_report(queries, tally)
 
 
 def show_results(spark: SparkSession, config: Config, settings: Settings) -> None:
@@ -243,6 +301,10 @@ def show_results(spark: SparkSession, config: Config, settings: Settings) -> Non
         else None
     )
     print(f"Dead letters: {dead.count() if dead is not None else 0} records in {settings.deadletter_path}")
+    late = (
+        spark.read.format("delta").load(settings.late_path) if _is_table(spark, settings.late_path) else None
+    )
+    print(f"Late events: {late.count() if late is not None else 0} records in {settings.late_path}")
 
 
 def _is_table(spark: SparkSession, path: str) -> bool:
@@ -259,6 +321,10 @@ def preflight(config: Config, settings: Settings) -> None:
     queries = [Path(settings.checkpoint) / name for name in ("aggregates", "deadletter")]
     for gap in check_lost_records(config.kafka, job.input_topic, queries, job.fail_on_data_loss):
         print(f"aggregate: WARNING: skipping lost records: {gap}", file=sys.stderr, flush=True)
+    try:
+        check_kafka(config.kafka, [job.late_topic])
+    except GuardError as exc:
+        print(f"aggregate: WARNING: a late event will stop the job: {exc}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     spark = build_session(APP, config.spark)
     started = time.monotonic()
-    queries = start_queries(spark, config, settings)
-    await_queries(queries)
+    tally = Tally()
+    queries = start_queries(spark, config, settings, tally)
+    await_queries(queries, tally)
     print(f"aggregate: done in {time.monotonic() - started:.1f}s")
     if args.show:
         show_results(spark, config, settings)

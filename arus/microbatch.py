@@ -1,0 +1,235 @@
+"""What a micro-batch of a Kafka-reading query read, from its checkpoint; and writes safe to replay.
+
+    batch_range(checkpoint, batch_id)         # the offsets the batch read, its watermarks
+    read_batch_input(spark, kafka, rng)       # exactly those Kafka records again
+    query_id(checkpoint)                      # stable across restarts, new with a new checkpoint
+    write_kafka_once(records, ..., marks)     # a replayed batch does not publish its records twice
+    write_late_events(spark, kafka, out, ...) # what a batch dropped behind the watermark, to Delta + Kafka
+    insert_new_into_delta(df, path, key)      # rows found again change nothing
+
+A query's foreachBatch sees only its own output, so the input rows its stateful operators dropped
+as late are gone; arus.late finds them in the re-read input. The checkpoint files it reads:
+
+    offsets/<N>   v1 / {"batchWatermarkMs": ..., ...} / {"<topic>": {"<partition>": <next offset>}}
+    sources/0/0   NUL v1 / the offsets a new query started from
+
+They are written before batch N runs, so they are there inside its foreachBatch, and a batch Spark
+runs again after a crash reads the same offsets with the same watermark. Checkpoints must be on a
+local (or locally mounted) file system.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from kafka import KafkaConsumer, TopicPartition
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from arus.config import KafkaConfig
+from arus.delta_ops import retry_on_conflict
+from arus.io import append_to_delta, read_kafka_batch, write_kafka
+from arus.late import LATE_COLUMNS, late_events, late_records
+
+Offsets = dict[str, dict[str, int]]  # Spark's JSON shape: topic -> partition -> offset
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    batch_id: int
+    start: Offsets  # first offset read, inclusive
+    end: Offsets  # next offset to read, exclusive
+    watermark_ms: int  # in force in this batch (it evicts state)
+    late_watermark_ms: int  # events at or before it were dropped as late (batch N-1's watermark)
+
+    @property
+    def empty(self) -> bool:
+        return all(self.end[t][p] <= self.start.get(t, {}).get(p, 0) for t in self.end for p in self.end[t])
+
+
+def _checkpoint(path: str | Path) -> Path:
+    text = str(path)
+    return Path(text.removeprefix("file://").removeprefix("file:"))
+
+
+def _offset_entry(path: Path) -> tuple[int, Offsets]:
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if not lines or lines[0] != "v1" or len(lines) < 3:
+        raise ValueError(f"{path}: not a v1 offset log entry with one source")
+    metadata = json.loads(lines[1])
+    return int(metadata.get("batchWatermarkMs", 0)), json.loads(lines[2])
+
+
+def _initial_offsets(checkpoint: Path) -> Offsets:
+    text = (checkpoint / "sources" / "0" / "0").read_bytes().lstrip(b"\x00").decode()
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    if not lines:
+        raise ValueError(f"{checkpoint}/sources/0/0 holds no starting offsets")
+    offsets: Offsets = json.loads(lines[0])
+    return offsets
+
+
+def batch_range(checkpoint: str | Path, batch_id: int) -> BatchRange:
+    """The Kafka offsets micro-batch `batch_id` read and the watermarks it ran with."""
+    root = _checkpoint(checkpoint)
+    watermark, end = _offset_entry(root / "offsets" / str(batch_id))
+    if batch_id == 0:
+        return BatchRange(0, _initial_offsets(root), end, watermark, 0)
+    previous = root / "offsets" / str(batch_id - 1)
+    if not previous.exists():
+        raise FileNotFoundError(f"{previous} is gone: cannot tell what batch {batch_id} read")
+    late_watermark, start = _offset_entry(previous)
+    return BatchRange(batch_id, start, end, watermark, late_watermark)
+
+
+def query_id(checkpoint: str | Path) -> str:
+    """The query's id from its checkpoint: the same after a restart, new for a new checkpoint.
+
+    Delta transaction ids built on it never collide with those of an earlier, deleted checkpoint
+    whose batch numbers started from 0 too.
+    """
+    metadata = json.loads((_checkpoint(checkpoint) / "metadata").read_text())
+    return str(metadata["id"])
+
+
+def read_batch_input(spark: SparkSession, kafka: KafkaConfig, rng: BatchRange) -> DataFrame:
+    """The Kafka records batch `rng` read.  # key, value, topic, partition, offset, timestamp, ..."""
+    partitions = {t: sorted(int(p) for p in parts) for t, parts in rng.end.items()}
+    # A partition that appeared during the batch was read from its beginning.
+    start = {t: {str(p): rng.start.get(t, {}).get(str(p), -2) for p in ps} for t, ps in partitions.items()}
+    return (
+        spark.read.format("kafka")
+        .options(**kafka.spark_options())
+        .option("assign", json.dumps(partitions))
+        .option("startingOffsets", json.dumps(start))
+        .option("endingOffsets", json.dumps(rng.end))
+        .load()
+    )
+
+
+def end_offsets(kafka: KafkaConfig, topic: str) -> dict[str, int]:
+    """The next offset of each partition of `topic`."""
+    consumer = KafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            raise RuntimeError(f"topic {topic!r} does not exist on {kafka.bootstrap_servers}")
+        return {str(tp.partition): offset for tp, offset in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+
+
+def write_kafka_once(
+    records: DataFrame, kafka: KafkaConfig, topic: str, marks: str | Path, batch_id: int, id_field: str
+) -> None:
+    """Publish a micro-batch's records (key, value JSON with `id_field`) once, even when replayed.
+
+    Before the first attempt the topic's end offsets are noted under `marks`; a replay of the batch
+    reads what the earlier attempt already published after them and sends only the rest. The
+    query must be the topic's only writer. Records a killed attempt left in flight in a producer
+    can still arrive late, so readers deduplicate by id all the same (Kafka output stays
+    at-least-once; this keeps replays from doubling it).
+    """
+    folder = _checkpoint(marks)
+    folder.mkdir(parents=True, exist_ok=True)
+    mark = folder / f"{batch_id}.json"
+    if mark.exists():
+        before: Offsets = {topic: json.loads(mark.read_text())}
+        spark = records.sparkSession
+        published = (
+            read_kafka_batch(spark, kafka, topic, json.dumps(before), "latest")
+            .select(F.get_json_object(F.col("value").cast("string"), f"$.{id_field}").alias("_id"))
+            .distinct()
+        )
+        ids = F.get_json_object(F.col("value").cast("string"), f"$.{id_field}")
+        records = records.join(published, ids == F.col("_id"), "left_anti")
+    else:
+        partial = folder / f".{batch_id}.{uuid.uuid4().hex}"
+        partial.write_text(json.dumps(end_offsets(kafka, topic)))
+        partial.rename(mark)
+        for old in folder.glob("*.json"):
+            if old.stem.isdigit() and int(old.stem) < batch_id - 100:
+                old.unlink(missing_ok=True)
+    write_kafka(records, kafka, topic)
+
+
+@dataclass(frozen=True)
+class LateOutput:
+    """Where a stateful query's late events go, and the rule that found them (see arus.late)."""
+
+    stage: str  # the query's name, recorded with each late event
+    checkpoint: str  # the query's checkpoint folder
+    table_path: str
+    topic: str
+    event_time: str
+    id_field: str = ""
+    window: str | None = None  # set when no deduplication precedes the window aggregation
+    slide: str | None = None
+
+
+def write_late_events(
+    spark: SparkSession,
+    kafka: KafkaConfig,
+    out: LateOutput,
+    parse: Callable[[DataFrame], DataFrame],
+    batch_id: int,
+) -> int:
+    """Find what batch `batch_id` dropped as late, append it to Delta once and publish it; the count.
+
+    `parse` must be the query's own parsing (Kafka rows -> parse_events rows), so the replay judges
+    exactly the events the query saw. Nothing is written when nothing was late.
+    # late table: topic, partition, offset, timestamp, key, value, event_id, event_time, watermark,
+    #             stage, batch_id
+    """
+    rng = batch_range(out.checkpoint, batch_id)
+    if rng.late_watermark_ms <= 0 or rng.empty:
+        return 0
+    late = late_events(
+        parse(read_batch_input(spark, kafka, rng)),
+        out.event_time,
+        rng.late_watermark_ms,
+        out.id_field,
+        out.window,
+        out.slide,
+    ).select(*LATE_COLUMNS, F.lit(out.stage).alias("stage"), F.lit(batch_id).cast("long").alias("batch_id"))
+    late.persist()
+    try:
+        count = late.count()
+        if count:
+            append_to_delta(late, out.table_path, txn_app_id(f"{out.stage}-late", out.checkpoint), batch_id)
+            write_kafka(late_records(late), kafka, out.topic)
+        return count
+    finally:
+        late.unpersist()
+
+
+def insert_new_into_delta(df: DataFrame, path: str, key: str) -> None:
+    """Insert the rows whose `key` the Delta table at `path` does not hold yet; never update one.
+
+    Finding a row again (a replayed batch, a later batch that sees the same thing) changes nothing.
+    """
+    spark = df.sparkSession
+    if not DeltaTable.isDeltaTable(spark, path):
+        df.limit(0).write.format("delta").mode("ignore").save(path)
+
+    def merge() -> None:
+        (
+            DeltaTable.forPath(spark, path)
+            .alias("t")
+            .merge(df.alias("s"), f"t.`{key}` = s.`{key}`")
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    # Maintenance compacting the table may commit first; inserting only new keys is safe to repeat.
+    retry_on_conflict(merge)
+
+
+def txn_app_id(name: str, checkpoint: str | Path) -> str:
+    """A Delta txnAppId for one query's writes to one table: `name` and the query's id."""
+    return f"{name}-{query_id(checkpoint)}"

@@ -1,0 +1,145 @@
+"""The late-event rule and the checkpoint reading behind it, on inline rows and files."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from arus.late import first_window_end, interval_micros, late_events
+from arus.microbatch import batch_range, query_id
+from arus.transforms import parse_events, schema_from_ddl
+
+
+def ts(minute: int, second: float = 0) -> datetime:
+    return datetime(2026, 3, 1, 12, minute, int(second), int(second % 1 * 1_000_000), tzinfo=UTC)
+
+
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [
+        ("1 minute", 60_000_000),
+        ("30 seconds", 30_000_000),
+        ("1 hour 30 minutes", 5_400_000_000),
+        ("2 mins", 120_000_000),
+        ("500 milliseconds", 500_000),
+    ],
+)
+def test_interval_micros(text: str, micros: int) -> None:
+    assert interval_micros(text) == micros
+
+
+def test_interval_micros_refuses_what_it_cannot_read() -> None:
+    with pytest.raises(ValueError):
+        interval_micros("soon")
+    with pytest.raises(ValueError):
+        interval_micros("3 fortnights")
+
+
+@pytest.mark.integration
+def test_first_window_end_follows_spark_alignment(spark: SparkSession) -> None:
+    times = spark.createDataFrame([(ts(0, 30),), (ts(1, 0),), (ts(0, 45),), (ts(0, 15),)], "t timestamp")
+    got = times.select(
+        "t",
+        F.timestamp_micros(first_window_end(F.col("t"), "1 minute")).alias("tumbling"),
+        F.timestamp_micros(first_window_end(F.col("t"), "1 minute", "30 seconds")).alias("sliding"),
+    )
+    expected = spark.createDataFrame(
+        [
+            (ts(0, 30), ts(1), ts(1)),
+            (ts(1, 0), ts(2), ts(1, 30)),  # a window owns its start, not its end
+            (ts(0, 45), ts(1), ts(1)),
+            (ts(0, 15), ts(1), ts(0, 30)),
+        ],
+        "t timestamp, tumbling timestamp, sliding timestamp",
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    # Spark's own windows agree: the earliest window holding each time ends where we say.
+    spark_ends = times.select("t", F.window("t", "1 minute", "30 seconds").end.alias("end"))
+    earliest = {r.t: r.end for r in spark_ends.groupBy("t").agg(F.min("end").alias("end")).collect()}
+    assert earliest == {r.t: r.sliding for r in expected.collect()}
+
+
+RAW = T.StructType(
+    [
+        T.StructField("key", T.BinaryType()),
+        T.StructField("value", T.BinaryType()),
+        T.StructField("topic", T.StringType()),
+        T.StructField("partition", T.IntegerType()),
+        T.StructField("offset", T.LongType()),
+        T.StructField("timestamp", T.TimestampType()),
+    ]
+)
+DDL = "event_id STRING NOT NULL, value DOUBLE NOT NULL, event_time TIMESTAMP NOT NULL"
+LATE = (
+    "topic string, partition int, offset long, timestamp timestamp, key binary, value binary, "
+    "event_id string, event_time timestamp, watermark timestamp"
+)
+
+
+def parsed_rows(spark: SparkSession, events: list[tuple[str, datetime]]) -> tuple[list[bytes], DataFrame]:
+    values = [
+        json.dumps({"event_id": e, "value": 1.0, "event_time": at.isoformat()}).encode() for e, at in events
+    ]
+    values.append(b"not json")  # a dead letter is never late
+    raw = spark.createDataFrame([(b"k", v, "in", 0, i, ts(9)) for i, v in enumerate(values)], RAW)
+    return values, parse_events(raw, schema_from_ddl(DDL))
+
+
+@pytest.mark.integration
+def test_an_event_at_or_before_the_watermark_is_late(spark: SparkSession) -> None:
+    values, parsed = parsed_rows(spark, [("a", ts(2)), ("b", ts(1, 59)), ("c", ts(2, 0.5))])
+    got = late_events(parsed, "event_time", ms(ts(2)), "event_id")
+    expected = spark.createDataFrame(
+        [
+            ("in", 0, 0, ts(9), b"k", values[0], "a", ts(2), ts(2)),
+            ("in", 0, 1, ts(9), b"k", values[1], "b", ts(1, 59), ts(2)),
+        ],
+        LATE,
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.integration
+def test_without_deduplication_an_event_is_late_when_its_window_has_closed(spark: SparkSession) -> None:
+    # Window [12:01, 12:02) ends at the watermark, so b is late; c's window ends at 12:03.
+    values, parsed = parsed_rows(spark, [("b", ts(1, 30)), ("c", ts(2, 0.5))])
+    got = late_events(parsed, "event_time", ms(ts(2)), "event_id", window="1 minute")
+    expected = spark.createDataFrame([("in", 0, 0, ts(9), b"k", values[0], "b", ts(1, 30), ts(2))], LATE)
+    assert_df_equality(got, expected, ignore_nullable=True)
+
+
+def write_offsets(folder: Path, batch: int, watermark_ms: int, offsets: dict[str, int]) -> None:
+    meta = {"batchWatermarkMs": watermark_ms, "batchTimestampMs": 0, "conf": {}}
+    (folder / "offsets").mkdir(parents=True, exist_ok=True)
+    (folder / "offsets" / str(batch)).write_text(f"v1\n{json.dumps(meta)}\n{json.dumps({'in': offsets})}")
+
+
+def test_batch_range_reads_offsets_and_the_previous_batch_watermark(tmp_path: Path) -> None:
+    (tmp_path / "sources" / "0").mkdir(parents=True)
+    (tmp_path / "sources" / "0" / "0").write_bytes(b'\x00v1\n{"in":{"0":0,"1":5}}')
+    (tmp_path / "metadata").write_text('{"id":"4c0c328d-2f17-4069-a075-bbcef6ec1f0b"}')
+    write_offsets(tmp_path, 0, 0, {"0": 10, "1": 5})
+    write_offsets(tmp_path, 1, 1_000, {"0": 20, "1": 9})
+    write_offsets(tmp_path, 2, 7_000, {"0": 20, "1": 9})
+
+    first = batch_range(tmp_path, 0)
+    assert (first.start, first.end, first.late_watermark_ms) == ({"in": {"0": 0, "1": 5}}, first.end, 0)
+    second = batch_range(tmp_path, 1)
+    assert second.start == {"in": {"0": 10, "1": 5}}
+    assert second.end == {"in": {"0": 20, "1": 9}}
+    assert (second.watermark_ms, second.late_watermark_ms) == (1_000, 0)
+    no_data = batch_range(tmp_path, 2)
+    assert no_data.empty and no_data.late_watermark_ms == 1_000
+    assert not second.empty
+    assert query_id(f"file:{tmp_path}") == "4c0c328d-2f17-4069-a075-bbcef6ec1f0b"
