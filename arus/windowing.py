@@ -108,7 +108,7 @@ class Stats:
         delta_n = delta / self.n
         self.mean += delta_n
         self.m2 += delta * (delta - delta_n)
-        bisect.insort(self.ordered, x)
+        bisect.insort(self.ordered, x, key=_spark_order)
 
     def result(self, name: str) -> dict[str, float | None]:
         # <name>_mean, <name>_min, <name>_max, <name>_stddev, <name>_p50, <name>_p95
@@ -122,6 +122,11 @@ class Stats:
             f"{name}_p50": percentile(self.ordered, 0.5),
             f"{name}_p95": percentile(self.ordered, 0.95),
         }
+
+
+def _spark_order(x: float) -> tuple[bool, float]:
+    """Spark's order of doubles: NaN above everything, so min skips it and max is NaN."""
+    return (math.isnan(x), x)
 
 
 def as_double(value: Any) -> float | None:

@@ -266,14 +266,19 @@ def render_view(
 
 
 class _Rebalance(ConsumerRebalanceListener):
+    """Any change of assignment makes the consumer start over from its committed offsets."""
+
     def __init__(self, app: WindowConsumer) -> None:
         self.app = app
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self.app.forget()
+        self.app.reassigned = True
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self.app.reassigned = True
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self.app.assigned(set(assigned))
+        self.app.reassigned = True
 
 
 class WindowConsumer:
@@ -296,23 +301,24 @@ class WindowConsumer:
         self.replay_until: dict[tuple[str, int], int] = {}
         self.latest: dict[str, dict[str, Any]] = {}
         self.stop_event = threading.Event()
-        self._to_restore: set[TopicPartition] | None = None
+        self.reassigned = False
 
-    def forget(self) -> None:
-        """Partitions revoked: everything uncommitted is rebuilt by whoever gets them next."""
-        self.engine = Aggregator(self.settings.spec)
+    def _restart_from_commits(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        """After a rebalance (or at start): drop all state and go back to the committed offsets of
+        every assigned partition, kept ones included (kafka-python keeps their read position), so
+        replay rebuilds the windows; the watermark and replay bounds come from the commit metadata.
+        """
         self.consumed = {}
         self.replay_until = {}
-
-    def assigned(self, partitions: set[TopicPartition]) -> None:
-        self._to_restore = partitions
-
-    def _restore(self, partitions: set[TopicPartition]) -> None:
-        """Watermark and replay bounds from the commit metadata this consumer wrote."""
         watermark: int | None = None
-        for tp in partitions:
+        for tp in self.consumer.assignment():
             committed = self.consumer.committed(tp, metadata=True)
-            if committed is None or not committed.metadata:
+            if committed is None or committed.offset < 0:
+                if polled.get(tp):  # no commit yet: back to where the reset policy started it
+                    self.consumer.seek(tp, polled[tp][0].offset)
+                continue
+            self.consumer.seek(tp, committed.offset)
+            if not committed.metadata:
                 continue
             meta = json.loads(committed.metadata)
             self.replay_until[(tp.topic, tp.partition)] = int(meta["upto"])
@@ -329,9 +335,10 @@ class WindowConsumer:
         settled = True
         while not self.stop_event.is_set():
             polled = self.consumer.poll(timeout_ms=200, max_records=self._poll_limit())
-            if self._to_restore is not None:
-                self._restore(self._to_restore)
-                self._to_restore = None
+            if self.reassigned:
+                self.reassigned = False
+                self._restart_from_commits(polled)
+                polled = {}  # read again from the committed offsets by the next poll
                 last_record = time.monotonic()
             if polled:
                 self.counters.first_at = self.counters.first_at or time.monotonic()
@@ -343,6 +350,8 @@ class WindowConsumer:
                 self._process({})
                 settled = True
             now = time.monotonic()
+            if not self.consumer.assignment():
+                last_record = now  # still joining the group: not idle yet
             if settings.max_records is not None and self._read() >= settings.max_records:
                 self.counters.stopped_by = f"read {settings.max_records} records"
                 break

@@ -85,3 +85,12 @@ def test_null_values_are_skipped_and_a_field_with_only_nulls_has_null_metrics() 
     got = stats.result("v")
     assert (got["v_mean"], got["v_min"], got["v_max"], got["v_p50"]) == (5.0, 4.0, 6.0, 4.0)
     assert math.isclose(got["v_stddev"] or 0.0, math.sqrt(2))
+
+
+def test_nan_sorts_above_every_value_as_in_spark() -> None:
+    stats = Stats()
+    for v in (3.0, math.nan, 1.0, math.inf):
+        stats.add(v)
+    got = stats.result("v")
+    assert (got["v_min"], got["v_p50"]) == (1.0, 3.0)
+    assert all(math.isnan(got[f"v_{m}"] or 0.0) for m in ("max", "mean", "stddev", "p95"))

@@ -1,0 +1,395 @@
+"""The kafka-python consumer against the Spark job: same verdicts on records, same statistics, and
+on one real topic the same aggregate rows and the same dead letters."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from arus.config import Config
+from arus.records import InvalidRecord, parse_record, parse_schema
+from arus.stages import bronze_to_checked
+from arus.transforms import aggregate_windows, schema_from_ddl
+from arus.windowing import Aggregator, WindowSpec, parse_duration_us, to_us
+from jobs import aggregate, consumer
+from producers.core import Record, SendLoop, make_producer
+from producers.iot import fleet, readings, to_record
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+KAFKA_TIME = datetime(2026, 3, 2, tzinfo=UTC)
+RAW = T.StructType(
+    [
+        T.StructField("key", T.BinaryType()),
+        T.StructField("value", T.BinaryType()),
+        T.StructField("topic", T.StringType()),
+        T.StructField("partition", T.IntegerType()),
+        T.StructField("offset", T.LongType()),
+        T.StructField("timestamp", T.TimestampType()),
+    ]
+)
+
+
+def doc(**fields: Any) -> bytes:
+    """An IoT reading with some fields replaced by raw JSON text (None: left out)."""
+    base = {"event_id": '"e"', "device_id": '"d"', "value": "1", "event_time": '"2026-03-01T12:00:00Z"'}
+    base.update(fields)
+    return ("{" + ",".join(f'"{k}":{v}' for k, v in base.items() if v is not None) + "}").encode()
+
+
+TIMES = [
+    "2026-03-01T12:00:00Z",
+    "2026-03-01T12:00:00.123Z",
+    "2026-03-01T12:00:00.1234567Z",
+    "2026-03-01 12:00:00",
+    "2026-03-01T12:00",
+    "2026-03-01",
+    "2026-03",
+    "2026",
+    "+2026-03-01",
+    "2026-3-1T1:2:3",
+    " 2026-03-01T12:00:00Z ",
+    "2026-03-01T12:00:00.Z",
+    "2026-03-01T12:00:00 Z",
+    "2026-03-01T19:00:00+07:00",
+    "2026-03-01T19:00:00+0700",
+    "2026-03-01T19:00:00+7",
+    "2026-03-01T19:00:00+7:00",
+    "2026-03-01T19:00:00+07:00:00",
+    "2026-03-01T12:00:00-00:00",
+    "2026-03-01T19:00:00UTC+7",
+    "2026-03-01T19:00:00 GMT+07:00",
+    "2026-03-01T12:00:00GMT",
+    "2026-03-01T12:00:00UTC",
+    "2026-03-01T19:00:00 Asia/Jakarta",
+    "2026-03-01T21:00:00JST",
+    "2026-03-01T12:00:00Etc/UTC",
+    "2026-03-01T12:00:00z",
+    "2026-03-01T12:00Z",
+    "2026-03-01T12:00:00,5Z",
+    "2026-03-01T12:00:00+19:00",
+    "2026-02-30",
+    "2026-13-01",
+    "2026-03-01T24:00:00Z",
+    "2026-03-01T23:59:60Z",
+    "20260301T120000Z",
+    "2026-03-01T",
+    "yesterday",
+    "",
+    "1999-12-31T23:59:59Z",
+    "2026-03-03T00:00:01Z",
+    "2026-01-01T00:00:00 Nowhere/City",
+]
+NUMBERS = [
+    "-0",
+    "1E2",
+    "1.0",
+    "100000000000000000000",
+    "0.001",
+    "1e-3",
+    "12345678.9",
+    "1.0e7",
+    "0.0001",
+    "-1.5e-10",
+]
+EDGE_CASES: list[bytes | None] = [
+    None,
+    b"",
+    b"   ",
+    b"\xff\xfe\x00",
+    b"\xef\xbb\xbf" + doc(),
+    b"not json",
+    b"[1, 2]",
+    b"null",
+    b"{",
+    b"{}",
+    doc(),
+    doc() + b" trailing",
+    doc() + b'{"x":1}',
+    b"\n  " + doc(),
+    doc().replace(b'"', b"'"),
+    b"{event_id:'e'}",
+    doc()[:-1] + b",}",
+    doc(value="NaN"),
+    doc(value='"NaN"'),
+    doc(value='"-Infinity"'),
+    doc(value='"1.5"'),
+    doc(value='""'),
+    doc(value="true"),
+    doc(value="null"),
+    doc(value=None),
+    doc(value="1e400"),
+    doc(value="[1]"),
+    doc(event_id=None),
+    doc(event_id='""'),
+    doc(event_id='" "'),
+    doc(event_id='"\\t"'),
+    doc(event_id="7"),
+    doc(device_id='{"a": [1, 2.50, "x"]}'),
+    doc(event_time="1772366400"),
+    doc(event_time="1772366400.5"),
+    doc(event_time="-1"),
+    doc(seq="1.0"),
+    doc(seq='"5"'),
+    doc(seq="9223372036854775807"),
+    doc(seq="9223372036854775808"),
+    doc(battery='"x"', seq="3"),
+    doc(kind="true", site="false", unit="null"),
+    b'{"event_id":"e","device_id":"d","value":1,"value":"hot","event_time":"2026-03-01T12:00:00Z"}',
+    b'{"event_id":"e","device_id":"d","value":1,"event_time":"2026-03-01T12:00:00Z","site":"a","site":"b"}',
+    b'{"event_id":"e","device_id":"d","value":1,"event_time":"2026-03-01T12:00:00Z","EVENT_ID":"x","Value":"y"}',
+    doc(site='"caf\\u00e9 \u2615"'),
+    b"x" * 2_000_000,
+    *(doc(event_time=json.dumps(t)) for t in TIMES),
+    *(doc(site=n) for n in NUMBERS),
+]
+
+
+def test_consumer_gives_every_record_the_spark_jobs_verdict(spark: SparkSession, config: Config) -> None:
+    """Good or bad, the reason, and every field's value: Spark's parse_events vs arus.records."""
+    job = config.aggregate
+    ddl = config.schema(job.schema)
+    rows = [(b"k", v, "in", 0, i, KAFKA_TIME) for i, v in enumerate(EDGE_CASES)]
+    checked = bronze_to_checked(spark.createDataFrame(rows, RAW), schema_from_ddl(ddl), job)
+    fields = parse_schema(ddl)
+    timestamps = [f.name for f in fields if f.type == "timestamp"]
+    spark_rows = (
+        checked.select(
+            F.col("_source.offset").alias("offset"),
+            *[
+                F.unix_micros(name).alias(name) if name in timestamps else F.col(name)
+                for name in (f.name for f in fields)
+            ],
+            F.col("_error").alias("error"),
+        )
+        .orderBy("offset")
+        .collect()
+    )
+    limits = consumer.record_limits(job)
+    kafka_ms = int(KAFKA_TIME.timestamp() * 1000)
+    mismatches = []
+    for value, row in zip(EDGE_CASES, spark_rows, strict=True):
+        expected: Any = row["error"] or {f.name: row[f.name] for f in fields}
+        try:
+            event = parse_record(value, kafka_ms, fields, limits)
+            got: Any = {k: to_us(v) if k in timestamps and v is not None else v for k, v in event.items()}
+        except InvalidRecord as bad:
+            got = bad.reason
+        if not same_values(got, expected):
+            mismatches.append(f"{(value or b'')[:100]!r}: spark {expected!r}, consumer {got!r}")
+    assert not mismatches, "\n".join(mismatches)
+
+
+def same_values(got: Any, expected: Any) -> bool:
+    if isinstance(got, dict) and isinstance(expected, dict):
+        return got.keys() == expected.keys() and all(same_values(got[k], expected[k]) for k in got)
+    if isinstance(got, float) and isinstance(expected, float) and math.isnan(got):
+        return math.isnan(expected)
+    return bool(got == expected) and type(got) is type(expected)
+
+
+def test_consumer_statistics_match_spark_aggregate_windows(spark: SparkSession) -> None:
+    """Random windows of 1..40 values with many ties: every metric, Spark vs arus.windowing."""
+    rng = random.Random(23)
+    events = []
+    for device in ("d1", "d2", "d3", "d4"):
+        for minute in range(4):
+            for _ in range(rng.randint(1, 40)):
+                at = START + timedelta(minutes=minute, seconds=rng.uniform(0, 59.999))
+                events.append((f"e{len(events)}", device, round(rng.gauss(20, 5), rng.choice([0, 1, 3])), at))
+    df = spark.createDataFrame(
+        events, "event_id string, device_id string, value double, event_time timestamp"
+    )
+    spark_rows = {
+        (r["device_id"], r["start"]): r.asDict()
+        for r in aggregate_windows(df, ["device_id"], ["value"], "event_time", "1 minute")
+        .withColumn("start", F.unix_micros("window_start"))
+        .drop("window_start", "window_end")
+        .collect()
+    }
+    spec = WindowSpec(("device_id",), ("value",), "event_time", parse_duration_us("1 minute"), 10**12)
+    engine = Aggregator(spec)
+    for i, (eid, device, value, at) in enumerate(events):
+        engine.add({"event_id": eid, "device_id": device, "value": value, "event_time": at}, ("t", 0, i))
+    mine = {(r["device_id"], to_us(r["window_start"])): r for r in engine.end_batch()}
+    assert mine.keys() == spark_rows.keys()
+    for key, row in mine.items():
+        expected = spark_rows[key]
+        assert row["count"] == expected["count"]
+        for metric in ("mean", "min", "max", "stddev", "p50", "p95"):
+            name = f"value_{metric}"
+            assert close(row[name], expected[name]), (key, name, row[name], expected[name])
+
+
+def close(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(a == b)
+
+
+# --- the same topic through both ---------------------------------------------------------------------------
+
+MALFORMED = [
+    b"{not json",
+    b'{"event_id":"m2","device_id":"dev-0001","value":"hot","event_time":"2026-03-01T12:00:00Z"}',
+    b"",
+    b"\xff\xfe\x00",
+    b'{"event_id":"m5","device_id":" ","value":1,"event_time":"2026-03-01T12:00:00Z"}',
+    b'{"event_id":"m6","device_id":"dev-0002","value":1}',
+    b'{"event_id":"m7","device_id":"dev-0003","value":1,"event_time":"1999-12-31T23:59:59Z"}',
+    b'{"event_id":"m8","device_id":"dev-0004","value":1,"event_time":"2026-03-01T12:00:00Z","seq":1.5}',
+]
+# Unusual but valid for Spark's reader, so valid for the consumer too: they are aggregated. (No NaN:
+# Spark's percentile_approx over a NaN depends on how rows are split; see docs/consumer.md.)
+ODD_BUT_VALID = [
+    b"{'event_id':'odd1','device_id':'dev-0000','value':1.5,'event_time':'2026-03-01 12:00:05'}",
+    b'{"event_id":"odd2","device_id":"dev-0000","value":2,"event_time":"2026-03-01T19:00:06+07:00"} tail',
+    b'{"event_id":"odd3","device_id":"dev-0000","value":"x","value":1E2,"event_time":"2026-03-01T12:00:07Z"}',
+]
+
+
+def produce(config: Config, records: list[Record]) -> None:
+    producer = make_producer(config.kafka, config.producer)
+    try:
+        summary = SendLoop(producer, progress=None).run(records)
+    finally:
+        producer.close()
+    assert (summary.acked, summary.failed) == (len(records), 0)
+
+
+def read_topic(config: Config, topic: str) -> list[Any]:
+    """Every record of `topic`, up to its end offsets at the time of the call."""
+    reader = KafkaConsumer(enable_auto_commit=False, **config.kafka.client_kwargs())
+    try:
+        deadline = time.monotonic() + 30
+        while not (ids := reader.partitions_for_topic(topic)):
+            assert time.monotonic() < deadline, f"no metadata for {topic}"
+            time.sleep(0.2)
+        partitions = [TopicPartition(topic, p) for p in sorted(ids)]
+        reader.assign(partitions)
+        reader.seek_to_beginning()
+        end = reader.end_offsets(partitions)
+        records: list[Any] = []
+        while any(reader.position(tp) < end[tp] for tp in partitions):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for batch in reader.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        reader.close()
+
+
+def latest_by_key(config: Config, topic: str) -> dict[str, dict[str, Any]]:
+    """What a reader of the at-least-once output keeps: the last record per key."""
+    return {r.key.decode(): json.loads(r.value) for r in read_topic(config, topic)}
+
+
+def dead_letter_set(config: Config, topic: str) -> set[tuple[Any, ...]]:
+    return {
+        (
+            r.key,
+            r.value,
+            *(dict(r.headers)[h] for h in ("error", "source_topic", "source_partition", "source_offset")),
+        )
+        for r in read_topic(config, topic)
+    }
+
+
+def same_rows(got: dict[str, Any], expected: dict[str, Any]) -> bool:
+    return got.keys() == expected.keys() and all(
+        close(got[k], expected[k]) if isinstance(got[k], float) else got[k] == expected[k] for k in got
+    )
+
+
+def test_consumer_and_spark_job_agree_on_one_topic(
+    spark: SparkSession, config: Config, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topics = {
+        "in": new_topic("in", 3),
+        "spark_out": new_topic("spark-out", 3),
+        "spark_dead": new_topic("spark-dead"),
+        "out": new_topic("consumer-out", 3),
+        "dead": new_topic("consumer-dead"),
+        "late": new_topic("consumer-late"),
+    }
+    gen = readings(fleet(20, seed=9), START, 10.0, seed=9)
+    events = [next(gen) for _ in range(20 * 150)]  # 25 minutes of event time
+    records: list[Record] = []
+    rng = random.Random(9)
+    for i, event in enumerate(events):
+        records.append(to_record(event, topics["in"]))
+        if rng.random() < 0.01:  # a retrying producer sends it again
+            records.append(to_record(event, topics["in"]))
+        if i % 400 == 7:
+            records.append(Record(topics["in"], f"bad-{i}", MALFORMED[(i // 400) % len(MALFORMED)]))
+    records += [Record(topics["in"], "bad-tail", value) for value in MALFORMED]
+    records += [Record(topics["in"], "dev-0000", value) for value in ODD_BUT_VALID]
+    produce(config, records)
+
+    started = time.monotonic()
+    code = aggregate.main(
+        [
+            "--input-topic", topics["in"],
+            "--output-topic", topics["spark_out"],
+            "--deadletter-topic", topics["spark_dead"],
+            "--table", str(tmp_path / "gold"),
+            "--deadletter-table", str(tmp_path / "deadletter"),
+            "--checkpoint", str(tmp_path / "checkpoint"),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    spark_s = time.monotonic() - started
+    print(f"\nspark job {spark_s:.1f}s", flush=True)
+
+    argv = [
+        "--input-topic", topics["in"],
+        "--output-topic", topics["out"],
+        "--deadletter-topic", topics["dead"],
+        "--late-topic", topics["late"],
+        "--group-id", f"parity-{topics['in']}",
+        "--until-idle", "3",
+        "--no-view",
+    ]  # fmt: skip
+    counters = consumer.run(config, consumer.settings_from(consumer.parse_args(argv), config))
+    print(counters.line())
+
+    unique = len(events) + len(ODD_BUT_VALID)
+    malformed = [r.value for r in records if r.key is not None and r.key.startswith("bad")]
+    assert (counters.records, counters.dead, counters.late) == (len(records), len(malformed), 0)
+    assert counters.aggregated == unique
+
+    from_spark = latest_by_key(config, topics["spark_out"])
+    from_consumer = latest_by_key(config, topics["out"])
+    assert sorted(from_consumer) == sorted(from_spark)
+    assert sum(row["count"] for row in from_consumer.values()) == unique
+    different = [k for k in from_spark if not same_rows(from_consumer[k], from_spark[k])]
+    assert not different, [(from_spark[k], from_consumer[k]) for k in different[:3]]
+
+    gold = spark.read.format("delta").load(str(tmp_path / "gold"))
+    as_json = gold.select(
+        F.concat_ws("|", "device_id", F.date_format("window_start", "yyyy-MM-dd'T'HH:mm:ss'Z'")).alias("key"),
+        F.to_json(F.struct(*gold.columns), {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"}).alias("row"),
+    ).collect()
+    assert {r["key"] for r in as_json} == set(from_consumer)
+    assert all(same_rows(from_consumer[r["key"]], json.loads(r["row"])) for r in as_json)
+
+    spark_dead = dead_letter_set(config, topics["spark_dead"])
+    consumer_dead = dead_letter_set(config, topics["dead"])
+    assert sorted(d[1] for d in consumer_dead) == sorted(malformed)
+    assert consumer_dead == spark_dead
+    assert read_topic(config, topics["late"]) == []
