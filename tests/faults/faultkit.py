@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -76,6 +77,8 @@ def make_topics(kafka: KafkaConfig, *specs: tuple[str, int], replication: int = 
             [NewTopic(n, p, replication) for n, (_, p) in zip(names, specs, strict=True)],
             timeout_ms=15000,
         )
+        # The controller has them once create_topics returns; brokers learn of them a moment later.
+        wait_for(lambda: set(names) <= set(admin.list_topics()), 15, f"topics {names}")
     finally:
         admin.close()
     return names
@@ -130,7 +133,13 @@ def write_config(path: Path, config: Config, **settings: str) -> Path:
 
     write_config(p, cfg, **{"aggregate.max_deadletter_ratio": "0.2"}) — values are TOML literals.
     """
-    wanted = {"kafka.bootstrap_servers": json.dumps(config.kafka.bootstrap_servers), **settings}
+    wanted = {
+        "kafka.bootstrap_servers": json.dumps(config.kafka.bootstrap_servers),
+        # Anything a job writes by default lands in the test's folders, never in the repository's.
+        "paths.lake": json.dumps(str(path.parent / "lake")),
+        "paths.checkpoints": json.dumps(str(path.parent / "checkpoints")),
+        **settings,
+    }
     section = ""
     lines = []
     for line in DEFAULT_CONFIG.read_text().splitlines():
@@ -159,25 +168,30 @@ def job_args(topics: dict[str, str], folder: Path, *extra: str) -> list[str]:
         "--deadletter-topic", topics["dead"],
         "--table", str(folder / "gold"),
         "--deadletter-table", str(folder / "deadletter"),
+        "--late-table", str(folder / "late"),
         "--checkpoint", str(folder / "checkpoint"),
         *extra,
     ]  # fmt: skip
 
 
 def run_job_process(
-    args: Sequence[str], env: dict[str, str], timeout: float = 240
+    args: Sequence[str], env: dict[str, str], timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """The job as its own process (and process group, which a kill point SIGKILLs whole)."""
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.aggregate", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    cmd = [sys.executable, "-m", "jobs.aggregate", *args]
+    with subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
-        check=False,
-    )
+    ) as proc:  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the JVM too, not only the Python driver
+            out, err = proc.communicate()
+            raise AssertionError(
+                f"job still running after {timeout:.0f}s; stderr tail:\n{err[-3000:]}"
+            ) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
