@@ -127,8 +127,17 @@ def render(results: dict[str, Any], result_file: Path) -> str:
             add(f"| {g['goal']} | {fmt(g['ratio'], 2)} | {target} | {met} | {g['how']} |")
         add("")
 
+    for section in ("producers", "sweep", "consumers", "spark", "e2e", "growth"):
+        if "error" in results.get(section, {}):
+            add(f"#### {section}: failed in this run")
+            add("")
+            add("```")
+            add(results[section]["error"].strip().splitlines()[-1])
+            add("```")
+            add("")
+
     producers = results.get("producers")
-    if producers:
+    if producers and "cases" in producers:
         add(f"#### Producers ({fmt(producers.get('seconds'))} s)")
         add("")
         add(
@@ -157,7 +166,7 @@ def render(results: dict[str, Any], result_file: Path) -> str:
         add("")
 
     consumers = results.get("consumers")
-    if consumers:
+    if consumers and "cases" in consumers:
         add(f"#### Consumers ({fmt(consumers.get('seconds'))} s)")
         add("")
         add(
@@ -173,7 +182,7 @@ def render(results: dict[str, Any], result_file: Path) -> str:
         add("")
 
     spark = results.get("spark")
-    if spark:
+    if spark and "rungs" in spark:
         add(f"#### Spark ladder ({fmt(spark.get('seconds'))} s)")
         add("")
         add(
@@ -221,7 +230,7 @@ def render(results: dict[str, Any], result_file: Path) -> str:
                 f"{fmt(load.get('batch_ms_max'))} |"
             )
         add("")
-    elif e2e:
+    elif e2e and "skipped" in e2e:
         add("#### End to end")
         add("")
         add(f"Not measured: {e2e.get('skipped')}")
