@@ -138,6 +138,8 @@ def write_config(path: Path, config: Config, **settings: str) -> Path:
         # Anything a job writes by default lands in the test's folders, never in the repository's.
         "paths.lake": json.dumps(str(path.parent / "lake")),
         "paths.checkpoints": json.dumps(str(path.parent / "checkpoints")),
+        # A handful of records per batch: one shuffle partition is plenty, and much quicker.
+        "spark.shuffle_partitions": "1",
         **settings,
     }
     section = ""
@@ -175,7 +177,7 @@ def job_args(topics: dict[str, str], folder: Path, *extra: str) -> list[str]:
 
 
 def run_job_process(
-    args: Sequence[str], env: dict[str, str], timeout: float = 300
+    args: Sequence[str], env: dict[str, str], timeout: float = 480
 ) -> subprocess.CompletedProcess[str]:
     """The job as its own process (and process group, which a kill point SIGKILLs whole)."""
     cmd = [sys.executable, "-m", "jobs.aggregate", *args]

@@ -38,7 +38,7 @@ from arus.config import BrokerConfig, Config, KafkaConfig
 from jobs import aggregate
 from producers.core import Record, SendLoop, make_producer
 
-pytestmark = [pytest.mark.faults, pytest.mark.integration]
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 class Sender(threading.Thread):

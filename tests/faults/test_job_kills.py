@@ -33,7 +33,7 @@ from arus.reliability import FAULT_ENV
 from jobs import aggregate
 from producers.core import Record
 
-pytestmark = [pytest.mark.faults, pytest.mark.integration]
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(1500)]
 
 CHUNK = 48  # readings per chunk: 4 devices x 12, two minutes of event time
 # (kill point, what the process has done when it dies)

@@ -39,7 +39,7 @@ from arus.reliability import KafkaUnavailable, explained_connection_errors
 from jobs import aggregate
 from producers.core import ProducerError, SendLoop, make_producer
 
-pytestmark = [pytest.mark.faults, pytest.mark.integration]
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(900)]
 
 SCRAM = "SCRAM-SHA-512"
 LIMIT_S = 10.0
