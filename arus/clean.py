@@ -126,9 +126,15 @@ def parse_device_dimension(raw: DataFrame, schema: T.StructType, key: str = "dev
 
 def with_schema(df: DataFrame, schema: T.StructType) -> DataFrame:
     """Exactly the schema's columns in its order: cast where present, null where missing."""
-    return df.select(
-        *[
-            (F.col(f.name) if f.name in df.columns else F.lit(None)).cast(f.dataType).alias(f.name)
-            for f in schema.fields
-        ]
-    )
+    types = {f.name: f.dataType for f in df.schema.fields}
+
+    def column(field: T.StructField) -> Column:
+        if field.name not in types:
+            return F.lit(None).cast(field.dataType).alias(field.name)
+        if types[field.name] == field.dataType:
+            # Re-aliasing a column to its own name after a stream-static join on it makes Spark 4.2
+            # fail the micro-batch ("key not found: device_id#..."); an untouched column does not.
+            return F.col(field.name)
+        return F.col(field.name).cast(field.dataType).alias(field.name)
+
+    return df.select(*[column(f) for f in schema.fields])
