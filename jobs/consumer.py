@@ -38,12 +38,13 @@ from kafka.errors import KafkaError
 
 from arus.config import AggregateConfig, Config, ConfigError, ConsumerConfig, KafkaConfig, load_config
 from arus.records import Field, InvalidRecord, Limits, parse_record, parse_schema, require
-from arus.reliability import GuardError, check_deadletter_ratio
+from arus.reliability import GuardError, check_deadletter_ratio, check_kafka
 from arus.windowing import Aggregator, Outcome, WindowSpec, aggregate_key, from_us, parse_duration_us, to_json
 from producers.core import ProducerError, make_producer
 
 APP = "arus-consumer"
 FLUSH_TIMEOUT_S = 60.0
+JOIN_TIMEOUT_S = 60.0
 
 Header = tuple[str, bytes]
 Output = tuple[str, bytes | None, bytes | None, list[Header]]  # topic, key, value, headers
@@ -266,19 +267,21 @@ def render_view(
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    """Any change of assignment makes the consumer start over from its committed offsets."""
+    """A rebalance pauses the consumer; a new assignment makes it start over from its commits."""
 
     def __init__(self, app: WindowConsumer) -> None:
         self.app = app
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self.app.reassigned = True
+        self.app.rebalancing = True
 
     def on_partitions_lost(self, lost: Any) -> None:
-        self.app.reassigned = True
+        self.app.rebalancing = True
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        self.app.rebalancing = False
         self.app.reassigned = True
+        self.app.joined = True
 
 
 class WindowConsumer:
@@ -301,7 +304,11 @@ class WindowConsumer:
         self.replay_until: dict[tuple[str, int], int] = {}
         self.latest: dict[str, dict[str, Any]] = {}
         self.stop_event = threading.Event()
+        # Set by the rebalance listener. While a rebalance runs nothing is processed or committed
+        # (and no offsets are looked up, which kafka-python does not survive mid-rebalance).
+        self.rebalancing = False
         self.reassigned = False
+        self.joined = False  # a first assignment (possibly empty) has come
 
     def _restart_from_commits(self, polled: dict[TopicPartition, list[Any]]) -> None:
         """After a rebalance (or at start): drop all state and go back to the committed offsets of
@@ -329,29 +336,36 @@ class WindowConsumer:
 
     def run(self) -> Counters:
         settings = self.settings
+        self._wait_for_metadata(settings.job.input_topic)
         self.consumer.subscribe([settings.job.input_topic], listener=_Rebalance(self))
-        last_record = time.monotonic()
+        started = last_record = time.monotonic()
         next_view = 0.0
         settled = True
         while not self.stop_event.is_set():
             polled = self.consumer.poll(timeout_ms=200, max_records=self._poll_limit())
-            if self.reassigned:
+            now = time.monotonic()
+            if not self.joined:
+                if now - started > JOIN_TIMEOUT_S:
+                    raise GuardError(
+                        f"group {settings.consumer.group_id!r} assigned nothing in {JOIN_TIMEOUT_S:.0f}s"
+                    )
+                last_record = now  # still joining the group: not idle yet
+            elif self.rebalancing:
+                polled = {}
+            elif self.reassigned:
                 self.reassigned = False
                 self._restart_from_commits(polled)
                 polled = {}  # read again from the committed offsets by the next poll
-                last_record = time.monotonic()
+                last_record = now
             if polled:
-                self.counters.first_at = self.counters.first_at or time.monotonic()
+                self.counters.first_at = self.counters.first_at or now
                 self._process(polled)
-                last_record = self.counters.last_at = time.monotonic()
+                last_record = self.counters.last_at = now = time.monotonic()
                 settled = False
-            elif not settled and self.consumer.assignment():
+            elif not settled and not self.rebalancing:
                 # Caught up: let the watermark move on and commit what that closes.
                 self._process({})
                 settled = True
-            now = time.monotonic()
-            if not self.consumer.assignment():
-                last_record = now  # still joining the group: not idle yet
             if settings.max_records is not None and self._read() >= settings.max_records:
                 self.counters.stopped_by = f"read {settings.max_records} records"
                 break
@@ -366,6 +380,14 @@ class WindowConsumer:
         if settings.view:
             self._show()
         return self.counters
+
+    def _wait_for_metadata(self, topic: str, timeout_s: float = 15.0) -> None:
+        """Know the topic's partitions before joining: a group leader that does not assigns none."""
+        deadline = time.monotonic() + timeout_s
+        while not self.consumer.partitions_for_topic(topic):
+            if time.monotonic() > deadline:
+                raise GuardError(f"no partitions found for topic {topic!r} within {timeout_s:.0f}s")
+            time.sleep(0.2)
 
     def _read(self) -> int:
         return self.counters.records + self.counters.replayed
@@ -459,17 +481,14 @@ class WindowConsumer:
         self.counters.produced += len(futures)
 
     def _commit(self) -> None:
+        """Commit the replay-safe positions; the metadata carries the watermark and how far output
+        has been published (`upto`, which replay after a restart must not lower)."""
         positions = self.engine.commit_positions(self.consumed)
-        offsets = {
-            TopicPartition(topic, partition): OffsetAndMetadata(
-                offset,
-                json.dumps(
-                    {"watermark_us": self.engine.watermark_us, "upto": self.consumed[(topic, partition)]}
-                ),
-                -1,
-            )
-            for (topic, partition), offset in positions.items()
-        }
+        offsets = {}
+        for (topic, partition), offset in positions.items():
+            upto = max(self.consumed[(topic, partition)], self.replay_until.get((topic, partition), 0))
+            meta = json.dumps({"watermark_us": self.engine.watermark_us, "upto": upto})
+            offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, meta, -1)
         if offsets:
             self.consumer.commit(offsets)
             self.counters.commits += 1
@@ -555,7 +574,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         settings = settings_from(args, config)
-    except ConfigError as exc:
+        outputs = [
+            settings.consumer.output_topic,
+            settings.consumer.deadletter_topic,
+            settings.consumer.late_topic,
+        ]
+        check_kafka(config.kafka, [settings.job.input_topic, *filter(None, outputs)])
+    except (ConfigError, GuardError) as exc:
         print(f"consume: {exc}", file=sys.stderr)
         return 1
     try:

