@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from delta.exceptions import DeltaConcurrentModificationException
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -28,6 +37,17 @@ AUTO_COMPACTION = {
     "delta.autoOptimize.autoCompact": "true",
 }
 ACTION = "_arus_action"
+# delta-spark raises each kind of lost commit race as its own class, none a subclass of another.
+CONFLICTS = (
+    DeltaConcurrentModificationException,
+    ConcurrentWriteException,
+    MetadataChangedException,
+    ProtocolChangedException,
+    ConcurrentAppendException,
+    ConcurrentDeleteReadException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentTransactionException,
+)
 
 
 class ConflictRetriesExhausted(RuntimeError):
@@ -44,7 +64,7 @@ def retry_on_conflict(
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except DeltaConcurrentModificationException as exc:
+        except CONFLICTS as exc:
             if attempt == attempts:
                 raise ConflictRetriesExhausted(
                     f"gave up after {attempts} conflicting attempts: {exc}"

@@ -40,6 +40,7 @@ from jobs.backfill import resolve_table
 APP = "arus-maintain"
 SAFE_RETENTION_HOURS = 168.0  # Delta's own minimum unless its retention check is turned off
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 
 
 @dataclass(frozen=True)
@@ -128,15 +129,22 @@ def optimize(spark: SparkSession, path: str, attempts: int, on_retry: _Counter) 
 
 
 def vacuum(spark: SparkSession, path: str, retain_hours: float) -> None:
-    if retain_hours >= SAFE_RETENTION_HOURS:
-        DeltaTable.forPath(spark, path).vacuum(retain_hours)
-        return
-    previous = spark.conf.get(RETENTION_CHECK, "true")
-    spark.conf.set(RETENTION_CHECK, "false")
+    # VACUUM lists the table's folders in as many tasks as this says (10,000 by default): minutes
+    # of scheduling on a small machine for a table of a few folders.
+    conf = {LISTING_PARALLELISM: str(max(2, spark.sparkContext.defaultParallelism))}
+    if retain_hours < SAFE_RETENTION_HOURS:
+        conf[RETENTION_CHECK] = "false"
+    previous = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
     try:
         DeltaTable.forPath(spark, path).vacuum(retain_hours)
     finally:
-        spark.conf.set(RETENTION_CHECK, previous or "true")
+        for key, old in previous.items():
+            if old is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, old)
 
 
 def maintain(

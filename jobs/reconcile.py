@@ -294,7 +294,7 @@ def reconcile(
         utc = F.date_format("window_start", "yyyy-MM-dd'T'HH:mm:ss'Z'").alias("window_start")
         columns = [utc if c == "window_start" else F.col(c) for c in differences.columns]
         rows = diffs.orderBy(*on).select(*columns, explained.alias("explained_by")).collect()
-        compared = stream.select(*on).unionByName(batch.select(*on)).distinct().count()
+        compared = batch.count() + sum(1 for r in rows if r["kind"] == "extra")
         batch.unpersist()
     finally:
         excluded.unpersist()
