@@ -33,10 +33,17 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 @pytest.fixture(scope="session")
 def kafka(config: Config) -> Iterator[str]:
-    """The bootstrap address of a running real broker."""
+    """The bootstrap address of a running real broker.
+
+    A broker that already answers there (this checkout's, another checkout's, docker compose's) is
+    reused; otherwise this checkout's local broker is started for the run and stopped after it.
+    """
     node = broker.nodes_for(config)[0]
     started = not broker.answers(node.address)
-    broker.up(config)
+    if started:
+        broker.up(config)
+    else:
+        ensure_topics(config)
     yield config.kafka.bootstrap_servers
     if started and not os.environ.get("ARUS_KEEP_BROKER"):
         broker.down(config)
