@@ -13,11 +13,11 @@ import json
 import math
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from arus.config import Config
 from bench.common import create_topic, run_client, unique_topic
@@ -33,33 +33,28 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def window_latencies(
-    versions: list[tuple[float, list[tuple[str, datetime, datetime, int]]]], produced_until: float
-) -> list[float]:
+Row = tuple[str, float, float, int]  # key, window start, window end (epoch seconds), count
+
+
+def window_latencies(versions: list[tuple[float, list[Row]]], produced_until: float) -> list[float]:
     """Seconds from each window's end to the first commit showing its final count.
 
-    versions: (commit time, rows of (key, window_start, window_end, count)) in commit order.
-    Windows ending after `produced_until` (epoch seconds) are left out: nothing more came for them.
+    versions: (commit time, rows) in commit order, times in epoch seconds. Windows ending after
+    `produced_until` are left out: nothing more came for them.
     """
-    final: dict[tuple[str, datetime], tuple[datetime, int]] = {}
+    final: dict[tuple[str, float], tuple[float, int]] = {}
     for _at, rows in versions:
         for key, start, end, count in rows:
             final[(key, start)] = (end, count)
-    seen: dict[tuple[str, datetime], float] = {}
+    seen: dict[tuple[str, float], float] = {}
     for at, rows in versions:
         for key, start, _end, count in rows:
             if (key, start) not in seen and count == final[(key, start)][1]:
                 seen[(key, start)] = at
-    return [
-        seen[k] - end.timestamp()
-        for k, (end, _count) in final.items()
-        if end.timestamp() <= produced_until and k in seen
-    ]
+    return [seen[k] - end for k, (end, _count) in final.items() if end <= produced_until and k in seen]
 
 
-def delta_versions(
-    spark: SparkSession, table: str, key: str
-) -> list[tuple[float, list[tuple[str, datetime, datetime, int]]]]:
+def delta_versions(spark: SparkSession, table: str, key: str) -> list[tuple[float, list[Row]]]:
     """Every committed version of the gold table: (commit time, rows)."""
     log = Path(table) / "_delta_log"
     out = []
@@ -72,10 +67,16 @@ def delta_versions(
             spark.read.format("delta")
             .option("versionAsOf", version)
             .load(table)
-            .select(key, "window_start", "window_end", "count")
+            # Epoch seconds computed in Spark: no time-zone conversion on the Python side.
+            .select(
+                key,
+                F.unix_micros("window_start") / 1e6,
+                F.unix_micros("window_end") / 1e6,
+                "count",
+            )
             .collect()
         )
-        out.append((at, [(r[0], r[1], r[2], int(r[3])) for r in rows]))
+        out.append((at, [(r[0], float(r[1]), float(r[2]), int(r[3])) for r in rows]))
     return out
 
 
@@ -108,6 +109,10 @@ def run_load(
         table,
         "--deadletter-table",
         str(work / "deadletter"),
+        "--late-table",
+        str(work / "late"),
+        "--late-topic",
+        out,
         "--checkpoint",
         str(work / "checkpoint"),
         "--starting-offsets",
