@@ -116,11 +116,17 @@ def history(path: Path, limit: int | None = None) -> pd.DataFrame:
             "version": [int(r["version"]) for r in records],
             "timestamp": pd.to_datetime([_from_ms(r["timestamp"]) for r in records], utc=True),
             "operation": [r.get("operation", "") for r in records],
-            "rows_out": [_metric(r, "numOutputRows", "numTargetRowsInserted") for r in records],
+            # Spark's metric names first, then delta-rs's.
+            "rows_out": [_metric(r, "numOutputRows", "num_added_rows") for r in records],
             "rows_updated": [_metric(r, "numTargetRowsUpdated") for r in records],
             "rows_deleted": [_metric(r, "numTargetRowsDeleted", "numDeletedRows") for r in records],
-            "files_added": [_metric(r, "numFiles", "numAddedFiles", "numTargetFilesAdded") for r in records],
-            "files_removed": [_metric(r, "numRemovedFiles", "numTargetFilesRemoved") for r in records],
+            "files_added": [
+                _metric(r, "numFiles", "numAddedFiles", "numTargetFilesAdded", "num_added_files")
+                for r in records
+            ],
+            "files_removed": [
+                _metric(r, "numRemovedFiles", "numTargetFilesRemoved", "num_removed_files") for r in records
+            ],
         }
     )
 

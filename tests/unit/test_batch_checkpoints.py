@@ -1,0 +1,60 @@
+"""Reading a streaming checkpoint's offset and commit logs back (arus.checkpoints), on files laid
+out as Spark writes them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from arus.checkpoints import StreamBatch, read_stream_batches
+
+
+def write_checkpoint(root: Path, batches: dict[int, tuple[int, dict[str, int]]], committed: set[int]) -> Path:
+    (root / "offsets").mkdir(parents=True)
+    (root / "commits").mkdir()
+    (root / "sources" / "0").mkdir(parents=True)
+    (root / "sources" / "0" / "0").write_bytes(b'\x00v1\n{"t":{"0":5,"1":0}}')
+    for batch_id, (watermark, ends) in batches.items():
+        metadata = {"batchWatermarkMs": watermark, "batchTimestampMs": 1, "conf": {}}
+        (root / "offsets" / str(batch_id)).write_text(
+            f"v1\n{json.dumps(metadata)}\n{json.dumps({'t': ends})}"
+        )
+        (root / "offsets" / f".{batch_id}.crc").write_bytes(b"\x00")
+        if batch_id in committed:
+            (root / "commits" / str(batch_id)).write_text('v1\n{"nextBatchWatermarkMs":0}')
+    return root
+
+
+def test_each_committed_batch_has_its_range_and_the_watermark_it_judged_lateness_by(tmp_path: Path) -> None:
+    root = write_checkpoint(
+        tmp_path,
+        {
+            0: (0, {"0": 9, "1": 4}),
+            1: (1000, {"0": 9, "1": 4}),
+            2: (1000, {"0": 12, "1": 6}),
+            3: (5000, {"0": 15, "1": 6}),
+        },
+        committed={0, 1, 2},
+    )
+    assert read_stream_batches(root) == [
+        StreamBatch(0, 0, 0, {("t", 0): 5, ("t", 1): 0}, {("t", 0): 9, ("t", 1): 4}),
+        StreamBatch(1, 1000, 0, {("t", 0): 9, ("t", 1): 4}, {("t", 0): 9, ("t", 1): 4}),
+        StreamBatch(2, 1000, 1000, {("t", 0): 9, ("t", 1): 4}, {("t", 0): 12, ("t", 1): 6}),
+    ]  # batch 3 is planned but not committed: its records count as unread
+
+
+def test_a_batch_whose_predecessor_log_was_purged_has_no_known_start_or_late_watermark(
+    tmp_path: Path,
+) -> None:
+    root = write_checkpoint(tmp_path, {7: (3000, {"0": 40}), 8: (4000, {"0": 44})}, committed={7, 8})
+    assert read_stream_batches(root) == [
+        StreamBatch(7, 3000, None, {}, {("t", 0): 40}),
+        StreamBatch(8, 4000, 3000, {("t", 0): 40}, {("t", 0): 44}),
+    ]
+
+
+def test_a_folder_without_an_offset_log_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not a streaming query checkpoint"):
+        read_stream_batches(tmp_path)
