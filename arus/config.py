@@ -180,6 +180,20 @@ class SparkConfig:
 
 
 @dataclass(frozen=True)
+class SparkClusterConfig:
+    """`make spark-cluster-up`: a standalone master and workers from the installed pyspark."""
+
+    host: str
+    port: int
+    webui_port: int
+    workers: int
+    worker_cores: int
+    worker_memory: str
+    daemon_memory: str
+    dir: str
+
+
+@dataclass(frozen=True)
 class PathsConfig:
     lake: str
     checkpoints: str
@@ -308,6 +322,7 @@ class Config:
     api: ApiConfig
     broker: BrokerConfig
     spark: SparkConfig
+    spark_cluster: SparkClusterConfig
     paths: PathsConfig
     aggregate: AggregateConfig
     consumer: ConsumerConfig

@@ -1,0 +1,242 @@
+"""A Spark standalone cluster on this machine, from the installed pyspark: a master and workers.
+
+    python -m arus.standalone up       # what `make spark-cluster-up` runs; waits until all workers are alive
+    python -m arus.standalone status
+    python -m arus.standalone down     # stops exactly the processes `up` started, by their PIDs
+    spark-submit --master spark://127.0.0.1:7077 jobs/aggregate.py
+
+Jobs run on it unchanged: the connector jars reach the driver through the spark-defaults.conf
+that scripts/fetch-jars.sh writes (`spark.jars`), and Spark ships them to every executor from the
+driver. Settings come from `[spark_cluster]` in conf/arus.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyspark
+
+from arus.config import ConfigError, SparkClusterConfig, load_config
+
+MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+START_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True)
+class Cluster:
+    host: str
+    port: int
+    webui_port: int
+    workers: int
+    worker_cores: int
+    worker_memory: str
+    daemon_memory: str
+    home: Path
+
+    @classmethod
+    def from_config(cls, config: SparkClusterConfig, home: Path) -> Cluster:
+        return cls(
+            config.host,
+            config.port,
+            config.webui_port,
+            config.workers,
+            config.worker_cores,
+            config.worker_memory,
+            config.daemon_memory,
+            home,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"spark://{self.host}:{self.port}"
+
+    def pid_files(self) -> list[Path]:
+        return [
+            self.home / "master.pid",
+            *(self.home / f"worker-{i}.pid" for i in range(1, self.workers + 1)),
+        ]
+
+
+class ClusterError(RuntimeError):
+    """The cluster did not come up (the message names the log to read)."""
+
+
+def spark_class() -> Path:
+    """pyspark's launcher for Spark's JVM classes."""
+    return Path(pyspark.__file__).parent / "bin" / "spark-class"
+
+
+def _env(cluster: Cluster) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SPARK_HOME": str(Path(pyspark.__file__).parent),
+        "SPARK_LOCAL_IP": cluster.host,
+        "SPARK_DAEMON_MEMORY": cluster.daemon_memory,
+        "SPARK_LOCAL_DIRS": str(cluster.home / "tmp"),
+        "PYSPARK_PYTHON": sys.executable,
+    }
+
+
+def _start(cluster: Cluster, name: str, args: list[str]) -> int:
+    """Start one daemon in its own process group, logging to <home>/<name>.log; returns its PID."""
+    log = (cluster.home / f"{name}.log").open("ab")
+    process = subprocess.Popen(
+        [str(spark_class()), *args],
+        env=_env(cluster),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    (cluster.home / f"{name}.pid").write_text(str(process.pid))
+    return process.pid
+
+
+def master_state(cluster: Cluster, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The master's JSON status (workers, applications), or None if it does not answer."""
+    try:
+        with urllib.request.urlopen(
+            f"http://{cluster.host}:{cluster.webui_port}/json/", timeout=timeout
+        ) as r:
+            state: dict[str, Any] = json.load(r)
+            return state
+    except (OSError, ValueError):
+        return None
+
+
+def alive_workers(cluster: Cluster) -> int:
+    state = master_state(cluster)
+    return sum(1 for w in (state or {}).get("workers", []) if w.get("state") == "ALIVE")
+
+
+def up(cluster: Cluster) -> None:
+    """Start the master, then the workers; return once every worker has registered."""
+    if alive_workers(cluster) >= cluster.workers:
+        print(f"spark cluster: already running at {cluster.url}")
+        return
+    for sub in ("tmp", *(f"work-{i}" for i in range(1, cluster.workers + 1))):
+        (cluster.home / sub).mkdir(parents=True, exist_ok=True)
+    _start(
+        cluster,
+        "master",
+        [
+            MASTER_CLASS,
+            "--host",
+            cluster.host,
+            "--port",
+            str(cluster.port),
+            "--webui-port",
+            str(cluster.webui_port),
+        ],
+    )
+    _wait(cluster, lambda: master_state(cluster) is not None, "the master", "master.log")
+    for i in range(1, cluster.workers + 1):
+        _start(
+            cluster,
+            f"worker-{i}",
+            [
+                WORKER_CLASS,
+                cluster.url,
+                "--host", cluster.host,
+                "--cores", str(cluster.worker_cores),
+                "--memory", cluster.worker_memory,
+                "--webui-port", "0",
+                "--work-dir", str(cluster.home / f"work-{i}"),
+            ],
+        )  # fmt: skip
+    _wait(cluster, lambda: alive_workers(cluster) >= cluster.workers, "the workers", "worker-*.log")
+    print(
+        f"spark cluster: {cluster.url} with {cluster.workers} workers (UI http://{cluster.host}:{cluster.webui_port})"
+    )
+
+
+def _wait(cluster: Cluster, ready: Callable[[], bool], what: str, log: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not ready():
+        dead = [p.stem for p in cluster.pid_files() if p.exists() and not _alive(int(p.read_text()))]
+        if dead or time.monotonic() > deadline:
+            down(cluster)
+            reason = f"{', '.join(dead)} exited" if dead else f"not ready in {START_TIMEOUT_S:.0f}s"
+            raise ClusterError(f"{what} did not start ({reason}); see {cluster.home}/{log}")
+        time.sleep(0.5)
+
+
+def down(cluster: Cluster, timeout: float = 20.0) -> None:
+    """Stop the daemons `up` started (their process groups, by recorded PID); workers first."""
+    for pid_file in reversed(cluster.pid_files()):
+        if not pid_file.exists():
+            continue
+        pid = int(pid_file.read_text())
+        if _alive(pid):
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        pid_file.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m arus.standalone", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"spark cluster: {exc}", file=sys.stderr)
+        return 1
+    cluster = Cluster.from_config(config.spark_cluster, config.resolve(config.spark_cluster.dir))
+    if args.command == "up":
+        try:
+            up(cluster)
+        except ClusterError as exc:
+            print(f"spark cluster: {exc}", file=sys.stderr)
+            return 1
+    elif args.command == "down":
+        down(cluster)
+        print("spark cluster: stopped")
+    else:
+        workers = alive_workers(cluster)
+        state = "running" if master_state(cluster) is not None else "not running"
+        print(f"spark cluster: {state} at {cluster.url}, {workers} alive workers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

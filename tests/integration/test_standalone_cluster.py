@@ -1,0 +1,119 @@
+"""Scale-out: the main job, unchanged, on a Spark standalone cluster (a master and two workers
+started from the installed pyspark), submitted once with spark-submit --master spark://...; its
+Delta table is checked against a pandas oracle computed from what was sent."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from deltalake import DeltaTable
+
+from arus.config import REPO_ROOT, Config
+from arus.standalone import Cluster, down, free_port, master_state, up
+from producers.core import Record, SendLoop, make_producer
+from producers.iot import fleet, readings, to_record
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+KAFKA_CONNECTOR = "spark-sql-kafka-0-10_2.13-4.2.0.jar"
+
+
+def oracle(events: list[dict[str, Any]]) -> pd.DataFrame:
+    """Tumbling 1-minute aggregates per device with pandas alone, repeated event ids dropped."""
+    df = pd.DataFrame(events).drop_duplicates("event_id")
+    df["window_start"] = pd.to_datetime(df["event_time"], utc=True).dt.floor("1min")
+    out = df.groupby(["device_id", "window_start"])["value"].agg(
+        count="count",
+        value_mean="mean",
+        value_min="min",
+        value_max="max",
+        value_stddev=lambda v: v.std(ddof=1),
+        value_p50=lambda v: np.percentile(v, 50, method="inverted_cdf"),
+        value_p95=lambda v: np.percentile(v, 95, method="inverted_cdf"),
+    )
+    return out.reset_index().sort_values(["device_id", "window_start"]).reset_index(drop=True)
+
+
+@pytest.mark.timeout(900)
+def test_aggregate_job_runs_unchanged_on_a_standalone_cluster(
+    config: Config, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topics = {"in": new_topic("in", 3), "out": new_topic("out", 3), "dead": new_topic("dead")}
+    gen = readings(fleet(8, seed=21), START, 10.0, seed=21)
+    events = [next(gen) for _ in range(8 * 30)]  # 5 minutes of event time
+    records = [to_record(e, topics["in"]) for e in events + events[:5]]  # five sent twice
+    records.append(Record(topics["in"], "bad", b"{not json"))
+    producer = make_producer(config.kafka, config.producer)
+    try:
+        assert SendLoop(producer, progress=None).run(records).acked == len(records)
+    finally:
+        producer.close()
+
+    cluster = Cluster(
+        host="127.0.0.1",
+        port=free_port(),
+        webui_port=free_port(),
+        workers=2,
+        worker_cores=1,
+        worker_memory="640m",
+        daemon_memory="256m",
+        home=tmp_path / "cluster",
+    )
+    started = time.monotonic()
+    try:
+        up(cluster)
+        cluster_s = time.monotonic() - started
+        submit = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "spark-submit"),
+                "--master", cluster.url,
+                "--driver-memory", "768m",
+                "--conf", "spark.executor.memory=512m",
+                "--conf", "spark.executor.cores=1",
+                "--conf", "spark.cores.max=2",
+                "jobs/aggregate.py",
+                "--input-topic", topics["in"],
+                "--output-topic", topics["out"],
+                "--deadletter-topic", topics["dead"],
+                "--table", str(tmp_path / "gold"),
+                "--deadletter-table", str(tmp_path / "deadletter"),
+                "--checkpoint", str(tmp_path / "checkpoint"),
+            ],
+            cwd=REPO_ROOT,
+            env={**os.environ, "SPARK_LOCAL_IP": cluster.host, "PYSPARK_PYTHON": sys.executable},
+            capture_output=True,
+            text=True,
+            timeout=840,  # about a minute on an idle 2-core box; far more when it is shared
+        )  # fmt: skip
+        assert submit.returncode == 0, submit.stdout[-2000:] + submit.stderr[-4000:]
+        state = master_state(cluster)
+        assert state is not None
+        apps = state["completedapps"] + state["activeapps"]
+        assert [app["name"] for app in apps] == ["arus-aggregate"]
+        # Each worker ran an executor, and each executor fetched the Kafka connector from the driver.
+        for i in (1, 2):
+            executor_dirs = list((cluster.home / f"work-{i}").glob("app-*/*/"))
+            assert executor_dirs, f"worker {i} ran no executor"
+            assert any((d / KAFKA_CONNECTOR).exists() for d in executor_dirs), f"worker {i}: no connector jar"
+    finally:
+        down(cluster)
+    print(f"\nstandalone: cluster up in {cluster_s:.1f}s, job and teardown {time.monotonic() - started:.1f}s")
+    assert not any(p.exists() for p in cluster.pid_files())
+
+    gold = DeltaTable(str(tmp_path / "gold")).to_pandas()
+    gold["window_start"] = pd.to_datetime(gold["window_start"], utc=True)
+    expected = oracle(events)
+    got = gold.sort_values(["device_id", "window_start"]).reset_index(drop=True)[expected.columns]
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=1e-9)
+    assert int(got["count"].sum()) == len(events)
