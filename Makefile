@@ -150,34 +150,6 @@ spark-cluster-down: ## Stop the Spark standalone cluster
 aggregate-on-cluster: kafka-up spark-cluster-up ## Run the main job on the standalone cluster (catch up, then stop)
 	spark-submit --master spark://127.0.0.1:7077 --conf spark.executor.memory=512m --conf spark.cores.max=2 jobs/aggregate.py --show
 
-## --- batch side and notebooks (docs/batch.md) ------------------------------------------
-
-TABLE ?= gold_aggregates
-
-.PHONY: backfill
-backfill: setup ## Recompute silver and gold from bronze with the streaming stages, idempotently (ARGS: see docs/batch.md)
-	$(PY) -m jobs.backfill $(ARGS)
-
-.PHONY: reconcile
-reconcile: setup ## Compare the streaming gold table with a batch recompute; fails on differences late data does not explain
-	$(PY) -m jobs.reconcile $(ARGS)
-
-.PHONY: maintain
-maintain: setup ## OPTIMIZE + VACUUM every table in the lake (safe retention), file counts before and after
-	$(PY) -m jobs.maintain $(ARGS)
-
-.PHONY: history
-history: setup ## A Delta table's history; ARGS="--version 3" or "--timestamp 2026-03-01T12:00Z" reads it as it was (TABLE=...)
-	$(PY) -m jobs.history $(TABLE) $(ARGS)
-
-.PHONY: notebook
-notebook: setup ## Open Jupyter Lab on notebooks/ (overview, IoT, data quality; they read [paths] lake or ARUS_LAKE_DIR)
-	jupyter lab --ServerApp.root_dir=notebooks
-
-.PHONY: notebooks-run
-notebooks-run: setup ## Run every notebook headless against the lake (IMAGES=docs/img also saves each one's figure)
-	$(PY) -m arus.notebooks $(if $(IMAGES),--images $(IMAGES))
-
 ## --- benchmarks --------------------------------------------------------------------
 
 .PHONY: bench
