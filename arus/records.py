@@ -108,6 +108,9 @@ class Limits:
 # --- JSON as Spark's Jackson reads it ----------------------------------------------------------------
 
 
+_INTEGER = re.compile(r"-?\d+")
+
+
 class _Number(str):
     """A JSON number's own text, so each field type can read it as Jackson would."""
 
@@ -166,7 +169,7 @@ def _first_json_value(text: str) -> Any:
 def _canonical(value: Any) -> str:
     """A JSON value re-written as Jackson copies it into a string field: compact, numbers canonical."""
     if isinstance(value, _Number):
-        if re.fullmatch(r"-?\d+", value):
+        if _INTEGER.fullmatch(value):
             return str(int(value))
         return java_double(float(value))
     if isinstance(value, _Object):
@@ -351,9 +354,18 @@ def _string_to_timestamp(s: str) -> datetime:
     return datetime.combine(day, clock, tzinfo=zone).astimezone(UTC)
 
 
+# The common shapes, on which Spark and datetime.fromisoformat agree; the rest takes the port.
+_ISO_SHAPE = re.compile(
+    r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{3}(?:\d{3})?)?(?:Z|[+-](?:0\d|1[0-7]):[0-5]\d)?"
+)
+
+
 def parse_timestamp(text: str) -> datetime:
     """A timestamp string as Spark's JSON reader takes it (session zone UTC); ValueError where
     Spark gives null. Like Spark, it retries without any "GMT" before giving up."""
+    if _ISO_SHAPE.fullmatch(text):
+        at = datetime.fromisoformat(text)
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
     try:
         return _string_to_timestamp(text)
     except ValueError:
@@ -394,7 +406,7 @@ def convert(value: Any, type_name: str) -> Any:
             raise ValueError(value)
         return _float32(number) if type_name == "float" else number
     if type_name in _INT_RANGES:
-        if not isinstance(value, _Number) or not re.fullmatch(r"-?\d+", value):
+        if not isinstance(value, _Number) or not _INTEGER.fullmatch(value):
             raise ValueError(value)
         low, high = _INT_RANGES[type_name]
         if not low <= int(value) <= high:
@@ -406,7 +418,7 @@ def convert(value: Any, type_name: str) -> Any:
         return value
     if type_name == "timestamp":
         if isinstance(value, _Number):
-            if not re.fullmatch(r"-?\d+", value):
+            if not _INTEGER.fullmatch(value):
                 raise ValueError(value)
             return EPOCH + timedelta(seconds=int(value))
         if type(value) is not str or not value:

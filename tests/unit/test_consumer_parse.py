@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -323,3 +324,26 @@ def test_more_timestamp_forms_spark_accepts(text: str, expected: datetime) -> No
 def test_timestamp_forms_spark_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_timestamp(text)
+
+
+def test_the_fast_iso_path_agrees_with_the_port_of_sparks_parser() -> None:
+    from arus.records import _ISO_SHAPE, _string_to_timestamp
+
+    rng = random.Random(3)
+    for _ in range(2000):
+        text = (
+            f"{rng.randint(1000, 9999)}-{rng.randint(1, 12):02d}-{rng.randint(1, 31):02d}"
+            f"{rng.choice('T ')}{rng.randint(0, 24):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 60):02d}"
+            f"{rng.choice(['', '.123', '.000001', '.999999'])}"
+            f"{rng.choice(['', 'Z', '+07:00', '-05:30', '+17:59', '-00:00'])}"
+        )
+        assert _ISO_SHAPE.fullmatch(text)
+        try:
+            expected: object = _string_to_timestamp(text)
+        except ValueError:
+            expected = ValueError
+        try:
+            got: object = parse_timestamp(text)
+        except ValueError:
+            got = ValueError
+        assert got == expected, text
