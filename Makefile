@@ -101,6 +101,18 @@ produce-api: kafka-up ## Poll the USGS earthquake feed each minute until Ctrl-C 
 aggregate: kafka-up ## Run the main job (catch up, then stop) and show its output
 	spark-submit jobs/aggregate.py --show
 
+.PHONY: pipeline
+pipeline: kafka-up ## The multi-topic pipeline, live (every stage at once) until Ctrl-C; docs/pipeline.md
+	$(PY) -m jobs.pipeline $(ARGS)
+
+.PHONY: pipeline-once
+pipeline-once: kafka-up ## The pipeline's catch-up run: each stage to the end of its input, then gold and alerts
+	$(PY) -m jobs.pipeline --available-now --show $(ARGS)
+
+.PHONY: alerts
+alerts: kafka-up ## Apply the alert rules to the clean topic (catch up, then stop) and show the alerts
+	$(PY) -m jobs.alerts --show $(ARGS)
+
 .PHONY: package
 package: ## Zip the arus package for spark-submit --py-files on a real cluster (dist/arus.zip)
 	mkdir -p dist && rm -f dist/arus.zip && $(PY) -m zipfile -c dist/arus.zip arus
