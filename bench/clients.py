@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from arus.config import Config, load_config
+from bench.common import proc_peak_rss_mb
 from bench.payloads import INTERVAL_S, SEED, START, read_payload_file
 
 HEADERS = [("source", b"iot-simulator"), ("schema_version", b"1")]
@@ -376,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     args.extra = extra  # anything else goes to the producer under test
     result = CASES[args.case](load_config(), args)
+    # VmHWM belongs to this program's memory map; wait4's ru_maxrss would also count the parent's
+    # pages this process had between fork and exec.
+    result["peak_rss_mb"] = round(proc_peak_rss_mb(os.getpid()), 1)
     print(json.dumps({"case": args.case, **result}), flush=True)
     return 0
 

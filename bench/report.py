@@ -188,7 +188,7 @@ def render(results: dict[str, Any], result_file: Path) -> str:
         add(
             f"{fmt(spark.get('events'))} readings on {spark.get('partitions')} partitions, "
             f"maxOffsetsPerTrigger {fmt(spark.get('max_offsets_per_trigger'))}, availableNow, a fresh "
-            "checkpoint per run, after one warm-up run of the whole job. CPU is the Spark JVM's plus the "
+            "checkpoint per run, after one warm-up run of the read rung. CPU is the Spark JVM's plus the "
             "Python driver's."
         )
         add("")
@@ -240,6 +240,9 @@ def render(results: dict[str, Any], result_file: Path) -> str:
     if growth and growth.get("points"):
         add(f"#### Growth ({fmt(growth.get('seconds'))} s)")
         add("")
+        if growth.get("from"):
+            add(f"From a separate run of this section alone ({growth['from']}).")
+            add("")
         add(
             "The arus IoT producer (kafka-python, a fresh process each point: its peak RSS) and the "
             "Spark aggregate -> Delta rung (one JVM for all points: its state-store memory)."
@@ -350,11 +353,20 @@ def newest_result() -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n")[0])
     parser.add_argument("result", nargs="?", type=Path, help="result JSON (default: the newest)")
+    parser.add_argument(
+        "--growth", type=Path, help="take the growth section from this result file (a re-run of it alone)"
+    )
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--plot", type=Path, default=PLOT)
     args = parser.parse_args(argv)
     result_file = (args.result or newest_result()).resolve()
     results = json.loads(result_file.read_text())
+    if args.growth:
+        other = json.loads(args.growth.read_text())
+        results["growth"] = {
+            **other["growth"],
+            "from": f"{args.growth.name}: `{other.get('command')}`, started {other.get('started')}",
+        }
     plot(results, args.plot)
     update_doc(args.doc, render(results, result_file))
     print(f"bench.report: {args.doc} from {result_file}")
