@@ -8,6 +8,7 @@ idempotent (the same upsert or compaction again gives the same table).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,10 +70,17 @@ def retry_on_conflict(
                 raise ConflictRetriesExhausted(
                     f"gave up after {attempts} conflicting attempts: {exc}"
                 ) from exc
-            if on_retry:
-                on_retry(attempt, exc)
+            (on_retry or _say_retry)(attempt, exc)
             time.sleep(backoff_s * attempt)
     raise AssertionError("unreachable")
+
+
+def _say_retry(attempt: int, exc: Exception) -> None:
+    print(
+        f"delta: lost a commit race ({type(exc).__name__}, attempt {attempt}); retrying",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 @dataclass(frozen=True)

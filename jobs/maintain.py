@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     retain = config.batch.vacuum_retain_hours if args.retain_hours is None else args.retain_hours
     lake = config.resolve(config.paths.lake)
     steps = [s for s, skip in (("OPTIMIZE", args.no_optimize), ("VACUUM", args.no_vacuum)) if not skip]
-    print(f"maintain: {len(paths)} tables in {lake}; {' + '.join(steps) or 'no steps'}; retain {retain:g} h")
+    where = ", ".join(args.tables) if args.tables else f"every table in {lake}"
+    print(f"maintain: {where}; {' + '.join(steps) or 'no steps'}; VACUUM retention {retain:g} h")
     for path in paths:
         outcome = maintain(
             spark,

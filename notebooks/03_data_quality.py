@@ -27,7 +27,7 @@ from arus.config import load_config
 
 config = load_config()
 LAKE = lake.lake_dir(config)
-BINS = ("1min", "5min", "15min", "1h", "6h", "1D")
+BINS = ("10s", "1min", "5min", "15min", "1h", "6h", "1D")
 
 
 def load(name: str, role: str, columns: list[str] | None = None) -> pd.DataFrame | None:

@@ -107,6 +107,7 @@ def test_backfill_from_bronze_reproduces_the_streaming_gold_table(
             "--bronze-table", str(streamed.bronze),
             "--gold-table", str(streamed.run.gold),
             "--checkpoint", str(streamed.run.checkpoint),
+            "--late-table", str(streamed.root / "lake" / "late"),
             "--json", str(report),
         ]
     )  # fmt: skip
