@@ -36,7 +36,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from arus.config import AggregateConfig, Config, ConfigError, KafkaConfig, load_config
+from arus.clean import parse_device_dimension, with_schema
+from arus.config import AggregateConfig, CleanConfig, Config, ConfigError, KafkaConfig, load_config
 from arus.delta_ops import (
     AUTO_COMPACTION,
     Span,
@@ -45,6 +46,7 @@ from arus.delta_ops import (
     upsert_changes,
     with_changed_rows,
 )
+from arus.io import read_kafka_batch
 from arus.spark import build_session
 from arus.stages import bronze_to_silver, silver_to_gold
 from arus.transforms import KAFKA_COLUMNS, schema_from_ddl
@@ -85,6 +87,8 @@ class Settings:
     replace: bool
     dry_run: bool
     retries: int
+    clean: CleanConfig | None = None
+    devices: bool = False
 
 
 def parse_time(text: str) -> datetime:
@@ -126,6 +130,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gold-table", help="gold table name or path (default [aggregate] table)")
     parser.add_argument("--silver-table", help="silver table name or path (default [batch] silver_table)")
     parser.add_argument("--no-silver", action="store_true", help="write gold only")
+    parser.add_argument(
+        "--devices",
+        action="store_true",
+        help="enrich silver with the device dimension, as the pipeline does ([pipeline] devices)",
+    )
     parser.add_argument("--deadletter-table", help="also upsert the dead letters, by source position, here")
     parser.add_argument(
         "--replace", action="store_true", help="delete rows in the span that the recompute lacks"
@@ -180,6 +189,8 @@ def settings_from(args: argparse.Namespace, config: Config) -> Settings:
         replace=args.replace,
         dry_run=args.dry_run,
         retries=config.batch.conflict_retries,
+        clean=config.clean,
+        devices=args.devices,
     )
 
 
@@ -226,6 +237,16 @@ def read_file(spark: SparkSession, path: str, file_format: str, schema: T.Struct
         F.lit(None).cast("timestamp").alias("timestamp"),
         F.lit(None).cast("binary").alias("key"),
         "value",
+    )
+
+
+def read_devices(spark: SparkSession, config: Config) -> DataFrame:
+    """The device dimension as the pipeline reads it: a Delta table, or the compacted topic."""
+    if config.pipeline.device_table:
+        return spark.read.format("delta").load(resolve_table(config, config.pipeline.device_table))
+    schema = schema_from_ddl(config.schema(config.pipeline.device_schema))
+    return parse_device_dimension(
+        read_kafka_batch(spark, config.kafka, config.pipeline.devices_topic), schema
     )
 
 
@@ -316,9 +337,15 @@ def recompute(
     slide: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    clean: CleanConfig | None = None,
+    devices: DataFrame | None = None,
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """Bronze -> (silver, gold, dead letters) through the streaming job's own stages."""
-    silver, dead = bronze_to_silver(bronze, schema, job)
+    """Bronze -> (silver, gold, dead letters) through the streaming jobs' own stages.
+
+    `clean` ([clean]) as the main job and the pipeline apply it; `devices`, the device dimension,
+    enriches silver as the pipeline's clean stage does (it changes no aggregate).
+    """
+    silver, dead = bronze_to_silver(bronze, schema, job, devices=devices, clean=clean)
     silver = with_event_time_range(silver, job.event_time_field, since, until)
     gold = with_complete_windows(silver_to_gold(silver, job, slide), since, until)
     return silver, gold, dead
@@ -362,7 +389,12 @@ def run(spark: SparkSession, config: Config, settings: Settings) -> dict[str, Up
     schema = schema_from_ddl(config.schema(job.schema))
     bronze = read_source(spark, config.kafka, settings.source, schema).persist()
     try:
-        silver, gold, dead = recompute(bronze, schema, job, settings.slide, settings.since, settings.until)
+        devices = read_devices(spark, config) if settings.devices else None
+        silver, gold, dead = recompute(
+            bronze, schema, job, settings.slide, settings.since, settings.until, settings.clean, devices
+        )
+        if devices is not None:
+            silver = with_schema(silver, schema_from_ddl(config.schema(config.pipeline.clean_schema)))
         silver, gold = silver.persist(), gold.persist()
         reasons = {r["error"]: r["n"] for r in dead.groupBy("error").agg(F.count("*").alias("n")).collect()}
         print(

@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from arus.checkpoints import StreamBatch, read_stream_batches
-from arus.config import AggregateConfig, Config, ConfigError, load_config
+from arus.config import AggregateConfig, CleanConfig, Config, ConfigError, load_config
 from arus.delta_ops import is_delta_table
 from arus.spark import build_session
 from arus.transforms import ERROR, SOURCE, parse_events, schema_from_ddl
@@ -65,6 +65,7 @@ class Settings:
     slide: str | None
     since: datetime | None
     until: datetime | None
+    clean: CleanConfig | None = None
 
 
 @dataclass
@@ -134,6 +135,7 @@ def settings_from(args: argparse.Namespace, config: Config) -> Settings:
         slide=args.slide,
         since=args.since,
         until=args.until,
+        clean=config.clean,
     )
 
 
@@ -216,13 +218,26 @@ def read_batches(spark: SparkSession, batches: list[StreamBatch]) -> DataFrame:
 
 
 def read_late_positions(spark: SparkSession, late_path: str, events: DataFrame, id_field: str) -> DataFrame:
-    """Positions of the events the late-events table holds: by position, or else by event id."""
+    """Positions in bronze of the events the late-events table holds.  # topic, partition, offset
+
+    A late event read from bronze's own topic is matched by its position (a resent copy of an
+    on-time event is a different record). One that a later stage dropped, after reading it from
+    an intermediate topic, is matched by its event id.
+    """
     late = spark.read.format("delta").load(late_path)
-    if set(POSITION) <= set(late.columns):
-        return late.select(*POSITION).distinct()
-    if id_field and id_field in late.columns:
+    has_position = set(POSITION) <= set(late.columns)
+    has_id = bool(id_field) and id_field in late.columns
+    if not has_position and not has_id:
+        raise ValueError(f"{late_path}: a late-events table needs {', '.join(POSITION)} or {id_field!r}")
+    if not has_position:
         return events.join(late.select(id_field).distinct(), id_field, "left_semi").select(*POSITION)
-    raise ValueError(f"{late_path}: a late-events table needs {', '.join(POSITION)} or {id_field!r} columns")
+    topics = events.select("topic").distinct()
+    here = late.join(topics, "topic", "left_semi").select(*POSITION)
+    if not has_id:
+        return here.distinct()
+    elsewhere = late.join(topics, "topic", "left_anti").select(id_field).distinct()
+    by_id = events.join(elsewhere, id_field, "left_semi").select(*POSITION)
+    return here.unionByName(by_id).distinct()
 
 
 # --- the comparison -------------------------------------------------------------------------------------
@@ -246,8 +261,15 @@ def reconcile(
     fates = events.withColumn("fate", F.lit("on time"))
     if settings.checkpoint is not None:
         batches = read_stream_batches(settings.checkpoint)
-        fates = with_stream_fate(events, read_batches(spark, batches), job.event_time_field)
-        evidence.append(f"checkpoint {settings.checkpoint}: {len(batches)} committed batches")
+        read = {topic for batch in batches for topic, _ in batch.end}
+        held = {r["topic"] for r in events.select("topic").distinct().collect()}
+        if held <= read:
+            fates = with_stream_fate(events, read_batches(spark, batches), job.event_time_field)
+            evidence.append(f"checkpoint {settings.checkpoint}: {len(batches)} committed batches")
+        else:
+            # Offsets of another topic (a later stage's input) say nothing about bronze's records.
+            reads = f"it reads {', '.join(sorted(read))}, bronze holds {', '.join(sorted(held))}"
+            evidence.append(f"checkpoint {settings.checkpoint} not used: {reads}")
     if settings.late_path and is_delta_table(spark, settings.late_path):
         late = read_late_positions(spark, settings.late_path, events, job.dedup_field).withColumn(
             "_late", F.lit(1)
@@ -257,8 +279,8 @@ def reconcile(
             F.when(F.col("_late").isNotNull(), F.lit("late")).otherwise(F.col("fate")).alias("fate"),
         )
         evidence.append(f"late-events table {settings.late_path}")
-    if not evidence:
-        evidence.append("none: no checkpoint and no late-events table, so no difference can be explained")
+    if len(evidence) == sum(1 for e in evidence if " not used: " in e):
+        evidence.append("none usable: no difference can be explained")
     excluded = fates.where(F.col("fate") != "on time").select(*POSITION, "fate").persist()
     try:
         fate_counts = {
@@ -266,7 +288,9 @@ def reconcile(
         }
 
         def gold_of(rows: DataFrame) -> DataFrame:
-            _, gold, _ = recompute(rows, schema, job, settings.slide, settings.since, settings.until)
+            _, gold, _ = recompute(
+                rows, schema, job, settings.slide, settings.since, settings.until, settings.clean
+            )
             return gold
 
         stream = with_complete_windows(stream_gold, settings.since, settings.until)

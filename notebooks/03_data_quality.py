@@ -103,8 +103,13 @@ if late is None or late.empty:
     print("No late events to plot (the late-events table is missing or empty).")
 else:
     at = next(c for c in ("timestamp", config.aggregate.event_time_field, "window_start") if c in late)
-    why = next((c for c in ("reason", "error", "kind") if c in late), None)
-    reasons = late[why] if why else pd.Series("behind the watermark", index=late.index)
+    why = next((c for c in ("reason", "error") if c in late), None)
+    if why:
+        reasons = late[why]
+    elif "stage" in late:  # the pipeline records which stage's watermark dropped the event
+        reasons = "behind the watermark of the " + late["stage"].astype(str) + " stage"
+    else:
+        reasons = pd.Series("behind the watermark", index=late.index)
     width = bin_width(late[at])
     counts = per_bin(late[at], reasons, width)
     fig, ax = plt.subplots(figsize=(11, 3.5), dpi=90)
