@@ -40,7 +40,9 @@ def test_bare_loop_case_sends_every_payload(
     topic = new_topic("bench", partitions=3)
     payload = tmp_path / "payload.txt"
     write_payload_file(payload, 150, devices=5)
-    result = run_client("kp-bare", ["--topic", topic, "--count", "300", "--payload", str(payload)], config, 60)
+    result = run_client(
+        "kp-bare", ["--topic", topic, "--count", "300", "--payload", str(payload)], config, 60
+    )
     assert result["events"] == 300
     assert result["events_per_s"] > 0 and result["cpu_us_per_event"] > 0
     got = read_all(kafka, topic, 300)
@@ -50,7 +52,9 @@ def test_bare_loop_case_sends_every_payload(
     assert all(h == list(HEADERS) for _, _, h in got)
 
 
-def test_confluent_client_through_send_loop(kafka: str, config: Config, new_topic: Callable[..., str]) -> None:
+def test_confluent_client_through_send_loop(
+    kafka: str, config: Config, new_topic: Callable[..., str]
+) -> None:
     pytest.importorskip("confluent_kafka")
     topic = new_topic("confluent", partitions=3)
     settings = replace(config.producer, client="confluent-kafka")
