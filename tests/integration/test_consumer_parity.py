@@ -333,12 +333,13 @@ def test_consumer_and_spark_job_agree_on_one_topic(
     rng = random.Random(9)
     for i, event in enumerate(events):
         records.append(to_record(event, topics["in"]))
+        if i == 40:  # among events of their own minute, so on time for both (see the watermark rules)
+            records += [Record(topics["in"], "dev-0000", value) for value in ODD_BUT_VALID]
         if rng.random() < 0.01:  # a retrying producer sends it again
             records.append(to_record(event, topics["in"]))
         if i % 400 == 7:
             records.append(Record(topics["in"], f"bad-{i}", MALFORMED[(i // 400) % len(MALFORMED)]))
     records += [Record(topics["in"], "bad-tail", value) for value in MALFORMED]
-    records += [Record(topics["in"], "dev-0000", value) for value in ODD_BUT_VALID]
     produce(config, records)
 
     started = time.monotonic()
