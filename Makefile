@@ -22,8 +22,8 @@ demo: setup kafka-up ## Set everything up, produce IoT readings, run the main jo
 	spark-submit jobs/aggregate.py --show
 
 .PHONY: test
-test: setup ## Run every test (unit + integration against the real broker, which it starts)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: setup ## Run the unit and integration tests (against the real broker, which it starts)
+	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-faults
 test-faults: setup ## Kill jobs and brokers, feed bad input, try bad logins: the reliability suite (own brokers, ~6 min)
