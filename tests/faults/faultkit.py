@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
+from deltalake import DeltaTable
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
@@ -155,6 +157,11 @@ def write_config(path: Path, config: Config, **settings: str) -> Path:
     assert not wanted, f"not in conf/arus.toml: {wanted}"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def read_delta(path: Path) -> pd.DataFrame:
+    """A Delta table read by delta-rs: independent of the Spark that wrote it, and no JVM needed."""
+    return DeltaTable(str(path)).to_pandas()
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from faultkit import job_args, json_record, make_topics, produce, read_topic, reading, write_config
+from faultkit import (
+    job_args,
+    json_record,
+    make_topics,
+    produce,
+    read_delta,
+    read_topic,
+    reading,
+    write_config,
+)
 from pyspark.sql import SparkSession
 
 from arus.config import Config
@@ -124,10 +133,10 @@ def test_every_class_of_bad_input_is_contained(
     isolated_env()
     assert aggregate.main(["--config", str(conf), *job_args(topics, tmp_path)]) == 0
 
-    dead = spark.read.format("delta").load(str(tmp_path / "deadletter")).toPandas()
+    dead = read_delta(tmp_path / "deadletter")
     expected_reasons = [reason for _, reasons in classes.values() for reason in reasons]
     assert Counter(dead["error"]) == Counter(expected_reasons)
-    gold = spark.read.format("delta").load(str(tmp_path / "gold")).toPandas()
+    gold = read_delta(tmp_path / "gold")
     gold["window_start"] = pd.to_datetime(gold["window_start"], utc=True)
     expected = oracle(events)
     got = gold.sort_values(["device_id", "window_start"]).reset_index(drop=True)[expected.columns]
@@ -177,9 +186,9 @@ def test_a_flood_of_bad_records_trips_the_circuit_breaker(
         tmp_path / "loose.toml", config, **{**breaker, "aggregate.max_deadletter_ratio": "1.0"}
     )
     assert aggregate.main(["--config", str(loose), *args]) == 0
-    dead = spark.read.format("delta").load(str(tmp_path / "deadletter")).toPandas()
+    dead = read_delta(tmp_path / "deadletter")
     assert sorted(bytes(v) for v in dead["value"]) == sorted(r.value for r in broken)
-    gold = spark.read.format("delta").load(str(tmp_path / "gold")).toPandas()
+    gold = read_delta(tmp_path / "gold")
     assert int(gold["count"].sum()) == len(good)
 
     figures.update(records=60, bad=45, breaker_tripped_at="75% > 50%", after_restart_dead_lettered=len(dead))

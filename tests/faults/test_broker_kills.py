@@ -25,6 +25,7 @@ from faultkit import (
     job_args,
     json_record,
     make_topics,
+    read_delta,
     read_topic,
     reading,
     wait_for,
@@ -149,8 +150,7 @@ def test_broker_killed_under_producer_and_live_job(
     def caught_up() -> bool:
         if job_error or not (tmp_path / "gold").exists():
             return bool(job_error)
-        gold = spark.read.format("delta").load(str(tmp_path / "gold"))
-        return gold.agg({"count": "sum"}).collect()[0][0] == len(in_topic)
+        return int(read_delta(tmp_path / "gold")["count"].sum()) == len(in_topic)
 
     wait_for(caught_up, 120, "the live job to catch up")
     for query in spark.streams.active:
@@ -160,7 +160,7 @@ def test_broker_killed_under_producer_and_live_job(
         # It did not ride through: it must have said why, and a restart must lose nothing.
         assert "query" in str(job_error[0]) and "failed" in str(job_error[0])
         assert aggregate.main(args) == 0
-    gold = spark.read.format("delta").load(str(tmp_path / "gold")).toPandas()
+    gold = read_delta(tmp_path / "gold")
     assert int(gold["count"].sum()) == len(in_topic)
     assert not gold.duplicated(["device_id", "window_start"]).any()
     figures.update(

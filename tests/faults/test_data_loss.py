@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from faultkit import job_args, json_record, make_topics, produce, reading, write_config
+from faultkit import job_args, json_record, make_topics, produce, read_delta, reading, write_config
 from kafka import KafkaAdminClient, TopicPartition
 from pyspark.sql import SparkSession
 
@@ -65,7 +65,7 @@ def test_records_deleted_past_the_checkpoint(
     kept = pd.DataFrame(first + second[20:])
     kept["window_start"] = pd.to_datetime(kept["event_time"], utc=True).dt.floor("1min")
     expected = kept.groupby(["device_id", "window_start"]).size().rename("count").reset_index()
-    gold = spark.read.format("delta").load(str(tmp_path / "gold")).toPandas()
+    gold = read_delta(tmp_path / "gold")
     gold["window_start"] = pd.to_datetime(gold["window_start"], utc=True)
     got = gold.sort_values(["device_id", "window_start"]).reset_index(drop=True)[expected.columns]
     pd.testing.assert_frame_equal(

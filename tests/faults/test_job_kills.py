@@ -21,6 +21,7 @@ from faultkit import (
     json_record,
     make_topics,
     produce,
+    read_delta,
     read_topic,
     reading,
     run_job_process,
@@ -107,14 +108,14 @@ def test_job_killed_at_three_points_restarts_exactly_once(
     assert finished.returncode == 0, finished.stderr[-3000:]
 
     gold_path, dead_path = tmp_path / "gold", tmp_path / "deadletter"
-    gold = spark.read.format("delta").load(str(gold_path)).toPandas()
+    gold = read_delta(gold_path)
     assert not gold.duplicated(["device_id", "window_start"]).any()
     gold["window_start"] = pd.to_datetime(gold["window_start"], utc=True)
     expected = oracle(events)
     got = gold.sort_values(["device_id", "window_start"]).reset_index(drop=True)[expected.columns]
     pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=1e-9)
 
-    dead = spark.read.format("delta").load(str(dead_path)).toPandas()
+    dead = read_delta(dead_path)
     assert sorted(bytes(v) for v in dead["value"]) == sorted(bad)
     assert not dead.duplicated(["partition", "offset"]).any()
 
