@@ -13,7 +13,9 @@
 SCRAM-SHA-512 (and a SASL_SSL listener when given a key and certificate), users created at format
 time, and the StandardAuthorizer checking ACLs. Passwords come only from the environment:
 ARUS_BROKER_ADMIN_PASSWORD for the super user `admin`, KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD for
-the client user, who may read and write the topics in conf/ and nothing else.
+the client user, who may read and write the topics in conf/ and nothing else. With
+ARUS_BROKER_TLS_KEYSTORE (a PEM file: private key, then certificate chain) it also listens for
+SASL_SSL on `[secure_broker] ssl_port`.
 """
 
 from __future__ import annotations
@@ -416,9 +418,15 @@ def security_from_env(env: Mapping[str, str]) -> Security:
         )
     if env["KAFKA_SASL_USERNAME"] == ADMIN_USER:
         raise ConfigError(f"KAFKA_SASL_USERNAME must not be {ADMIN_USER!r}, the broker's super user")
+    keystore = env.get("ARUS_BROKER_TLS_KEYSTORE")
+    if keystore and not Path(keystore).is_file():
+        raise ConfigError(
+            f"ARUS_BROKER_TLS_KEYSTORE={keystore}: no such file (PEM: private key, then certificates)"
+        )
     return Security(
         admin_password=env["ARUS_BROKER_ADMIN_PASSWORD"],
         users=((env["KAFKA_SASL_USERNAME"], env["KAFKA_SASL_PASSWORD"]),),
+        tls_keystore=Path(keystore) if keystore else None,
     )
 
 
