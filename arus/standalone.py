@@ -85,6 +85,8 @@ def _env(cluster: Cluster) -> dict[str, str]:
         "SPARK_HOME": str(Path(pyspark.__file__).parent),
         "SPARK_LOCAL_IP": cluster.host,
         "SPARK_DAEMON_MEMORY": cluster.daemon_memory,
+        # The master and workers only coordinate: one GC thread and the quick JIT spare the cores.
+        "SPARK_DAEMON_JAVA_OPTS": "-XX:+UseSerialGC -XX:TieredStopAtLevel=1",
         "SPARK_LOCAL_DIRS": str(cluster.home / "tmp"),
         "PYSPARK_PYTHON": sys.executable,
     }
