@@ -52,6 +52,12 @@ def dropped_by_watermark(progress: Mapping[str, Any]) -> int:
     return sum(int(op.get("numRowsDroppedByWatermark") or 0) for op in progress.get("stateOperators", []))
 
 
+def executed(progress: Mapping[str, Any]) -> bool:
+    """False for the progress Spark reports while a live query waits for data (no batch ran; it
+    carries the id of the next batch, which is reported again once that batch has run)."""
+    return "addBatch" in progress.get("durationMs", {})
+
+
 def progress_line(progress: Mapping[str, Any], counts: Mapping[str, int]) -> str:
     """One micro-batch, from a StreamingQueryProgress as a dict and the writer's counts."""
     parts = [
@@ -122,7 +128,7 @@ def await_queries(
         for q in queries:
             for progress in q.recentProgress:
                 rate = rates[q.name]
-                if int(progress["batchId"]) not in rate.seen:
+                if executed(progress) and int(progress["batchId"]) not in rate.seen:
                     rate.add(progress)
                     print(progress_line(progress, tally.batch(q.name, int(progress["batchId"]))), file=out)
         out.flush()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from arus.progress import Rate, Tally, progress_line, summary_line
+from arus.progress import Rate, Tally, executed, progress_line, summary_line
 
 PROGRESS = {
     "name": "clean",
     "batchId": 2,
     "numInputRows": 66,
     "processedRowsPerSecond": 41.25,
-    "durationMs": {"triggerExecution": 1600},
+    "durationMs": {"addBatch": 1200, "triggerExecution": 1600},
     "eventTime": {"watermark": "2026-03-02T08:04:50.000Z"},
     "stateOperators": [
         {"numRowsTotal": 172, "numRowsDroppedByWatermark": 4},
@@ -49,3 +49,13 @@ def test_summary_rate_is_rows_over_batch_time_counting_each_batch_once() -> None
     assert summary_line("clean", rate, {"late": 4}) == (
         "clean: 2 batches, 100 rows in 2.0 s of batch time (50 events/s), late 4"
     )
+
+
+def test_an_idle_trigger_is_not_a_batch() -> None:
+    idle = {
+        "name": "bronze",
+        "batchId": 1,
+        "numInputRows": 0,
+        "durationMs": {"latestOffset": 3, "triggerExecution": 3},
+    }
+    assert executed(PROGRESS) and not executed(idle)
