@@ -363,11 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         settings = settings_from(args, config)
-        schema = schema_from_ddl(config.schema(settings.job.schema))
+        ddl = config.schema(settings.job.schema)
     except ConfigError as exc:
         print(f"reconcile: {exc}", file=sys.stderr)
         return 2
     spark = build_session(APP, config.spark)
+    schema = schema_from_ddl(ddl)  # parsing DDL needs the session
     for what, path in (("gold", settings.gold_path), ("bronze", settings.source.location)):
         if (what == "gold" or settings.source.kind == "bronze") and not is_delta_table(spark, path):
             print(f"reconcile: no {what} Delta table at {path}", file=sys.stderr)
