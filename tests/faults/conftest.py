@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from faultkit import ARUS_ENV, FIGURES_FILE, HEAP, free_ports
+from faultkit import ARUS_ENV, FIGURES_FILE, HEAP, QUICK_JVM, free_ports
 
 from arus import broker
 from arus.config import DEFAULT_CONFIG, BrokerConfig, Config, KafkaConfig, load_config
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if "faults" in (config.getoption("markexpr") or ""):
+        # Before the session's Spark driver starts: the suite's jobs are short (see QUICK_JVM).
+        os.environ.setdefault("SPARK_SUBMIT_OPTS", QUICK_JVM)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
