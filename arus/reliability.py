@@ -88,7 +88,7 @@ def explained_connection_errors(kafka: KafkaConfig) -> Iterator[None]:
         logger.removeHandler(recorder)
 
 
-def check_kafka(kafka: KafkaConfig, topics: Sequence[str], timeout_s: float = 8.0) -> None:
+def check_kafka(kafka: KafkaConfig, topics: Sequence[str], timeout_s: float = 5.0) -> None:
     """Fail within `timeout_s` unless the broker accepts our login and every topic exists."""
     with explained_connection_errors(kafka):
         admin = KafkaAdminClient(
