@@ -96,8 +96,8 @@ def settings_from(args: argparse.Namespace, config: Config) -> Settings:
 
 
 def find_alerts(
-    batch: DataFrame,
-    history: DataFrame,
+    readings: DataFrame,
+    batch_ids: DataFrame,
     latest: DataFrame,
     rules: AlertsConfig,
     clock: datetime | None,
@@ -106,22 +106,24 @@ def find_alerts(
 ) -> DataFrame:
     """A micro-batch's alerts.  # alert_id, rule, <key>, event_id, event_time, value, detail
 
-    `history`: earlier readings of the batch's devices; `latest`: every device's latest reading
-    time (<key>, <time_field>); `clock`: the stream's latest event time. Reading rules report only
-    the batch's readings; silence is judged on the whole fleet.
+    `readings`: the batch's readings and the earlier ones of its devices; `batch_ids`: the batch's
+    event ids (one column, event_id); `latest`: every device's latest reading time (<key>,
+    <time_field>); `clock`: the stream's latest event time. Reading rules report only the batch's
+    readings; silence is judged on the whole fleet.
     """
     key = rules.key
-    frame = history.unionByName(batch, allowMissingColumns=True).dropDuplicates([id_field])
     common = {"key": key, "id_field": id_field, "time_field": time_field}
     per_reading = reduce(
         DataFrame.unionByName,
         [
-            bound_alerts(frame, rules.bounds, **common),
-            zscore_alerts(frame, rules.zscore_readings, rules.zscore_threshold, rules.value_field, **common),
-            stuck_alerts(frame, rules.stuck_readings, rules.value_field, **common),
+            bound_alerts(readings, rules.bounds, **common),
+            zscore_alerts(
+                readings, rules.zscore_readings, rules.zscore_threshold, rules.value_field, **common
+            ),
+            stuck_alerts(readings, rules.stuck_readings, rules.value_field, **common),
         ],
-    ).join(batch.select(F.col(id_field).alias("event_id")).distinct(), "event_id", "left_semi")
-    silent = silent_alerts(frame, rules.silent_minutes, None, key, time_field).unionByName(
+    ).join(batch_ids, "event_id", "left_semi")
+    silent = silent_alerts(readings, rules.silent_minutes, None, key, time_field).unionByName(
         silent_alerts(latest, rules.silent_minutes, clock, key, time_field)
     )
     return per_reading.unionByName(silent).dropDuplicates(["alert_id"]).select(*alert_columns(key))
@@ -131,46 +133,58 @@ def write_alerts(
     config: Config, settings: Settings, tally: Tally | None = None
 ) -> Callable[[DataFrame, int], None]:
     """Per micro-batch: find alerts, insert the new ones into Delta, publish what this batch found."""
-    rules, key, time_field = settings.rules, settings.rules.key, settings.event_time_field
+    rules, key, time_field, id_field = (
+        settings.rules,
+        settings.rules.key,
+        settings.event_time_field,
+        settings.id_field,
+    )
     lookback_s = interval_micros(rules.lookback) / 1_000_000
 
     def write(batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
-        batch = batch.dropDuplicates([settings.id_field]).persist()
+        cached: list[DataFrame] = []
+
+        def cache(df: DataFrame) -> DataFrame:
+            cached.append(df.persist())
+            return df
+
         try:
-            span = batch.agg(F.min(time_field).alias("first"), F.max(time_field).alias("last")).first()
+            batch = cache(batch.dropDuplicates([id_field]))
+            span = batch.agg(F.min(time_field).alias("first")).first()
             if span is None or span["first"] is None:
                 return
-            devices = batch.select(key).distinct()
             if DeltaTable.isDeltaTable(spark, settings.silver_path):
                 silver = spark.read.format("delta").load(settings.silver_path)
                 since = F.lit(span["first"]) - F.make_dt_interval(secs=F.lit(lookback_s))
+                devices = batch.select(key).distinct()
                 history = silver.where(F.col(time_field) >= since).join(devices, key, "left_semi")
                 everyone = silver.select(key, time_field).unionByName(batch.select(key, time_field))
             else:
                 history = batch.limit(0)
                 everyone = batch.select(key, time_field)
-            latest = everyone.groupBy(key).agg(F.max(time_field).alias(time_field)).persist()
+            # Every rule scans these, so each is computed once.
+            readings = cache(history.unionByName(batch, allowMissingColumns=True).dropDuplicates([id_field]))
+            latest = cache(everyone.groupBy(key).agg(F.max(time_field).alias(time_field)))
             newest = latest.agg(F.max(time_field)).first()[0]  # type: ignore[index]
             # collect() gives naive local datetimes; astimezone reads them as such.
             clock = newest.astimezone(UTC) if newest is not None else None
-            found = find_alerts(batch, history, latest, rules, clock, settings.id_field, time_field)
+            batch_ids = batch.select(F.col(id_field).alias("event_id"))
+            found = find_alerts(readings, batch_ids, latest, rules, clock, id_field, time_field)
             detected = f"{query_id(settings.checkpoint)}/{batch_id}"
-            insert_new_into_delta(
-                found.withColumn("detected_in", F.lit(detected)), settings.table_path, "alert_id"
-            )
+            found = cache(found.withColumn("detected_in", F.lit(detected)))
+            insert_new_into_delta(found, settings.table_path, "alert_id")
             # What this batch inserted, again after a replay: a crash before publishing loses nothing.
-            new = spark.read.format("delta").load(settings.table_path).where(F.col("detected_in") == detected)
-            new = new.drop("detected_in").persist()
+            table = spark.read.format("delta").load(settings.table_path)
+            new = cache(table.where(F.col("detected_in") == detected).drop("detected_in"))
             count = new.count()
             if count:
                 write_kafka(to_kafka_records(new, F.col("alert_id")), config.kafka, rules.topic)
-            new.unpersist()
-            latest.unpersist()
             if tally is not None:
                 tally.set(settings.query_name, batch_id, alerts=count)
         finally:
-            batch.unpersist()
+            for df in cached:
+                df.unpersist()
 
     return write
 
