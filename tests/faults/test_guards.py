@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import re
+import secrets
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ def test_cluster_nodes_use_ports_19091_to_19096_by_default() -> None:
 
 
 def test_secured_broker_has_no_unauthenticated_listener(tmp_path: Path) -> None:
-    security = broker.Security(admin_password="pw-admin-1", tls_keystore=tmp_path / "keystore.pem")
+    security = broker.Security(admin_password=secrets.token_hex(8), tls_keystore=tmp_path / "keystore.pem")
     node = broker.Node(1, "127.0.0.1", 9500, 9501, tmp_path, ssl_port=9502, security=security)
     props = dict(line.split("=", 1) for line in broker.server_properties(node, [node]).splitlines())
     assert props["listeners"] == (

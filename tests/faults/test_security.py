@@ -75,6 +75,11 @@ class Secured:
     ) -> Config:
         return load_config(DEFAULT_CONFIG, env=self.env(user, password, tls, ca))
 
+    @property
+    def admin(self) -> KafkaConfig:
+        """The super user's connection, to look at what clients may not."""
+        return self.client("admin").kafka
+
 
 @pytest.fixture(scope="module")
 def secured(plain_config: Config, fault_root: Path) -> Iterator[Secured]:
@@ -138,7 +143,7 @@ def test_clients_log_in_with_credentials_from_the_environment(
     assert result.returncode == 0, result.stderr[-3000:]
     gold = DeltaTable(str(tmp_path / "gold")).to_pandas()
     assert int(gold["count"].sum()) == len(events)
-    assert len({key for key, _, _ in read_topic(job.kafka, secured.topics["out"])}) == len(gold)
+    assert len({key for key, _, _ in read_topic(secured.admin, secured.topics["out"])}) == len(gold)
 
     output = progress.getvalue() + result.stdout + result.stderr + secured.node.log_file.read_text()
     leaked = [user for user, password in secured.passwords.items() if password in output]
@@ -202,10 +207,7 @@ def test_acls_let_a_producer_write_only_its_own_topics(secured: Secured, figures
         producer.close(timeout=10)
     assert (summary.acked, summary.failed) == (0, 5)
     assert {type(e).__name__ for e in errors} == {"TopicAuthorizationFailedError"}
-    admin = dataclasses.replace(
-        secured.client("job").kafka, sasl_username="admin", sasl_password=secured.passwords["admin"]
-    )
-    assert read_topic(admin, secured.topics["b"], idle_ms=500) == []
+    assert read_topic(secured.admin, secured.topics["b"], idle_ms=500) == []
     figures.update(writes_elsewhere_refused=summary.failed, error=sorted({type(e).__name__ for e in errors}))
 
 
