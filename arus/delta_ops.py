@@ -28,8 +28,9 @@ from delta.exceptions import (
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-T = TypeVar("T")
+R = TypeVar("R")
 
 # Delta's own names for the table properties that compact small files as they are written (OSS
 # Delta supports both since 3.1); maintenance sets them once per table.
@@ -38,6 +39,7 @@ AUTO_COMPACTION = {
     "delta.autoOptimize.autoCompact": "true",
 }
 ACTION = "_arus_action"
+DEFAULT_TOLERANCE = 1e-9  # [batch] tolerance
 # delta-spark raises each kind of lost commit race as its own class, none a subclass of another.
 CONFLICTS = (
     DeltaConcurrentModificationException,
@@ -56,11 +58,11 @@ class ConflictRetriesExhausted(RuntimeError):
 
 
 def retry_on_conflict(
-    action: Callable[[], T],
+    action: Callable[[], R],
     attempts: int = 5,
     backoff_s: float = 0.5,
     on_retry: Callable[[int, Exception], None] | None = None,
-) -> T:
+) -> R:
     """Run `action`, again after a short pause whenever a concurrent Delta commit wins the race."""
     for attempt in range(1, attempts + 1):
         try:
@@ -106,9 +108,26 @@ class Span:
         return (df[self.column] >= self.start) & (df[self.column] < self.end)
 
 
-def with_changed_rows(source: DataFrame, target: DataFrame) -> DataFrame:
-    """The source rows that the target does not hold exactly (null-safe on every source column)."""
-    same = [source[c].eqNullSafe(target[c]) for c in source.columns]
+def close(a: Column, b: Column, tolerance: float) -> Column:
+    """Floats equal up to a relative tolerance (an absolute one near zero), nulls equal to nulls."""
+    near = F.abs(a - b) <= F.lit(tolerance) * F.greatest(F.abs(a), F.abs(b), F.lit(1.0))
+    return (a.isNull() & b.isNull()) | a.eqNullSafe(b) | F.coalesce(near, F.lit(False))
+
+
+def with_changed_rows(
+    source: DataFrame, target: DataFrame, tolerance: float = DEFAULT_TOLERANCE
+) -> DataFrame:
+    """The source rows that the target does not hold: null-safe equal on every source column,
+    floats within `tolerance`.
+
+    A recompute adds floats in whatever order a shuffle delivers them, so its means and deviations
+    can differ from the last run's (or the stream's) in the last bits; that is not a change.
+    """
+    floats = {f.name for f in source.schema.fields if isinstance(f.dataType, T.DoubleType | T.FloatType)}
+    same = [
+        close(source[c], target[c], tolerance) if c in floats else source[c].eqNullSafe(target[c])
+        for c in source.columns
+    ]
     return source.join(target, same, "left_anti")
 
 
@@ -126,6 +145,7 @@ def upsert_changes(
     span: Span | None = None,
     retries: int = 5,
     properties: dict[str, str] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> UpsertResult:
     """Make the table at `path` hold `df`'s rows by `keys`, committing only what differs.
 
@@ -139,7 +159,7 @@ def upsert_changes(
 
     def attempt() -> UpsertResult:
         target = spark.read.format("delta").load(path)
-        changed = with_changed_rows(df, target).withColumn(ACTION, F.lit("upsert"))
+        changed = with_changed_rows(df, target, tolerance).withColumn(ACTION, F.lit("upsert"))
         source = changed
         if span is not None:
             stale = with_stale_keys(target, df, keys, span).withColumn(ACTION, F.lit("delete"))

@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 from deltalake import DeltaTable
+from pyarrow.dataset import dataset
 
 from arus.config import Config, load_config
 
@@ -105,7 +107,21 @@ def read_table(
         if as_of.tzinfo is None:
             raise ValueError("as_of must be timezone-aware")
         table.load_as_version(as_of)
-    return table.to_pandas(columns=columns)
+    if not _plain_files(table):
+        return table.to_pandas(columns=columns)
+    # The snapshot's data files, read by pyarrow itself: deltalake's own dataset scan
+    # (to_pandas) can abort the interpreter at exit (delta-io/delta-rs#2184).
+    schema = pa.schema(table.schema().to_arrow())
+    files = dataset(table.file_uris(), schema=schema, format="parquet")
+    return files.to_table(columns=columns).to_pandas()
+
+
+def _plain_files(table: DeltaTable) -> bool:
+    """Whether the snapshot is just its Parquet files: no partition values, deletion vectors or
+    column mapping to apply on top."""
+    features = set(table.protocol().reader_features or [])
+    mapped = table.metadata().configuration.get("delta.columnMapping.mode", "none") != "none"
+    return not table.metadata().partition_columns and not features and not mapped
 
 
 def history(path: Path, limit: int | None = None) -> pd.DataFrame:

@@ -39,7 +39,6 @@ from pyspark.sql import types as T
 from arus.clean import parse_device_dimension, with_schema
 from arus.config import AggregateConfig, CleanConfig, Config, ConfigError, KafkaConfig, load_config
 from arus.delta_ops import (
-    AUTO_COMPACTION,
     Span,
     UpsertResult,
     is_delta_table,
@@ -89,6 +88,7 @@ class Settings:
     retries: int
     clean: CleanConfig | None = None
     devices: bool = False
+    tolerance: float = 1e-9
 
 
 def parse_time(text: str) -> datetime:
@@ -191,6 +191,7 @@ def settings_from(args: argparse.Namespace, config: Config) -> Settings:
         retries=config.batch.conflict_retries,
         clean=config.clean,
         devices=args.devices,
+        tolerance=config.batch.tolerance,
     )
 
 
@@ -369,13 +370,13 @@ def write_table(
 ) -> UpsertResult:
     replaces = settings.replace and span_column != ""
     span = span_of(df, span_column, settings.since, settings.until) if replaces else None
-    return upsert_changes(df, path, keys, span, settings.retries, AUTO_COMPACTION)
+    return upsert_changes(df, path, keys, span, settings.retries, tolerance=settings.tolerance)
 
 
-def count_changes(spark: SparkSession, df: DataFrame, path: str) -> int:
+def count_changes(spark: SparkSession, df: DataFrame, path: str, tolerance: float) -> int:
     if not is_delta_table(spark, path):
         return df.count()
-    return with_changed_rows(df, spark.read.format("delta").load(path)).count()
+    return with_changed_rows(df, spark.read.format("delta").load(path), tolerance).count()
 
 
 def describe(result: UpsertResult) -> str:
@@ -417,7 +418,8 @@ def run(spark: SparkSession, config: Config, settings: Settings) -> dict[str, Up
         results: dict[str, UpsertResult] = {}
         for name, df, path, keys, span_column in targets:
             if settings.dry_run:
-                print(f"  {name} -> {path}: {count_changes(spark, df, path)} rows would change (dry run)")
+                changes = count_changes(spark, df, path, settings.tolerance)
+                print(f"  {name} -> {path}: {changes} rows would change (dry run)")
                 continue
             results[name] = write_table(df, path, keys, settings, span_column)
             print(f"  {name} -> {path}: {describe(results[name])}")

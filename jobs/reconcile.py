@@ -35,7 +35,7 @@ from pyspark.sql import types as T
 
 from arus.checkpoints import StreamBatch, read_stream_batches
 from arus.config import AggregateConfig, CleanConfig, Config, ConfigError, load_config
-from arus.delta_ops import is_delta_table
+from arus.delta_ops import close, is_delta_table
 from arus.spark import build_session
 from arus.transforms import ERROR, SOURCE, parse_events, schema_from_ddl
 from jobs.backfill import (
@@ -174,8 +174,7 @@ def compare_aggregates(
 def _same(metric: T.StructField, tolerance: float) -> Column:
     s, b = F.col(f"s_{metric.name}"), F.col(f"b_{metric.name}")
     if isinstance(metric.dataType, FLOAT_TYPES):
-        close = F.abs(s - b) <= F.lit(tolerance) * F.greatest(F.abs(s), F.abs(b), F.lit(1.0))
-        return (s.isNull() & b.isNull()) | F.coalesce(close, F.lit(False))
+        return close(s, b, tolerance)
     return s.eqNullSafe(b)
 
 

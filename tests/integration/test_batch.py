@@ -223,6 +223,9 @@ def test_upsert_changes_writes_only_differences_and_replaces_its_span(
 
     again = upsert_changes(source, path, ["k"], span)
     assert (again.upserted, again.deleted, again.version) == (0, 0, None)
+    # A recompute's float sums may differ in the last bits (shuffle order): not a change either.
+    nudged = upsert_changes(source.withColumn("v", F.col("v") * (1 + 1e-13)), path, ["k"], span)
+    assert nudged.version is None
     assert version(spark, path) == v0 + 1
     operations = [r["operation"] for r in DeltaTable.forPath(spark, path).history().collect()]
     assert operations == ["MERGE", "WRITE"]

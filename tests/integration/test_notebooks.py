@@ -1,81 +1,103 @@
 """Every notebook runs top to bottom, headless, against a lake this test run produced itself.
 
-The lake comes from the real pipeline pieces: the main streaming job run twice on one checkpoint
-(the second run gets events behind the watermark, so there are late events as well as dead
-letters), bronze landed from the topic's Kafka rows, and silver from a backfill. Tables nobody has
-written (alerts, until its job lands) must be reported as missing, not crash a notebook.
+The lake comes from the real multi-topic pipeline (jobs/pipeline.py, stage by stage, the clean
+stage in small micro-batches so that events sent last, an hour behind, are late): bronze, silver,
+gold, dead letters, late events and alerts. The notebooks must also cope with a lake that has only
+some tables: they say which are missing and skip those plots.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import json
+import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from batch_support import (
-    BAD_RECORDS,
-    create_topic,
-    encode,
-    environment,
-    events,
-    land_bronze,
-    send,
-    stream_run,
-)
-from pyspark.sql import SparkSession
+from batch_support import BAD_RECORDS, KINDS, SITES, encode, events, send
 
 from arus import lake
-from arus.config import Config
+from arus.config import Config, TopicConfig
 from arus.notebooks import FIGURE_TAG, execute, images, notebook_paths, text_output
-from jobs import backfill
+from arus.topics import ensure_topics
+from jobs import pipeline
 
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-FIGURES = {"01_overview": 1, "02_iot": 2, "03_data_quality": 2}  # with a late-events table present
+FIGURES = {"01_overview": 1, "02_iot": 2, "03_data_quality": 2}
+TOPICS = ("raw", "devices", "clean", "deadletter", "late", "aggregates", "alerts")
 
 
 @pytest.fixture(scope="module")
-def notebook_lake(
-    spark: SparkSession, config: Config, kafka: str, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
+def notebook_lake(config: Config, kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("notebooks")
-    lake_dir = root / "lake"
-    topic = create_topic(config, "nb", partitions=2)
+    suffix = root.name + datetime.now(UTC).strftime("%H%M%S%f")
+    topics = {name: f"test.nb.{name}.{suffix}" for name in TOPICS}
+    policy = {"devices": "compact"}
+    ensure_topics(
+        config, topics=tuple(TopicConfig(t, 1, -1, policy.get(n, "delete")) for n, t in topics.items())
+    )
+
     every = events(devices=6, start=START, count=40, interval_s=30.0, seed=7)  # 20 minutes
-    cut = START + timedelta(minutes=12)
-    early = [e for e in every if _time(e) < cut]
-    late = [e for e in every if _time(e) >= cut]
+    for e in every[6:]:
+        if e["device_id"] == "dev-00" and e["seq"] in (20, 21):
+            e["value"] = 95.0  # a humidity sensor over its bound: alerts
+    kinds = sorted(KINDS)
+    devices = [
+        (f"dev-{d:02d}", json.dumps({"device_id": f"dev-{d:02d}", "kind": kinds[d % 3], "site": SITES[d % 2],
+                                      "unit": KINDS[kinds[d % 3]][0], "low": 0.0, "high": 1000.0}).encode())
+        for d in range(6)
+    ]  # fmt: skip
+    send(config, topics["devices"], devices)
     bad = [(None, value) for value in BAD_RECORDS] + [("dev-00", b""), ("dev-01", b'{"event_id":"x"}')]
-    send(config, topic, [(str(e["device_id"]), encode(e)) for e in early[6:]] + bad)
-    tables = {"gold": lake_dir / config.aggregate.table, "dead": lake_dir / config.aggregate.deadletter_table}
-    stream_run(config, topic, root, gold=tables["gold"], dead=tables["dead"])
-    send(config, topic, [(str(e["device_id"]), encode(e)) for e in early[:6] + late] + bad[:2])
-    stream_run(config, topic, root, gold=tables["gold"], dead=tables["dead"])
-    land_bronze(spark, config, topic, lake_dir / config.batch.bronze_table)
-    with environment(ARUS_LAKE_DIR=str(lake_dir)):
-        assert backfill.main([]) == 0  # silver, and gold again, from bronze: the configured names
-    return lake_dir
+    # The first readings go last: by then the watermark is far past them.
+    send(config, topics["raw"], [(str(e["device_id"]), encode(e)) for e in every[6:]] + bad)
+    send(config, topics["raw"], [(str(e["device_id"]), encode(e)) for e in every[:6]])
 
-
-def _time(event: dict[str, object]) -> datetime:
-    return datetime.fromisoformat(str(event["event_time"]).replace("Z", "+00:00"))
+    common = ["--available-now", "--lake", str(root / "lake"), "--checkpoint", str(root / "checkpoints")]
+    common += [arg for name, topic in topics.items() for arg in (f"--{name}-topic", topic)]
+    assert pipeline.main(["--stages", "bronze", *common]) == 0
+    assert pipeline.main(["--stages", "clean", "--max-offsets-per-trigger", "60", *common]) == 0
+    assert pipeline.main(["--stages", "aggregate,alerts", *common]) == 0
+    return root / "lake"
 
 
 @pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
 def test_notebook_runs_and_draws_its_figures(path: Path, notebook_lake: Path, config: Config) -> None:
+    names = [config.batch.bronze_table, config.batch.silver_table, config.aggregate.table]
+    names += [config.aggregate.deadletter_table, config.batch.late_table, config.batch.alerts_table]
+    assert all(lake.is_table(notebook_lake / name) for name in names)
+
     notebook = execute(path, notebook_lake)  # raises, naming the cell, if any cell fails
 
-    printed = text_output(notebook)
-    has_late = lake.is_table(notebook_lake / config.batch.late_table)
-    assert not lake.is_table(notebook_lake / config.batch.alerts_table)  # nothing here writes alerts
-    expected = FIGURES[path.stem] - (1 if path.stem == "03_data_quality" and not has_late else 0)
-    assert len(images(notebook)) == expected
+    assert len(images(notebook)) == FIGURES[path.stem]
     assert len(images(notebook, FIGURE_TAG)) == 1
+    assert "not found" not in text_output(notebook)
+
+
+@pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
+def test_notebook_says_which_tables_are_missing(
+    path: Path, notebook_lake: Path, config: Config, tmp_path: Path
+) -> None:
+    """A lake with the gold table only: the notebook still runs, names what is missing, plots the rest."""
+    shutil.copytree(notebook_lake / config.aggregate.table, tmp_path / config.aggregate.table)
+
+    notebook = execute(path, tmp_path)
+
+    printed = text_output(notebook)
     missing = {
-        "01_overview": [f"not found: {config.batch.alerts_table} (alerts)"],
-        "02_iot": [f"not found: alerts table {config.batch.alerts_table!r}"],
-        "03_data_quality": [] if has_late else [f"not found: late events table {config.batch.late_table!r}"],
-    }
-    for message in missing[path.stem]:
+        "01_overview": [
+            f"not found: {config.batch.silver_table} (silver",
+            f"not found: {config.batch.alerts_table} (alerts)",
+        ],
+        "02_iot": [
+            f"not found: readings (silver) table {config.batch.silver_table!r}",
+            "not found: alerts table",
+        ],
+        "03_data_quality": ["not found: dead letters table", "not found: late events table"],
+    }[path.stem]
+    for message in missing:
         assert message in printed
+    drawn = {"01_overview": 1, "02_iot": 1, "03_data_quality": 0}  # the commit timeline; the heatmap
+    assert len(images(notebook)) == drawn[path.stem]
