@@ -220,6 +220,8 @@ def _java(main_class: str, *args: str, heap: str = "256m") -> list[str]:
         f"-Xms{heap}",
         f"-Xmx{heap}",
         "-XX:+UseG1GC",
+        # More JVM options for short-lived test brokers, e.g. a quicker JIT (tests/faults sets it).
+        *os.environ.get("ARUS_BROKER_JVM_OPTS", "").split(),
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
         "-cp",
         f"{KAFKA_JARS}/*",
