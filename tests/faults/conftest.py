@@ -25,6 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if "faults" in (config.getoption("markexpr") or ""):
         # Before the session's Spark driver starts: the suite's jobs are short (see QUICK_JVM).
         os.environ.setdefault("SPARK_SUBMIT_OPTS", QUICK_JVM)
+        os.environ.setdefault("ARUS_BROKER_JVM_OPTS", "-XX:TieredStopAtLevel=1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

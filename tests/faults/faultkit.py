@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -204,6 +205,26 @@ def run_job_process(
                 f"job still running after {timeout:.0f}s; stderr tail:\n{err[-3000:]}"
             ) from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def failures_at_once(attempts: dict[str, Callable[[], object]]) -> dict[str, tuple[str, float]]:
+    """Run the attempts side by side, each in a thread: {name: (the error it raised, seconds)}.
+
+    Only for attempts that fail the same way: while a client bootstraps, kafka-python's log (which
+    arus.reliability reads to name the cause) is shared by every client in the process.
+    """
+
+    def attempt(fn: Callable[[], object]) -> tuple[str, float]:
+        started = time.monotonic()
+        try:
+            fn()
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}", time.monotonic() - started
+        return "no error", time.monotonic() - started
+
+    with ThreadPoolExecutor(len(attempts)) as pool:
+        futures = {name: pool.submit(attempt, fn) for name, fn in attempts.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

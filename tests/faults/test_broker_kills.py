@@ -184,7 +184,7 @@ def cluster(plain_config: Config, fault_root: Path) -> Iterator[tuple[Config, li
         yield dataclasses.replace(config, kafka=KafkaConfig(",".join(n.address for n in nodes))), nodes
     finally:
         for node in nodes:
-            broker.stop_node(node, timeout=10)
+            broker.stop_node(node, signal.SIGKILL)  # a throwaway cluster needs no controlled shutdown
 
 
 def test_partition_leader_killed_in_a_three_broker_cluster(
