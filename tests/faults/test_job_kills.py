@@ -1,7 +1,7 @@
 """Scenarios 1 and 6: the main job SIGKILLed mid-batch and restarted on the same checkpoint.
 
 The job runs as its own process; ARUS_FAULT_KILL_AFTER makes it SIGKILL its whole process group
-(Python driver and JVM) at a named point of a micro-batch. After three such crashes and a clean
+(Python driver and JVM) at a named point of a micro-batch. After three such crashes and a recovery
 run, the Delta tables must equal a pandas oracle with every row once and every Delta transaction
 (txnAppId, txnVersion) committed once; a further restart with no new data must add nothing.
 """
