@@ -183,13 +183,13 @@ def test_wrong_credentials_are_rejected_within_seconds(
 
     outcomes = failures_at_once(
         {
-            "producer, wrong password": lambda: make_producer(wrong_password.kafka, wrong_password.producer),
-            "producer, unknown user": lambda: make_producer(unknown_user.kafka, unknown_user.producer),
+            "producer (wrong password)": lambda: make_producer(wrong_password.kafka, wrong_password.producer),
+            "producer (unknown user)": lambda: make_producer(unknown_user.kafka, unknown_user.producer),
             "kafka-python consumer": consumer,
             "spark job": spark_job,
         }
     )
-    expected_user = {"producer, wrong password": "producer-a", "producer, unknown user": "mallory"}
+    expected_user = {"producer (wrong password)": "producer-a", "producer (unknown user)": "mallory"}
     for name, (error, _) in outcomes.items():
         assert f"rejected the login of user '{expected_user.get(name, 'job')}'" in error, (name, error)
     rejected = {name: round(seconds, 1) for name, (_, seconds) in outcomes.items()}
