@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from arus.config import ConfigError, IotDeliveryConfig, IotFaultsConfig, load_config
 from producers.core import (
@@ -110,11 +110,11 @@ class Device:
     high: float
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """One send, in send order. `value` None is a dropout: nothing is sent, the truth is recorded.
 
     `truth` holds a ledger entry for every fault or delivery problem injected into this message.
+    A named tuple, not a frozen dataclass: one is made per reading, and it builds four times faster.
     """
 
     due: datetime
@@ -151,14 +151,26 @@ def fleet(n: int, seed: int) -> list[Device]:
 def event_id(device_id: str, seq: int) -> str:
     """Deterministic per (device, sequence number), so downstream can drop duplicate sends.
 
-    Exactly uuid.uuid5(NAMESPACE, f"{SOURCE}/{device_id}/{seq}"), built from the SHA-1 digest
-    directly: the UUID object and its int arithmetic cost three times as much (bench/ profiles).
+    Exactly uuid.uuid5(NAMESPACE, f"{SOURCE}/{device_id}/{seq}") (unit-tested against it).
     """
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{SOURCE}/{device_id}/{seq}".encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _event_id(_id_hasher(device_id), str(seq).encode())
+
+
+def _id_hasher(device_id: str) -> Any:
+    """SHA-1 over the namespace and the name up to the sequence number: a device's readings copy it."""
+    return hashlib.sha1(_NAMESPACE_BYTES + f"{SOURCE}/{device_id}/".encode())
+
+
+def _event_id(hasher: Any, seq: bytes) -> str:
+    """The UUIDv5 text from a device's hasher, without a UUID object or int arithmetic (a third of
+    the cost): the version nibble becomes 5, the variant nibble's top bits 10 (RFC 4122)."""
+    h = hasher.copy()
+    h.update(seq)
+    x = h.hexdigest()
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
+
+
+_VARIANT = dict(zip("0123456789abcdef", "89ab" * 4, strict=True))
 
 
 def signal_with_faults(
@@ -168,29 +180,56 @@ def signal_with_faults(
 
     The reading is None when it dropped out; `truth` has a ledger entry per fault injected into it.
     """
+    for at, device, reading, truth, _ in signal_with_values(devices, start, interval_s, seed, faults):
+        yield at, device, reading, truth
+
+
+def signal_with_values(
+    devices: list[Device], start: datetime, interval_s: float, seed: int, faults: IotFaultsConfig
+) -> Iterator[tuple[datetime, Device, dict[str, Any] | None, list[dict[str, Any]], bytes | None]]:
+    """signal_with_faults, plus each reading's JSON value (None for a dropout).
+
+    The value is formatted from per-device constant fragments rather than by json: byte for byte
+    what `encode(reading)` gives (unit-tested), at a third of the cost. What does not change within
+    a tick (event time, diurnal term, the JSON tail) is computed once per tick.
+    """
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
     signal_rng = random.Random(f"{seed}/signal")
+    gauss = signal_rng.gauss
     fault_rng = random.Random(f"{seed}/faults")
     inject = any(dataclasses.astuple(faults))
-    states = {
-        d.device_id: _DeviceState(random.Random(f"{seed}/{d.device_id}").uniform(60, 100)) for d in devices
-    }
+    # Devices of one kind and range share the diurnal term: index of each device's profile.
+    profiles: dict[tuple[str, float, float], int] = {}
+    fleet_state = [
+        _Fleet(
+            device,
+            _DeviceState(random.Random(f"{seed}/{device.device_id}").uniform(60, 100)),
+            profiles.setdefault((device.kind, device.low, device.high), len(profiles)),
+            (device.high - device.low) * DRIFT_STEP,
+            (device.high - device.low) * NOISE,
+            _id_hasher(device.device_id),
+            _value_prefix(device),
+        )
+        for device in devices
+    ]
+    dumps = json.dumps
     for seq in itertools.count():
         at = start + timedelta(seconds=seq * interval_s)
         event_time = format_time(at)
         hour = at.hour + at.minute / 60 + at.second / 3600
-        for device in devices:
-            state = states[device.device_id]
-            span = device.high - device.low
-            amplitude, peak = DIURNAL[device.kind]
-            state.drift += -DRIFT_PULL * state.drift + signal_rng.gauss(0, span * DRIFT_STEP)
-            clean = (
-                (device.low + device.high) / 2
-                + span * amplitude * math.cos(2 * math.pi * (hour - peak) / 24)
-                + state.drift
-                + signal_rng.gauss(0, span * NOISE)
-            )
+        # The same expression, in the same order, as per device: identical floats.
+        base = [
+            (low + high) / 2
+            + (high - low) * DIURNAL[kind][0] * math.cos(2 * math.pi * (hour - DIURNAL[kind][1]) / 24)
+            for kind, low, high in profiles
+        ]
+        seq_bytes = str(seq).encode()
+        tail = f',"seq":{seq},"event_time":{dumps(event_time)}}}'
+        for f in fleet_state:
+            device, state = f.device, f.state
+            state.drift += -DRIFT_PULL * state.drift + gauss(0, f.drift_sigma)
+            clean = base[f.profile] + state.drift + gauss(0, f.noise_sigma)
             value: float | None = clean
             found: list[tuple[str, dict[str, Any]]] = []
             if inject:
@@ -198,34 +237,64 @@ def signal_with_faults(
             state.battery = max(
                 0.0, state.battery - (BATTERY_DRAIN_FAULTY if state.draining else BATTERY_DRAIN)
             )
-            eid = event_id(device.device_id, seq)
-            truth = [
-                {
-                    "kind": kind,
-                    "event_id": eid,
-                    "device_id": device.device_id,
-                    "seq": seq,
-                    "event_time": event_time,
-                }
-                | detail
-                for kind, detail in found
-            ]
+            eid = _event_id(f.hasher, seq_bytes)
+            truth = (
+                [
+                    {
+                        "kind": kind,
+                        "event_id": eid,
+                        "device_id": device.device_id,
+                        "seq": seq,
+                        "event_time": event_time,
+                    }
+                    | detail
+                    for kind, detail in found
+                ]
+                if found
+                else []
+            )
             if value is None:
-                yield at, device, None, truth
+                yield at, device, None, truth, None
                 continue
             state.last_value = value
+            rounded, battery = round(value, 3), round(state.battery, 2)
             reading = {
                 "event_id": eid,
                 "device_id": device.device_id,
                 "kind": device.kind,
                 "site": device.site,
                 "unit": device.unit,
-                "value": round(value, 3),
-                "battery": round(state.battery, 2),
+                "value": rounded,
+                "battery": battery,
                 "seq": seq,
                 "event_time": event_time,
             }
-            yield at, device, reading, truth
+            # Finite floats (sums of finite draws) print as json prints them: float.__repr__.
+            yield (
+                at,
+                device,
+                reading,
+                truth,
+                f'{{"event_id":"{eid}",{f.prefix}{rounded!r},"battery":{battery!r}{tail}'.encode(),
+            )
+
+
+class _Fleet(NamedTuple):
+    """What the signal loop keeps per device."""
+
+    device: Device
+    state: _DeviceState
+    profile: int
+    drift_sigma: float
+    noise_sigma: float
+    hasher: Any
+    prefix: str
+
+
+def _value_prefix(device: Device) -> str:
+    """A reading's JSON from the device id up to the value, with json's escaping of the strings."""
+    fields = {"device_id": device.device_id, "kind": device.kind, "site": device.site, "unit": device.unit}
+    return "".join(f"{json.dumps(k)}:{json.dumps(v)}," for k, v in fields.items()) + '"value":'
 
 
 def _inject_faults(
@@ -310,14 +379,21 @@ def simulate(
     def push(due: datetime, key: str, value: bytes | None, eid: str, truth: list[dict[str, Any]]) -> None:
         heapq.heappush(pending, (due, next(order), Message(due, key, value, eid, tuple(truth))))
 
-    for at, device, reading, truth in signal_with_faults(devices, start, interval_s, seed, faults):
+    signal = signal_with_values(devices, start, interval_s, seed, faults)
+    if not malformed:
+        # Nothing is delayed, so every message is due when it is made: the heap would only
+        # hand them back in the same order.
+        for at, device, reading, truth, value in signal:
+            eid = truth[0]["event_id"] if reading is None else reading["event_id"]
+            yield Message(at, device.device_id, value, eid, tuple(truth))
+        return
+    for at, device, reading, truth, value in signal:
         key = device.device_id
-        if reading is None:
+        if reading is None or value is None:
             push(at, key, None, truth[0]["event_id"], truth)
         else:
             eid = reading["event_id"]
-            value = encode(reading)
-            r = rng.random() if malformed else 1.0
+            r = rng.random()
             if r < late:
                 delay = round(rng.uniform(delivery.late_min_s, delivery.late_max_s), 3)
                 push(

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from kafka.errors import KafkaTimeoutError
+from kafka.future import Future
 
 from arus.config import DEFAULT_CONFIG, load_config
 from producers.core import (
     Pacer,
+    Record,
+    SendLoop,
     add_send_arguments,
     format_time,
     origin_headers,
@@ -208,3 +213,90 @@ def test_security_settings_and_secrets_come_from_the_environment() -> None:
         "sasl_plain_username": "arus",
         "sasl_plain_password": "s3cret",
     }
+
+
+class SettlingProducer:
+    """kafka-python's send surface, settling each record's future (kafka.future.Future, the client's
+    own class) at once: ok, or failed with an error. Records whose value starts with b"bad" fail."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        self.flushed = 0
+
+    def send(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        timestamp_ms: int | None,
+    ) -> Future:
+        self.sent.append((topic, key, value, headers))
+        future = Future()
+        if value is not None and value.startswith(b"bad"):
+            return future.failure(KafkaTimeoutError("no room"))
+        return future.success(len(self.sent))
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flushed += 1
+
+
+def numbered(n: int, taken: list[int]) -> Iterator[Record]:
+    for i in range(n):
+        taken.append(i)
+        yield Record("t", f"k{i}", b"bad" if i % 4 == 3 else b"ok", (("source", b"test"),))
+
+
+def test_send_loop_counts_acks_and_failures_by_type() -> None:
+    producer = SettlingProducer()
+    acked: list[str | None] = []
+    failed: list[tuple[str | None, str]] = []
+    loop = SendLoop(
+        producer,  # type: ignore[arg-type]
+        progress=None,
+        on_ack=lambda r: acked.append(r.key),
+        on_error=lambda r, e: failed.append((r.key, type(e).__name__)),
+    )
+    summary = loop.run(numbered(8, []))
+    assert (summary.sent, summary.acked, summary.failed) == (8, 6, 2)
+    assert summary.errors == {"KafkaTimeoutError": 2}
+    assert acked == ["k0", "k1", "k2", "k4", "k5", "k6"]
+    assert failed == [("k3", "KafkaTimeoutError"), ("k7", "KafkaTimeoutError")]
+    assert producer.sent[0] == ("t", b"k0", b"ok", [("source", b"test")])
+    assert (summary.stopped_by, producer.flushed) == ("end of input", 1)
+
+
+def test_send_loop_without_record_callbacks_counts_alike() -> None:
+    loop = SendLoop(SettlingProducer(), progress=None)  # type: ignore[arg-type]
+    summary = loop.run(numbered(8, []))
+    assert (summary.sent, summary.acked, summary.failed, summary.errors) == (
+        8,
+        6,
+        2,
+        {"KafkaTimeoutError": 2},
+    )
+
+
+def test_count_takes_no_record_beyond_the_last_one_sent() -> None:
+    taken: list[int] = []
+    producer = SettlingProducer()
+    summary = SendLoop(producer, progress=None).run(numbered(100, taken), count=5)  # type: ignore[arg-type]
+    assert taken == [0, 1, 2, 3, 4] and len(producer.sent) == 5
+    assert summary.stopped_by == "count reached"
+
+
+def test_a_stopped_loop_sends_nothing_more_and_says_why() -> None:
+    producer = SettlingProducer()
+    loop = SendLoop(producer, progress=None)  # type: ignore[arg-type]
+    taken: list[int] = []
+
+    def records() -> Iterator[Record]:
+        for record in numbered(100, taken):
+            if len(taken) == 3:
+                loop.stop("SIGTERM")
+            yield record
+
+    summary = loop.run(records())
+    assert taken == [0, 1, 2] and len(producer.sent) == 3
+    assert (summary.stopped_by, loop.stopped) == ("SIGTERM", True)

@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import math
+import uuid
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +17,8 @@ from producers.iot import (
     DELIVERY_RATES,
     FAULT_RATES,
     KINDS,
+    NAMESPACE,
+    Device,
     Message,
     device_record,
     event_id,
@@ -23,6 +26,7 @@ from producers.iot import (
     message_record,
     readings,
     signal_with_faults,
+    signal_with_values,
     simulate,
     to_record,
     with_rates,
@@ -323,3 +327,54 @@ def test_the_default_demo_shows_every_delivery_problem() -> None:
     )
     kinds = Counter(e["kind"] for m in messages for e in m.truth)
     assert all(kinds[k] > 0 for k in DELIVERY_RATES), kinds
+
+
+def test_event_id_is_the_uuid5_of_source_device_and_seq() -> None:
+    for device_id, seq in [("dev-0000", 0), ("dev-0042", 7), ("dév/ü", 123456789), ("", 10**12)]:
+        expected = uuid.uuid5(NAMESPACE, f"iot-simulator/{device_id}/{seq}")
+        assert event_id(device_id, seq) == str(expected)
+    # Every variant nibble (8, 9, a, b) appears, so the nibble mapping is checked for all of them.
+    ids = [event_id("dev-0001", seq) for seq in range(200)]
+    assert {i[19] for i in ids} == set("89ab")
+    assert all(uuid.UUID(i).version == 5 for i in ids)
+
+
+def test_reading_values_are_byte_for_byte_what_json_makes() -> None:
+    """The formatted values equal json's compact encoding of the reading, faults included (spikes
+    far from the range, stuck values), and strings are escaped as json escapes them."""
+    devices = [
+        *fleet(12, seed=4),
+        Device('odd "quoted" \\ dév', "power", "bandung\n", "W", 50.0, 500.0),
+        Device("dev-ü", "pressure", "медан", "hPa", 990.0, 1030.0),
+    ]
+    faults = IotFaultsConfig(spike_rate=0.05, stuck_rate=0.02, dropout_rate=0.02, battery_decline_rate=0.01)
+    compact = json.JSONEncoder(separators=(",", ":"))
+    checked = 0
+    for _, _, reading, _, value in itertools.islice(
+        signal_with_values(devices, START, 0.5, 4, faults), 20000
+    ):
+        if reading is None:
+            assert value is None
+            continue
+        assert value == compact.encode(reading).encode()
+        checked += 1
+    assert checked > 18000
+
+
+def test_the_fast_path_without_delivery_problems_keeps_the_order_and_bytes() -> None:
+    """Without delivery problems simulate skips its heap: the messages are the readings, in order."""
+    devices = fleet(7, seed=8)
+    faults = IotFaultsConfig(spike_rate=0.01, stuck_rate=0.01, dropout_rate=0.01, battery_decline_rate=0.0)
+    messages = first(5000, simulate(devices, START, INTERVAL, 8, faults))
+    expected = [
+        (
+            at,
+            device.device_id,
+            None if reading is None else json.dumps(reading, separators=(",", ":")).encode(),
+        )
+        for at, device, reading, _ in itertools.islice(
+            signal_with_faults(devices, START, INTERVAL, 8, faults), 5000
+        )
+    ]
+    assert [(m.due, m.key, m.value) for m in messages] == expected
+    assert any(m.value is None for m in messages)
