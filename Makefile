@@ -17,9 +17,9 @@ help: ## List the targets
 ## --- the two commands -------------------------------------------------------
 
 .PHONY: demo
-demo: setup kafka-up ## Set everything up, produce IoT readings, run the main job, print its results
+demo: setup kafka-up ## Set everything up, produce IoT readings, run the whole pipeline once, print what it wrote
 	$(PY) -m producers.iot --count 3000
-	spark-submit jobs/aggregate.py --show
+	spark-submit jobs/pipeline.py --available-now --show
 
 .PHONY: test
 test: setup ## Run the unit and integration tests (against the real broker, which it starts)

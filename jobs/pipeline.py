@@ -32,6 +32,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.window import Window
 
 from arus.clean import parse_device_dimension, with_schema
 from arus.config import AggregateConfig, Config, ConfigError, load_config
@@ -330,20 +331,32 @@ def run(spark: SparkSession, config: Config, settings: Settings, tally: Tally) -
         await_queries([start_stage(s, spark, config, settings, tally) for s in settings.stages], tally)
 
 
-def show_results(spark: SparkSession, settings: Settings, rows: int = 20) -> None:
-    """Row counts of every table, then the gold aggregates and the alerts."""
-    tables = settings.tables
+def show_results(spark: SparkSession, config: Config, settings: Settings, rows: int = 20) -> None:
+    """Row counts of every table and topic, then the gold aggregates (Delta and Kafka) and the alerts."""
+    tables, topics = settings.tables, settings.topics
     print("\nTables:")
     for name in ("bronze", "silver", "gold", "deadletter", "late", "alerts"):
         path = getattr(tables, name)
         count = spark.read.format("delta").load(path).count() if DeltaTable.isDeltaTable(spark, path) else 0
         print(f"  {name:<11} {count:>7} rows  {path}")
+    print("\nTopics:")
+    for topic in (topics.raw, topics.clean, topics.deadletter, topics.late, topics.aggregates, topics.alerts):
+        print(f"  {topic:<20} {read_kafka_batch(spark, config.kafka, topic).count():>7} records")
     if DeltaTable.isDeltaTable(spark, tables.gold):
         gold = spark.read.format("delta").load(tables.gold)
-        print(f"\nGold aggregates (latest {rows} windows):")
+        print(f"\nGold aggregates in Delta (latest {rows} windows):")
         gold.orderBy(F.col("window_start").desc(), "device_id").limit(rows).orderBy(
             "window_start", "device_id"
         ).show(rows, truncate=False)
+    # a window's record is re-sent whenever the window changes: the newest per key is current
+    latest = (
+        read_kafka_batch(spark, config.kafka, topics.aggregates)
+        .withColumn("newest", F.max("offset").over(Window.partitionBy("partition", "key")))
+        .where(F.col("offset") == F.col("newest"))
+        .selectExpr("CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value")
+    )
+    print(f"The same aggregates on topic {topics.aggregates} (newest record per key, {rows} of them):")
+    latest.orderBy(F.col("key").desc()).show(rows // 4, truncate=False)
     alerts.show_alerts(spark, tables.alerts, rows)
 
 
@@ -378,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run(spark, config, settings, Tally())
     print(f"pipeline: done in {time.monotonic() - started:.1f}s")
     if args.show:
-        show_results(spark, settings)
+        show_results(spark, config, settings)
     return 0
 
 

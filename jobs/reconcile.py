@@ -111,7 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gold-table", help="the streaming gold table (default [aggregate] table)")
     parser.add_argument(
         "--checkpoint",
-        help="the streaming query's checkpoint (default: the aggregate job's, if there is one)",
+        help="the streaming query's checkpoint (default: the main job's, else the pipeline's clean stage)",
     )
     parser.add_argument("--late-table", help="late-events table name or path (default [batch] late_table)")
     parser.add_argument("--tolerance", type=float, help="relative tolerance for floats (default [batch])")
@@ -123,8 +123,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def settings_from(args: argparse.Namespace, config: Config) -> Settings:
-    default_checkpoint = config.resolve(config.paths.checkpoints) / "aggregate" / "aggregates"
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint
+    root = config.resolve(config.paths.checkpoints)
+    # the main job's own query, else the pipeline's clean stage (where its watermark drops late events)
+    defaults = [root / "aggregate" / "aggregates", root / "pipeline" / "clean"]
+    checkpoint = (
+        Path(args.checkpoint)
+        if args.checkpoint
+        else next((c for c in defaults if (c / "offsets").is_dir()), defaults[0])
+    )
     return Settings(
         job=config.aggregate,
         source=source_from(args, config),
