@@ -51,23 +51,31 @@ def _nullable(schema: T.StructType) -> T.StructType:
 
 
 def parse_json_error(value: Column, text: Column, parsed: Column, schema: T.StructType) -> Column:
-    """Why a record is bad, or null when it is good: the first reason in a fixed order."""
+    """Why a record is bad, or null when it is good: the first reason in a fixed order.
+
+    The JSON is read twice for a good record: by from_json (`parsed`) and by json_object_keys,
+    which decides "not a JSON object" with get_json_object's reader. A field's raw text
+    (get_json_object) is looked at only when its parsed value is null: a parsed value means
+    the field was written and converted, so the per-field reads are skipped for good records
+    (When and And evaluate lazily). A field's raw text is null when every occurrence of it is
+    absent or JSON null.
+    """
     required = set(required_fields(schema))
-    keys = F.json_object_keys(text)
     checks: list[tuple[Column, str]] = [
         (value.isNull() | (F.length(value) == 0), "empty value"),
         (~F.call_function("is_valid_utf8", value), "not UTF-8"),
-        (keys.isNull(), "not a JSON object"),
+        (F.json_object_keys(text).isNull(), "not a JSON object"),
     ]
     for field in schema.fields:
+        unparsed = parsed[field.name].isNull()
         raw = F.get_json_object(text, f"$.{field.name}")
         if field.name in required:
-            checks.append((raw.isNull(), f"missing required field {field.name}"))
+            checks.append((unparsed & raw.isNull(), f"missing required field {field.name}"))
             if isinstance(field.dataType, T.StringType):
                 checks.append((F.trim(parsed[field.name]) == "", f"empty required field {field.name}"))
         checks.append(
             (
-                raw.isNotNull() & parsed[field.name].isNull(),
+                unparsed & raw.isNotNull(),
                 f"wrong type for field {field.name}: expected {field.dataType.simpleString()}",
             )
         )
@@ -106,17 +114,19 @@ def parse_events(raw: DataFrame, schema: T.StructType, limits: RecordLimits | No
     # _source (topic, partition, offset, timestamp, key, value), <schema fields...>, _error
     `_error` is null for a good record; every record keeps its original bytes in `_source.value`.
     """
-    text = F.col("value").cast("string")
-    parsed = F.from_json(text, _nullable(schema))
-    error = parse_json_error(F.col("value"), text, parsed, schema)
+    parsed = F.from_json(F.col("value").cast("string"), _nullable(schema))
+    # The guard is always true; being nondeterministic, it keeps the optimizer from copying
+    # from_json into every expression (and pushed-down filter) that reads a parsed field, which
+    # would parse each record once per field reference.
+    rows = raw.select(
+        F.struct(*KAFKA_COLUMNS).alias(SOURCE), F.when(F.spark_partition_id() >= 0, parsed).alias("_parsed")
+    )
+    value, fields = F.col(f"{SOURCE}.value"), F.col("_parsed")
+    error = parse_json_error(value, value.cast("string"), fields, schema)
     if limits is not None:
-        size, when = record_limit_errors(F.col("value"), F.col("timestamp"), parsed, limits)
+        size, when = record_limit_errors(value, F.col(f"{SOURCE}.timestamp"), fields, limits)
         error = F.coalesce(size, error, when)
-    return raw.select(
-        F.struct(*KAFKA_COLUMNS).alias(SOURCE),
-        parsed.alias("_parsed"),
-        error.alias(ERROR),
-    ).select(SOURCE, "_parsed.*", ERROR)
+    return rows.select(SOURCE, "_parsed.*", error.alias(ERROR))
 
 
 def valid_events(parsed: DataFrame, schema: T.StructType) -> DataFrame:

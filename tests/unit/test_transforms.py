@@ -88,6 +88,68 @@ def test_parse_events_splits_good_records_from_every_kind_of_bad_one(spark: Spar
     assert_df_equality(dead_letters(parsed), expected_dead, ignore_row_order=True, ignore_nullable=True)
 
 
+@pytest.mark.integration
+def test_parse_events_edge_cases_of_json(spark: SparkSession) -> None:
+    """Scalars, NaN, duplicate keys, nested values, quotes, blanks and bytes that are not UTF-8."""
+    t = '"event_time":"2026-01-01T00:00:0'
+    values = [
+        b"null",
+        b"7",
+        b'"text"',
+        b'{"event_id":"x","device_id":"d1","value":NaN,' + t.encode() + b'1Z"}',
+        b"\xc3\x28",
+        b'{"event_id":"e1","device_id":"d1","value":1,"value":null,' + t.encode() + b'1Z"}',
+        b'{"event_id":"e2","device_id":"d1","value":null,"value":2,' + t.encode() + b'2Z"}',
+        b'{"event_id":"e3","device_id":"d1","value":3,"value":"hot",' + t.encode() + b'3Z"}',
+        b'{"event_id":" ","device_id":"d1","value":1,' + t.encode() + b'1Z"}',
+        b'{"event_id":"","device_id":"d1","value":1,' + t.encode() + b'1Z"}',
+        b'{"event_id":"e4","device_id":{"id":"d1"},"value":4,' + t.encode() + b'4Z","site":{"a":[1, 2.50]}}',
+        b"{'event_id':'e5','device_id':'d1','value':5,'event_time':'2026-01-01T00:00:05Z'}",
+        b'{"event_id":"x","device_id":"d1","value":"6",' + t.encode() + b'6Z"}',
+        b'{"event_id":"e7","device_id":"d1","value":7,' + t.encode() + b'7Z","site":null} trailing',
+        b'{"nested":{"event_id":"x"},"device_id":"d1","value":1,' + t.encode() + b'1Z"}',
+        b'{"event_id":"x","device_id":"d1","value":1,"event_time":""}',
+    ]
+    schema = schema_from_ddl(DDL)
+    parsed = parse_events(raw_rows(spark, values), schema)
+
+    expected_valid = spark.createDataFrame(
+        [
+            ("e2", "d1", 2.0, ts(0, 2), None),
+            ("e3", "d1", 3.0, ts(0, 3), None),  # a later duplicate that does not convert is ignored
+            ("e4", '{"id":"d1"}', 4.0, ts(0, 4), '{"a":[1,2.5]}'),  # nested JSON kept as its text
+            ("e5", "d1", 5.0, ts(0, 5), None),
+            ("e7", "d1", 7.0, ts(0, 7), None),
+        ],
+        "event_id string, device_id string, value double, event_time timestamp, site string",
+    )
+    assert_df_equality(
+        valid_events(parsed, schema), expected_valid, ignore_row_order=True, ignore_nullable=True
+    )
+    reasons = {
+        0: "not a JSON object",
+        1: "not a JSON object",
+        2: "not a JSON object",
+        3: "not a JSON object",
+        4: "not UTF-8",
+        5: "wrong type for field value: expected double",  # the later null wins, but value was written
+        8: "empty required field event_id",
+        9: "empty required field event_id",
+        12: "wrong type for field value: expected double",
+        14: "missing required field event_id",
+        15: "wrong type for field event_time: expected timestamp",
+    }
+    expected_dead = spark.createDataFrame(
+        [(i, reason) for i, reason in reasons.items()], "offset long, error string"
+    )
+    assert_df_equality(
+        dead_letters(parsed).select("offset", "error"),
+        expected_dead,
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+
+
 EVENTS = "event_id string, device_id string, value double, event_time timestamp"
 
 
