@@ -136,6 +136,9 @@ def settings(kafka: KafkaConfig, producer: ProducerConfig) -> dict[str, Any]:
         "linger.ms": producer.linger_ms,
         "batch.size": producer.batch_size,
         "request.timeout.ms": producer.request_timeout_ms,
+        # The Java client's and kafka-python's partitioning (librdkafka's default hashes with CRC32):
+        # a device's records land on the same partition whichever client sends them.
+        "partitioner": "murmur2_random",
     }
     if kafka.sasl_mechanism:
         conf["sasl.mechanism"] = kafka.sasl_mechanism

@@ -29,18 +29,21 @@ import math
 import random
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from arus.config import ConfigError, IotDeliveryConfig, IotFaultsConfig, load_config
 from producers.core import (
+    ChildFeed,
     ProducerError,
     Record,
     SendLoop,
     add_send_arguments,
+    can_fork,
     connect,
     exit_code,
     format_time,
@@ -124,7 +127,7 @@ class Message(NamedTuple):
     truth: tuple[dict[str, Any], ...] = ()
 
 
-@dataclass
+@dataclass(slots=True)
 class _DeviceState:
     battery: float
     drift: float = 0.0
@@ -380,7 +383,7 @@ def simulate(
         heapq.heappush(pending, (due, next(order), Message(due, key, value, eid, tuple(truth))))
 
     signal = signal_with_values(devices, start, interval_s, seed, faults)
-    if not malformed:
+    if not delivery_problems(delivery):
         # Nothing is delayed, so every message is due when it is made: the heap would only
         # hand them back in the same order.
         for at, device, reading, truth, value in signal:
@@ -508,10 +511,36 @@ def _inject_arg(text: str) -> tuple[str, float]:
     return kind.strip(), value
 
 
-def write_ledger(ledger: IO[str] | None, message: Message) -> None:
+def write_ledger(ledger: IO[str] | None, truth: tuple[dict[str, Any], ...]) -> None:
     if ledger is not None:
-        for entry in message.truth:
+        for entry in truth:
             ledger.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+
+def unpaced_messages(
+    devices: list[Device],
+    start: datetime,
+    interval_s: float,
+    seed: int,
+    faults: IotFaultsConfig,
+    delivery: IotDeliveryConfig,
+) -> Iterator[tuple[None, str, bytes | None, str, tuple[dict[str, Any], ...]]]:
+    """simulate() as plain tuples without the due time and event id, which nothing needs when
+    nothing paces: what the generator process pipes to the sender (a datetime costs more to pickle
+    than the rest). Without delivery problems the messages are the signal's readings as they come."""
+    if delivery_problems(delivery):
+        for m in simulate(devices, start, interval_s, seed, faults, delivery):
+            yield None, m.key, m.value, "", m.truth
+        return
+    for _, device, _, truth, value in signal_with_values(devices, start, interval_s, seed, faults):
+        yield None, device.device_id, value, "", tuple(truth)
+
+
+def delivery_problems(delivery: IotDeliveryConfig) -> bool:
+    """Whether any delivery problem is injected (otherwise every message goes out when it is due)."""
+    return bool(
+        delivery.late_rate or delivery.out_of_order_rate or delivery.duplicate_rate or delivery.malformed_rate
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -530,6 +559,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ledger", help="write the ground truth of every injected problem here (JSONL)")
     parser.add_argument("--clean", action="store_true", help="inject no faults and no delivery problems")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="generate readings in the sending process even when nothing paces them "
+        "(by default a forked process generates while this one sends)",
+    )
     parser.add_argument(
         "--inject",
         type=_inject_arg,
@@ -550,34 +585,48 @@ def main(argv: list[str] | None = None) -> int:
         speed = args.speed if args.speed is not None else (iot.speed or None)
         faults, delivery = (NO_FAULTS, NO_DELIVERY_PROBLEMS) if args.clean else (iot.faults, iot.delivery)
         faults, delivery = with_rates(faults, delivery, dict(args.inject))
-        messages = simulate(devices, start, args.interval or iot.interval_s, seed, faults, delivery)
+        interval = args.interval or iot.interval_s
         # A path on the command line is taken from the working directory, one in conf/ from the repo.
         ledger_path = (
             Path(args.ledger) if args.ledger else (config.resolve(iot.ledger) if iot.ledger else None)
         )
-        producer = connect(config, [topic, devices_topic])
-        ledger = open(ledger_path, "w") if ledger_path else None  # noqa: SIM115
+        messages: Iterable[tuple[datetime | None, str, bytes | None, str, tuple[dict[str, Any], ...]]]
+        feed = None
+        if args.rate is None and speed is None and not args.in_process and can_fork():
+            # As fast as possible: another process generates while this one sends (see ChildFeed).
+            # Forked now, before the Kafka client starts its I/O thread.
+            feed = ChildFeed(partial(unpaced_messages, devices, start, interval, seed, faults, delivery))
+            messages = feed
+        else:
+            messages = simulate(devices, start, interval, seed, faults, delivery)
         try:
-            loop = SendLoop(producer)
-            for device in devices:
-                loop.send(device_record(device, devices_topic))
+            producer = connect(config, [topic, devices_topic])
+            ledger = open(ledger_path, "w") if ledger_path else None  # noqa: SIM115
+            try:
+                loop = SendLoop(producer)
+                for device in devices:
+                    loop.send(device_record(device, devices_topic))
 
-            def records() -> Iterator[Record]:
-                for message in messages:
-                    write_ledger(ledger, message)
-                    for entry in message.truth:
-                        loop.summary.count(entry["kind"])
-                    record = message_record(message, topic)
-                    if record is not None:
-                        yield record
+                def records() -> Iterator[Record]:
+                    count = loop.summary.count
+                    for due, key, value, _, truth in messages:
+                        if truth:
+                            write_ledger(ledger, truth)
+                            for entry in truth:
+                                count(entry["kind"])
+                        if value is not None:
+                            yield Record(topic, key, value, HEADERS, None, due)
 
-            summary = loop.run(
-                records(), rate=args.rate, speed=speed, count=args.count, duration=args.duration
-            )
+                summary = loop.run(
+                    records(), rate=args.rate, speed=speed, count=args.count, duration=args.duration
+                )
+            finally:
+                if ledger is not None:
+                    ledger.close()
+                producer.close(timeout=10)
         finally:
-            if ledger is not None:
-                ledger.close()
-            producer.close(timeout=10)
+            if feed is not None:
+                feed.close()
     except (ConfigError, ProducerError, OSError) as exc:
         print(f"produce-iot: {exc}", file=sys.stderr)
         return 1

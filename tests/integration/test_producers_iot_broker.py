@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from kafka.partitioner.default import murmur2
 from producers_readback import read_topic
 
 from arus.config import DEFAULT_CONFIG, REPO_ROOT, Config
@@ -51,9 +52,22 @@ def usable(value: bytes) -> dict[str, object] | None:
     return event
 
 
+def run_cli(argv: list[str], client: str = "kafka-python") -> None:
+    """`python -m producers.iot` in a fresh (single-threaded) process: its readings come from the
+    forked generator process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ARUS_PRODUCER_CLIENT": client}
+    done = subprocess.run(
+        [sys.executable, "-m", "producers.iot", *argv], env=env, cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("mode", ["in-process", "generator process", "confluent-kafka"])
 def test_iot_records_read_back_exactly_as_generated(
-    kafka: str, config: Config, new_topic: Callable[..., str], tmp_path: Path
+    kafka: str, config: Config, new_topic: Callable[..., str], tmp_path: Path, mode: str
 ) -> None:
+    if mode == "confluent-kafka":
+        pytest.importorskip("confluent_kafka")
     readings_topic = new_topic("iot", partitions=3)
     devices_topic = new_topic("devices", cleanup_policy="compact")
     ledger = tmp_path / "ledger.jsonl"
@@ -62,7 +76,10 @@ def test_iot_records_read_back_exactly_as_generated(
     argv += ["--bootstrap-servers", kafka]
     for kind, rate in INJECT.items():
         argv += ["--inject", f"{kind}={rate}"]
-    assert iot.main(argv) == 0
+    if mode == "in-process":
+        assert iot.main([*argv, "--in-process"]) == 0
+    else:
+        run_cli(argv, client="confluent-kafka" if mode == "confluent-kafka" else "kafka-python")
 
     # The oracle: the pure generator with the same seed, start and rates.
     faults, delivery = iot.with_rates(config.iot.faults, config.iot.delivery, INJECT)
@@ -87,6 +104,8 @@ def test_iot_records_read_back_exactly_as_generated(
     assert by_key == expected_by_key  # same records, and each device's in the order sent
     assert all(r.headers == {"source": "iot-simulator", "schema_version": "1"} for r in got)
     assert len({r.partition for r in got}) == 3
+    # Every client partitions as the Java client does: murmur2 of the key.
+    assert all(r.partition == (murmur2(str(r.key).encode()) & 0x7FFFFFFF) % 3 for r in got)
 
     # The ledger is the generator's ground truth, and agrees with what a consumer sees.
     entries = [json.loads(line) for line in ledger.read_text().splitlines()]

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 
 import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
+from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from arus.config import DEFAULT_CONFIG, load_config
 from producers.core import (
+    ChildFeed,
+    KeyHashPartitioner,
     Pacer,
+    ProducerError,
     Record,
     SendLoop,
     add_send_arguments,
@@ -300,3 +307,77 @@ def test_a_stopped_loop_sends_nothing_more_and_says_why() -> None:
     summary = loop.run(records())
     assert taken == [0, 1, 2] and len(producer.sent) == 3
     assert (summary.stopped_by, loop.stopped) == ("SIGTERM", True)
+
+
+class Cluster:
+    """The slice of kafka-python's ClusterMetadata a partitioner reads."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = set(range(partitions))
+
+    def topics(self) -> set[str]:
+        return {"t"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(self.partitions)
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return set(self.partitions)
+
+
+def test_key_hash_partitioner_partitions_as_kafka_pythons_default() -> None:
+    keys = [f"dev-{i:04d}".encode() for i in range(300)] + [b"", b"x", "dév".encode(), bytes(range(256))]
+    for n in (1, 3, 7, 12):
+        cluster = Cluster(n)
+        memo = KeyHashPartitioner()
+        expected = [DefaultPartitioner().partition("t", k, k, None, None, cluster) for k in keys]
+        assert [memo.partition("t", k, k, None, None, cluster) for k in keys] == expected
+        assert [memo.partition("t", k, k, None, None, cluster) for k in keys] == expected  # memoised
+    # A record without a key goes to some partition, as kafka-python's default picks one at random.
+    assert KeyHashPartitioner().partition("t", None, None, None, None, Cluster(3)) in {0, 1, 2}
+
+
+def expected_java(key: bytes, partitions: int) -> int:
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def test_key_hash_partitioner_starts_afresh_beyond_its_key_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(KeyHashPartitioner, "MAX_KEYS", 10)
+    memo, cluster = KeyHashPartitioner(), Cluster(5)
+    got = [memo.partition("t", None, str(i).encode(), None, None, cluster) for i in range(95)]
+    assert got == [expected_java(str(i).encode(), 5) for i in range(95)]
+    assert len(memo._hashes) <= 10
+
+
+def pids(n: int) -> Iterator[tuple[int, int]]:
+    for i in range(n):
+        yield i, os.getpid()
+
+
+def failing() -> Iterator[int]:
+    yield 1
+    raise RuntimeError("generator broke")
+
+
+def endless() -> Iterator[int]:
+    yield from itertools.count()
+
+
+def test_child_feed_hands_over_every_item_in_order_from_another_process() -> None:
+    with ChildFeed(partial(pids, 1000), batch=64) as feed:
+        got = list(feed)
+    assert [i for i, _ in got] == list(range(1000))
+    assert {pid for _, pid in got} != {os.getpid()} and len({pid for _, pid in got}) == 1
+
+
+def test_child_feed_says_when_the_generator_process_fails(capfd: pytest.CaptureFixture[str]) -> None:
+    with ChildFeed(failing, batch=1) as feed, pytest.raises(ProducerError, match="stopped early"):
+        list(feed)
+    assert "generator broke" in capfd.readouterr().err  # the child's traceback
+
+
+def test_closing_a_child_feed_early_ends_the_child() -> None:
+    feed = ChildFeed(endless, batch=100)
+    assert list(itertools.islice(feed, 250)) == list(range(250))
+    feed.close()
+    assert not feed._child.is_alive() and feed._child.exitcode is not None

@@ -29,6 +29,7 @@ from producers.iot import (
     signal_with_values,
     simulate,
     to_record,
+    unpaced_messages,
     with_rates,
 )
 
@@ -378,3 +379,18 @@ def test_the_fast_path_without_delivery_problems_keeps_the_order_and_bytes() -> 
     ]
     assert [(m.due, m.key, m.value) for m in messages] == expected
     assert any(m.value is None for m in messages)
+
+
+@pytest.mark.parametrize("late", [0.0, 0.05])
+def test_unpaced_messages_are_simulate_without_due_times(late: float) -> None:
+    """What the generator process pipes: simulate's keys, values and truth in simulate's order."""
+    devices = fleet(9, seed=6)
+    faults = IotFaultsConfig(spike_rate=0.02, stuck_rate=0.01, dropout_rate=0.02, battery_decline_rate=0.01)
+    delivery = IotDeliveryConfig(late_rate=late, duplicate_rate=late)
+    expected = [
+        (None, m.key, m.value, "", m.truth)
+        for m in first(3000, simulate(devices, START, INTERVAL, 6, faults, delivery))
+    ]
+    got = list(itertools.islice(unpaced_messages(devices, START, INTERVAL, 6, faults, delivery), 3000))
+    assert got == expected
+    assert any(truth for *_, truth in got) and any(value is None for _, _, value, _, _ in got)
