@@ -27,6 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
 
 
 class InvalidRecord(ValueError):
@@ -156,7 +157,7 @@ def _double_quoted(text: str) -> str | None:
 
 def _first_json_value(text: str) -> Any:
     """The JSON value at the start of `text`; what follows it is ignored, as Spark's reader does."""
-    start = len(text) - len(text.lstrip(" \t\n\r"))
+    start = 0 if text[:1] == "{" else len(text) - len(text.lstrip(" \t\n\r"))
     try:
         return _DECODER.raw_decode(text, start)[0]
     except ValueError:
@@ -393,38 +394,70 @@ _NON_NUMERIC = {
 }
 
 
-def convert(value: Any, type_name: str) -> Any:
-    """A non-null JSON value as Spark's reader converts it; ValueError where Spark fails the field."""
-    if type_name == "string":
-        return value if type(value) is str else _canonical(value)
-    if type_name in ("double", "float"):
-        if isinstance(value, _Number):
-            number = float(value)
-        elif type(value) is str and value in _NON_NUMERIC:
-            number = _NON_NUMERIC[value]
-        else:
-            raise ValueError(value)
-        return _float32(number) if type_name == "float" else number
-    if type_name in _INT_RANGES:
+def _to_string(value: Any) -> str:
+    return value if type(value) is str else _canonical(value)
+
+
+def _to_double(value: Any) -> float:
+    if isinstance(value, _Number):
+        return float(value)
+    if type(value) is str and value in _NON_NUMERIC:
+        return _NON_NUMERIC[value]
+    raise ValueError(value)
+
+
+def _to_float(value: Any) -> float:
+    return _float32(_to_double(value))
+
+
+def _to_integer(type_name: str) -> Any:
+    low, high = _INT_RANGES[type_name]
+
+    def to_integer(value: Any) -> int:
         if not isinstance(value, _Number) or not _INTEGER.fullmatch(value):
             raise ValueError(value)
-        low, high = _INT_RANGES[type_name]
-        if not low <= int(value) <= high:
+        number = int(value)
+        if not low <= number <= high:
             raise ValueError(value)
-        return int(value) - 256 if type_name == "tinyint" and int(value) > 127 else int(value)
-    if type_name == "boolean":
-        if not isinstance(value, bool):
+        return number - 256 if type_name == "tinyint" and number > 127 else number
+
+    return to_integer
+
+
+def _to_boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(value)
+    return value
+
+
+def _to_timestamp(value: Any) -> datetime:
+    if isinstance(value, _Number):
+        if not _INTEGER.fullmatch(value):
             raise ValueError(value)
-        return value
-    if type_name == "timestamp":
-        if isinstance(value, _Number):
-            if not _INTEGER.fullmatch(value):
-                raise ValueError(value)
-            return EPOCH + timedelta(seconds=int(value))
-        if type(value) is not str or not value:
-            raise ValueError(value)
-        return parse_timestamp(value)
-    raise ValueError(f"unsupported type {type_name}")
+        return EPOCH + timedelta(seconds=int(value))
+    if type(value) is not str or not value:
+        raise ValueError(value)
+    return parse_timestamp(value)
+
+
+# Spark type name -> how its reader converts a non-null JSON value (ValueError where it fails).
+_CONVERTERS: dict[str, Any] = {
+    "string": _to_string,
+    "double": _to_double,
+    "float": _to_float,
+    **{name: _to_integer(name) for name in _INT_RANGES},
+    "boolean": _to_boolean,
+    "timestamp": _to_timestamp,
+}
+
+
+def _unsupported(value: Any) -> Any:
+    raise ValueError(f"no conversion for {value!r}")
+
+
+def convert(value: Any, type_name: str) -> Any:
+    """A non-null JSON value as Spark's reader converts it; ValueError where Spark fails the field."""
+    return _CONVERTERS.get(type_name, _unsupported)(value)
 
 
 def parse_event(value: bytes | None, fields: Sequence[Field]) -> dict[str, Any]:
@@ -446,26 +479,70 @@ def parse_event(value: bytes | None, fields: Sequence[Field]) -> dict[str, Any]:
         doc = None
     if not isinstance(doc, _Object):
         raise InvalidRecord("not a JSON object")
-    members: dict[str, list[Any]] = {}
-    for name, member in doc:
-        members.setdefault(name, []).append(member)
+    members = dict(doc)
+    if len(members) < len(doc):  # a member written more than once: Spark's rule for each such field
+        return _with_repeated_members(doc, fields)
     event: dict[str, Any] = {}
-    for f in fields:
-        written = members.get(f.name, [None])
-        if f.required and written[0] is None:
-            raise InvalidRecord(f"missing required field {f.name}")
-        parsed = None
-        for raw in written:
-            try:
-                parsed = None if raw is None else convert(raw, f.type)
-            except (ValueError, OverflowError):
-                continue
-        if f.required and f.type == "string" and parsed is not None and not parsed.strip(" "):
-            raise InvalidRecord(f"empty required field {f.name}")
-        if written[0] is not None and parsed is None:
-            raise InvalidRecord(f"wrong type for field {f.name}: expected {f.type}")
-        event[f.name] = parsed
+    for name, converter, required, required_string, type_name in _plan(fields):
+        raw = members.get(name)
+        if raw is None:
+            if required:
+                raise InvalidRecord(f"missing required field {name}")
+            event[name] = None
+            continue
+        try:
+            parsed = converter(raw)
+        except (ValueError, OverflowError):
+            raise InvalidRecord(f"wrong type for field {name}: expected {type_name}") from None
+        if required_string and not parsed.strip(" "):
+            raise InvalidRecord(f"empty required field {name}")
+        event[name] = parsed
     return event
+
+
+# Per field: name, converter, required, required string, type name. parse_event runs per record,
+# so the lookups are made once per schema (Field tuples from parse_schema live as long as a job).
+_Plan = list[tuple[str, Any, bool, bool, str]]
+_PLANS: dict[int, tuple[Sequence[Field], _Plan]] = {}
+
+
+def _plan(fields: Sequence[Field]) -> _Plan:
+    cached = _PLANS.get(id(fields))
+    if cached is not None and cached[0] is fields:
+        return cached[1]
+    plan = [
+        (f.name, _CONVERTERS.get(f.type, _unsupported), f.required, f.required and f.type == "string", f.type)
+        for f in fields
+    ]
+    if type(fields) is tuple:  # immutable, so its plan cannot go stale
+        if len(_PLANS) > 64:
+            _PLANS.clear()
+        _PLANS[id(fields)] = (fields, plan)
+    return plan
+
+
+def _with_repeated_members(doc: _Object, fields: Sequence[Field]) -> dict[str, Any]:
+    written: dict[str, list[Any]] = {}
+    for name, member in doc:
+        written.setdefault(name, []).append(member)
+    return {f.name: _last_that_converts(f, written.get(f.name, [None])) for f in fields}
+
+
+def _last_that_converts(f: Field, written: list[Any]) -> Any:
+    """A field written more than once: each value in turn, a null resets it, a failure is skipped."""
+    if f.required and written[0] is None:
+        raise InvalidRecord(f"missing required field {f.name}")
+    parsed = None
+    for raw in written:
+        try:
+            parsed = None if raw is None else convert(raw, f.type)
+        except (ValueError, OverflowError):
+            continue
+    if f.required and f.type == "string" and parsed is not None and not parsed.strip(" "):
+        raise InvalidRecord(f"empty required field {f.name}")
+    if written[0] is not None and parsed is None:
+        raise InvalidRecord(f"wrong type for field {f.name}: expected {f.type}")
+    return parsed
 
 
 def parse_record(
@@ -481,10 +558,13 @@ def parse_record(
     at: datetime = event[limits.event_time]
     if limits.earliest is not None and at < limits.earliest:
         raise InvalidRecord(f"event time before {limits.earliest.isoformat()}")
-    if limits.max_ahead_s and timestamp_ms is not None:
-        kafka_time = EPOCH + timedelta(milliseconds=timestamp_ms)
-        if at > kafka_time + timedelta(seconds=limits.max_ahead_s):
-            raise InvalidRecord(f"event time more than {limits.max_ahead_s} s ahead of the Kafka timestamp")
+    # In whole microseconds since the epoch: exact, and cheaper than building timedeltas.
+    if (
+        limits.max_ahead_s
+        and timestamp_ms is not None
+        and (at - EPOCH) // _US > timestamp_ms * 1000 + limits.max_ahead_s * 1_000_000
+    ):
+        raise InvalidRecord(f"event time more than {limits.max_ahead_s} s ahead of the Kafka timestamp")
     return event
 
 

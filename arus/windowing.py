@@ -13,11 +13,12 @@ rows, JSON field names and record keys. Nothing here touches Kafka; jobs/consume
 
 from __future__ import annotations
 
-import bisect
+import heapq
+import itertools
 import json
 import math
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -67,12 +68,15 @@ def parse_duration_us(text: str) -> int:
 # --- windows and statistics ------------------------------------------------------------------------
 
 
+_US = timedelta(microseconds=1)  # made once: the constructor costs more than the arithmetic
+
+
 def to_us(at: datetime) -> int:
-    return (at - EPOCH) // timedelta(microseconds=1)
+    return (at - EPOCH) // _US
 
 
 def from_us(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
+    return EPOCH + _US * us
 
 
 def window_start_us(event_us: int, size_us: int) -> int:
@@ -97,7 +101,9 @@ class Stats:
     total: float = 0.0
     mean: float = 0.0  # running mean and m2 as Spark's CentralMomentAgg keeps them
     m2: float = 0.0
-    ordered: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    unsorted: bool = False  # values are sorted when a result needs them, not per value
+    nan: bool = False
 
     def add(self, x: float | None) -> None:
         if x is None:
@@ -108,19 +114,32 @@ class Stats:
         delta_n = delta / self.n
         self.mean += delta_n
         self.m2 += delta * (delta - delta_n)
-        bisect.insort(self.ordered, x, key=_spark_order)
+        values = self.values
+        if x != x:  # NaN compares false both ways: from now on only the ordering key sorts them
+            self.nan = True
+        if self.nan or (values and x < values[-1]):
+            self.unsorted = True
+        values.append(x)
+
+    @property
+    def ordered(self) -> list[float]:
+        if self.unsorted:
+            self.values.sort(key=_spark_order if self.nan else None)
+            self.unsorted = False
+        return self.values
 
     def result(self, name: str) -> dict[str, float | None]:
         # <name>_mean, <name>_min, <name>_max, <name>_stddev, <name>_p50, <name>_p95
         if not self.n:
             return {f"{name}_{m}": None for m in ("mean", "min", "max", "stddev", "p50", "p95")}
+        ordered = self.ordered
         return {
             f"{name}_mean": self.total / self.n,
-            f"{name}_min": self.ordered[0],
-            f"{name}_max": self.ordered[-1],
+            f"{name}_min": ordered[0],
+            f"{name}_max": ordered[-1],
             f"{name}_stddev": math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else None,
-            f"{name}_p50": percentile(self.ordered, 0.5),
-            f"{name}_p95": percentile(self.ordered, 0.95),
+            f"{name}_p50": percentile(ordered, 0.5),
+            f"{name}_p95": percentile(ordered, 0.95),
         }
 
 
@@ -175,13 +194,13 @@ class Window:
     count: int
     stats: dict[str, Stats]
     holds: dict[TopicPartition, int]  # the first offset per partition: replay starts there
+    alive: bool = True  # False once closed; its entries in the engine's heaps are then skipped
 
 
 @dataclass
 class _Seen:
     expires_us: int
-    tp: TopicPartition
-    offset: int
+    alive: bool = True
 
 
 class Aggregator:
@@ -200,6 +219,10 @@ class Aggregator:
       until watermark >= its event time + delay: Spark's dropDuplicatesWithinWatermark.
     Spark's late filter lags one micro-batch behind its watermark; this one does not, so events
     within one batch of the watermark may be counted late here and aggregated there.
+
+    Closing windows, forgetting ids and finding the offsets to commit cost time in proportion to
+    what changes, not to the state held: heaps keep windows by end, ids by expiry and, per
+    partition, the offsets open windows and remembered ids hold (closed ones are skipped lazily).
     """
 
     def __init__(self, spec: WindowSpec, watermark_us: int | None = None) -> None:
@@ -209,6 +232,12 @@ class Aggregator:
         self.windows: dict[tuple[tuple[Any, ...], int], Window] = {}
         self.seen: dict[Any, _Seen] = {}
         self._updated: set[tuple[tuple[Any, ...], int]] = set()
+        self._seq = itertools.count()  # heap tie-breaker: entries never compare their payloads
+        self._by_end: list[tuple[int, int, tuple[tuple[Any, ...], int]]] = []
+        self._by_expiry: list[tuple[int, int, Any, _Seen]] = []
+        self._holds: dict[TopicPartition, list[tuple[int, int, Window | _Seen]]] = {}
+        self._hold_entries = 0  # in the hold heaps, closed ones included
+        self._live_holds = 0
 
     def is_late(self, event_us: int) -> bool:
         if self.watermark_us is None:
@@ -227,34 +256,50 @@ class Aggregator:
         tp = (at[0], at[1])
         if event_ms > self.max_event_ms.get(tp, event_ms - 1):
             self.max_event_ms[tp] = event_ms
-        if any(spark_string(event.get(name)) != value for name, value in spec.where):
+        if spec.where and any(spark_string(event.get(name)) != value for name, value in spec.where):
             return Outcome.FILTERED
-        if self.is_late(event_us):
+        wm = self.watermark_us
+        if wm is not None and (
+            (spec.dedup_field and event_us <= wm) or event_us - event_us % spec.size_us + spec.size_us <= wm
+        ):
             if replay and spec.dedup_field:
-                self._remember(event, event_us, tp, at[2])
+                self._remember(event.get(spec.dedup_field), event_us, tp, at[2])
             return Outcome.LATE
         if spec.dedup_field:
-            if event.get(spec.dedup_field) in self.seen:
+            event_id = event.get(spec.dedup_field)
+            if event_id in self.seen:
                 return Outcome.DUPLICATE
-            self._remember(event, event_us, tp, at[2])
-        keys = tuple(event.get(k) for k in spec.keys)
+            self._remember(event_id, event_us, tp, at[2])
+        keys = tuple([event.get(k) for k in spec.keys])
         start = window_start_us(event_us, spec.size_us)
-        window = self.windows.get((keys, start))
+        key = (keys, start)
+        window = self.windows.get(key)
         if window is None:
             window = Window(keys, start, 0, {f: Stats() for f in spec.value_fields}, {})
-            self.windows[(keys, start)] = window
+            self.windows[key] = window
+            heapq.heappush(self._by_end, (start + spec.size_us, next(self._seq), key))
         window.count += 1
         for name in spec.value_fields:
-            window.stats[name].add(as_double(event.get(name)))
-        window.holds.setdefault(tp, at[2])
+            value = event.get(name)
+            window.stats[name].add(value if type(value) is float else as_double(value))
+        if tp not in window.holds:
+            window.holds[tp] = at[2]
+            self._hold(tp, at[2], window)
         if not replay:
-            self._updated.add((keys, start))
+            self._updated.add(key)
         return Outcome.AGGREGATED
 
-    def _remember(self, event: Mapping[str, Any], event_us: int, tp: TopicPartition, offset: int) -> None:
+    def _remember(self, event_id: Any, event_us: int, tp: TopicPartition, offset: int) -> None:
         expires = event_us + self.spec.delay_us // 1000 * 1000
-        if self.watermark_us is None or self.watermark_us < expires:
-            self.seen.setdefault(event.get(self.spec.dedup_field), _Seen(expires, tp, offset))
+        if (self.watermark_us is None or self.watermark_us < expires) and event_id not in self.seen:
+            seen = self.seen[event_id] = _Seen(expires)
+            heapq.heappush(self._by_expiry, (expires, next(self._seq), event_id, seen))
+            self._hold(tp, offset, seen)
+
+    def _hold(self, tp: TopicPartition, offset: int, holder: Window | _Seen) -> None:
+        heapq.heappush(self._holds.setdefault(tp, []), (offset, next(self._seq), holder))
+        self._hold_entries += 1
+        self._live_holds += 1
 
     def end_batch(self, behind: Collection[TopicPartition] = ()) -> list[dict[str, Any]]:
         """Close a batch: the rows of the windows it updated (Spark's update output mode), then the
@@ -267,10 +312,28 @@ class Aggregator:
             if self.watermark_us is None or candidate > self.watermark_us:
                 self.watermark_us = candidate
         if self.watermark_us is not None:
-            wm = self.watermark_us
-            self.windows = {k: w for k, w in self.windows.items() if w.start_us + self.spec.size_us > wm}
-            self.seen = {i: s for i, s in self.seen.items() if s.expires_us > wm}
+            self._drop_until(self.watermark_us)
         return rows
+
+    def _drop_until(self, wm: int) -> None:
+        """Close the windows that end at or before the watermark and forget the ids it passed."""
+        by_end, by_expiry = self._by_end, self._by_expiry
+        while by_end and by_end[0][0] <= wm:
+            window = self.windows.pop(heapq.heappop(by_end)[2])
+            window.alive = False
+            self._live_holds -= len(window.holds)
+        while by_expiry and by_expiry[0][0] <= wm:
+            _, _, event_id, seen = heapq.heappop(by_expiry)
+            del self.seen[event_id]
+            seen.alive = False
+            self._live_holds -= 1
+        if self._hold_entries > 2 * self._live_holds + 1024:
+            # Closed holders at the bottom of a heap wait behind an open one; rebuild now and then
+            # so a long-open window cannot make the heaps grow with everything read after it.
+            for tp, heap in self._holds.items():
+                self._holds[tp] = [entry for entry in heap if entry[2].alive]
+                heapq.heapify(self._holds[tp])
+            self._hold_entries = self._live_holds
 
     def _reached_ms(self, behind: Collection[TopicPartition]) -> int | None:
         """The event time the watermark trails: the largest seen, or the slowest backlog's."""
@@ -284,13 +347,13 @@ class Aggregator:
         """Per partition, the offset to commit: the next unread one, held back to the first record
         any open window or remembered id depends on, so a restart can rebuild them by replay."""
         positions = dict(consumed)
-        holds: Iterable[tuple[TopicPartition, int]] = (
-            *((tp, o) for w in self.windows.values() for tp, o in w.holds.items()),
-            *((s.tp, s.offset) for s in self.seen.values()),
-        )
-        for tp, offset in holds:
-            if tp in positions and offset < positions[tp]:
-                positions[tp] = offset
+        for tp, position in positions.items():
+            heap = self._holds.get(tp)
+            while heap and not heap[0][2].alive:
+                heapq.heappop(heap)
+                self._hold_entries -= 1
+            if heap and heap[0][0] < position:
+                positions[tp] = heap[0][0]
         return positions
 
     def row(self, window: Window) -> dict[str, Any]:
@@ -332,6 +395,7 @@ def _json_value(value: Any) -> Any:
 
 def to_json(row: Mapping[str, Any]) -> bytes:
     """A row as Spark's to_json writes it: null fields left out, timestamps as ...ss.SSSZ."""
-    return json.dumps(
-        {k: _json_value(v) for k, v in row.items() if v is not None}, separators=(",", ":")
-    ).encode()
+    return _ENCODER.encode({k: _json_value(v) for k, v in row.items() if v is not None}).encode()
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps makes a new one per call with these

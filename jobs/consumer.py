@@ -402,22 +402,23 @@ class WindowConsumer:
         consumer_settings = self.settings.consumer
         counters = self.counters
         outputs: list[Output] = []
-        fresh = dead = 0
-        for messages in polled.values():
+        read = fresh = dead = 0
+        fields, limits, add = self.settings.fields, self.settings.limits, self.engine.add
+        late_topic = consumer_settings.late_topic
+        for tp, messages in polled.items():
+            if not messages:
+                continue
+            where = (tp.topic, tp.partition)
+            replay_until = self.replay_until.get(where, 0)
+            self.consumed[where] = messages[-1].offset + 1
             for m in messages:
-                where = (m.topic, m.partition)
-                replay = m.offset < self.replay_until.get(where, 0)
-                self.consumed[where] = m.offset + 1
-                if replay:
-                    counters.replayed += 1
-                else:
-                    counters.records += 1
+                replay = m.offset < replay_until
+                if not replay:
                     fresh += 1
                 try:
-                    event = parse_record(m.value, m.timestamp, self.settings.fields, self.settings.limits)
+                    event = parse_record(m.value, m.timestamp, fields, limits)
                 except InvalidRecord as bad:
                     if not replay:
-                        counters.dead += 1
                         dead += 1
                         outputs.append(
                             (
@@ -428,7 +429,7 @@ class WindowConsumer:
                             )
                         )
                     continue
-                outcome = self.engine.add(event, (m.topic, m.partition, m.offset), replay)
+                outcome = add(event, (m.topic, m.partition, m.offset), replay)
                 if replay:
                     continue
                 if outcome is Outcome.AGGREGATED:
@@ -439,8 +440,12 @@ class WindowConsumer:
                     counters.filtered += 1
                 else:
                     counters.late += 1
-                    if consumer_settings.late_topic:
-                        outputs.append((consumer_settings.late_topic, m.key, m.value, self._late_headers(m)))
+                    if late_topic:
+                        outputs.append((late_topic, m.key, m.value, self._late_headers(m)))
+            read += len(messages)
+        counters.records += fresh
+        counters.replayed += read - fresh
+        counters.dead += dead
         job = self.settings.job
         check_deadletter_ratio(
             dead, fresh, job.max_deadletter_ratio, job.breaker_min_records, counters.commits

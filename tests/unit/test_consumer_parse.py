@@ -264,6 +264,47 @@ def test_blank_required_strings_are_dead_letters(event_id: str) -> None:
     assert parse_event(tab, FIELDS)["event_id"] == "\t"  # Spark's trim removes spaces only
 
 
+def test_records_without_repeated_members_get_the_verdict_of_the_full_rule() -> None:
+    """parse_event's short path (each member written once) against the rule it shortens, which
+    handles repeated members: every mix of absent, null, good, mistyped and blank fields."""
+    fields = parse_schema(DDL + ", seq BIGINT, ok BOOLEAN, ratio FLOAT")
+    choices = {
+        "event_id": [None, "null", '"e"', '""', '" "', "7", "[1]"],
+        "device_id": [None, "null", '"d"', '" "', "1.50", "true"],
+        "value": [None, "null", "1", "2.5", '"NaN"', '"x"', "1e400", "true"],
+        "event_time": [None, "null", '"2026-01-01T00:00:00Z"', '"x"', "1767225600", "1.5", '""'],
+        "site": [None, "null", '"s"', "12", "{}"],
+        "seq": [None, "9223372036854775808", "3", "3.0", '"3"'],
+        "ok": [None, "true", "1", '"true"'],
+        "ratio": [None, "1e39", "0.1", '"Infinity"', "false"],
+    }
+    rng = random.Random(3)
+    for _ in range(3000):
+        written = {name: rng.choice(options) for name, options in choices.items()}
+        text = "{" + ",".join(f'"{k}":{v}' for k, v in written.items() if v is not None) + "}"
+        verdicts = []
+        for parse in (lambda: parse_event(text.encode(), fields), lambda: full_rule(text, fields)):
+            try:
+                verdicts.append(parse())
+            except InvalidRecord as bad:
+                verdicts.append(bad.reason)
+        assert same(verdicts[0], verdicts[1]), (text, verdicts)
+
+
+def full_rule(text: str, fields: tuple[Field, ...]) -> dict[str, object]:
+    from arus.records import _first_json_value, _with_repeated_members
+
+    return _with_repeated_members(_first_json_value(text), fields)
+
+
+def same(a: object, b: object) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    return a == b and type(a) is type(b)
+
+
 def test_record_limits_in_the_spark_jobs_order() -> None:
     limits = Limits("event_time", max_bytes=200, earliest=datetime(2000, 1, 1, tzinfo=UTC), max_ahead_s=60)
     kafka_ms = 1767225600000  # 2026-01-01T00:00:00Z
@@ -272,6 +313,7 @@ def test_record_limits_in_the_spark_jobs_order() -> None:
     cases = [
         (b"x" * 201, "larger than 200 bytes"),  # size is checked before parsing
         (ok.replace(b"00:01:00", b"00:01:01"), "event time more than 60 s ahead of the Kafka timestamp"),
+        (ok.replace(b"00:01:00Z", b"00:01:00.000001Z"), "event time more than 60 s ahead of the Kafka timestamp"),
         (ok.replace(b"2026-01-01T00:01", b"1999-01-01T00:01"), "event time before 2000-01-01T00:00:00+00:00"),
         (ok.replace(b'"value":1', b'"value":"x"'), "wrong type for field value: expected double"),
     ]
