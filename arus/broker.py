@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arus.config import REPO_ROOT, Config, ConfigError, KafkaConfig, load_config
+from arus.processes import alive, stop
 from arus.topics import ensure_topics
 
 KAFKA_JARS = REPO_ROOT / ".jars" / "kafka"
@@ -245,7 +246,7 @@ def _pid(node: Node) -> int | None:
     except (FileNotFoundError, ValueError):
         return None
     # Not a bare kill(0): a broker killed by the process that started it lingers as a zombie.
-    return pid if _alive(pid) else None
+    return pid if alive(pid) else None
 
 
 def _format(node: Node, nodes: list[Node], cluster_id: str) -> None:
@@ -448,37 +449,10 @@ def up_sasl(config: Config, env: Mapping[str, str]) -> list[Node]:
 
 def stop_node(node: Node, sig: int = signal.SIGTERM, timeout: float = 30.0) -> bool:
     pid = _pid(node)
-    if pid is None:
-        node.pid_file.unlink(missing_ok=True)
-        return False
-    os.kill(pid, sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.2)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        while _alive(pid):
-            time.sleep(0.1)
+    if pid is not None:
+        stop(pid, sig, timeout)
     node.pid_file.unlink(missing_ok=True)
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie whose parent is gone still answers kill(0); /proc tells the truth.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
+    return pid is not None
 
 
 def down(config: Config, cluster: int = 1, security: Security | None = None) -> None:

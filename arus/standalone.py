@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 import pyspark
 
 from arus.config import ConfigError, SparkClusterConfig, load_config
+from arus.processes import alive, stop
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -168,7 +168,7 @@ def up(cluster: Cluster) -> None:
 def _wait(cluster: Cluster, ready: Callable[[], bool], what: str, log: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ready():
-        dead = [p.stem for p in cluster.pid_files() if p.exists() and not _alive(int(p.read_text()))]
+        dead = [p.stem for p in cluster.pid_files() if p.exists() and not alive(int(p.read_text()))]
         if dead or time.monotonic() > deadline:
             down(cluster)
             reason = f"{', '.join(dead)} exited" if dead else f"not ready in {START_TIMEOUT_S:.0f}s"
@@ -182,28 +182,9 @@ def down(cluster: Cluster, timeout: float = 20.0) -> None:
         if not pid_file.exists():
             continue
         pid = int(pid_file.read_text())
-        if _alive(pid):
-            os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
+        if alive(pid):
+            stop(pid, timeout=timeout, group=True)
         pid_file.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
