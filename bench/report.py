@@ -170,7 +170,7 @@ def render(results: dict[str, Any], result_file: Path) -> str:
         add(f"#### Consumers ({fmt(consumers.get('seconds'))} s)")
         add("")
         add(
-            f"One pre-filled topic of {consumers.get('partitions')} partition, read by a new group each run. "
+            f"One pre-filled topic ({consumers.get('partitions')} partitions), read by a new group each run. "
             "The Java tool's events/s is its fetch rate (group join excluded); the bare consumer is "
             "timed from its assignment; the arus consumer from its first poll with records; Quix from "
             "its first message."

@@ -47,6 +47,7 @@ from bench.common import (
 )
 from bench.payloads import write_csv, write_payload_file
 
+CONSUMER_PARTITIONS = 3
 SECTIONS = ("producers", "sweep", "consumers", "spark", "e2e", "growth")
 
 
@@ -294,9 +295,9 @@ class Bench:
     def consumers(self) -> dict[str, Any]:
         p = self.profile
         with topics(self.config) as created:
-            # One partition: the backlog is in event-time order, so a consumer whose watermark
-            # moves per poll drops nothing as late and every case does the same work.
-            topic = create_topic(self.config, unique_topic("c-in"), 1)
+            # Three partitions, keyed by device: each partition's backlog is in event-time order,
+            # and the arus consumer's per-partition watermark marks none of it late (as Spark).
+            topic = create_topic(self.config, unique_topic("c-in"), CONSUMER_PARTITIONS)
             out = create_topic(self.config, unique_topic("c-out"), 3)
             created += [topic, out]
             self.fill(topic, p.consumer_events)
@@ -317,8 +318,8 @@ class Bench:
                 )
             return {
                 "java_startup_cpu_s": baseline,
-                "partitions": 1,
-                "cases": self.repeat(cases, partitions=1, topic=topic),
+                "partitions": CONSUMER_PARTITIONS,
+                "cases": self.repeat(cases, partitions=CONSUMER_PARTITIONS, topic=topic),
             }
 
     def fill(self, topic: str, count: int, devices: int | None = None) -> None:
