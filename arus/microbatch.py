@@ -181,19 +181,24 @@ def write_late_events(
     out: LateOutput,
     parse: Callable[[DataFrame], DataFrame],
     batch_id: int,
+    checked: DataFrame | None = None,
 ) -> int:
     """Find what batch `batch_id` dropped as late, append it to Delta once and publish it; the count.
 
     `parse` must be the query's own parsing (Kafka rows -> parse_events rows), so the replay judges
-    exactly the events the query saw. Nothing is written when nothing was late.
+    exactly the events the query saw; `checked`, when given, is that parse of the batch's input
+    already done (read_batch_input), so it is not read and parsed again. Nothing is written when
+    nothing was late.
     # late table: topic, partition, offset, timestamp, key, value, event_id, event_time, watermark,
     #             stage, batch_id
     """
     rng = batch_range(out.checkpoint, batch_id)
     if rng.late_watermark_ms <= 0 or rng.empty:
         return 0
+    if checked is None:
+        checked = parse(read_batch_input(spark, kafka, rng))
     late = late_events(
-        parse(read_batch_input(spark, kafka, rng)),
+        checked,
         out.event_time,
         rng.late_watermark_ms,
         out.id_field,

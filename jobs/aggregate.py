@@ -11,8 +11,10 @@ stateful operators drop, are found again in the batch's input and go to the late
 [batch] late_table (arus.late). Readings are cleaned per [clean] before they are aggregated.
 Aggregates are upserted into the Delta table by (keys, window), so a replayed micro-batch writes
 each row exactly once; the Kafka output is at-least-once, each record keyed by entity and window
-start so consumers can deduplicate. Each micro-batch prints a progress line with its watermark
-and its late and dead-letter counts (arus.progress).
+start so consumers can deduplicate. It is one streaming query: each micro-batch's Kafka input is
+read again from the offsets in its checkpoint and parsed once more for the dead letters and the
+late events, both written exactly once to Delta under the batch's id. Each micro-batch prints a
+progress line with its watermark and its late and dead-letter counts (arus.progress).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from arus.config import AggregateConfig, CleanConfig, Config, ConfigError, load_config
 from arus.io import append_to_delta, merge_into_delta, read_kafka_batch, read_kafka_stream, write_kafka
-from arus.microbatch import LateOutput, txn_app_id, write_late_events
+from arus.microbatch import LateOutput, batch_range, read_batch_input, txn_app_id, write_late_events
 from arus.progress import Tally
 from arus.progress import await_queries as await_and_report
 from arus.reliability import GuardError, check_deadletter_ratio, check_kafka, check_lost_records, kill_point
@@ -136,29 +138,82 @@ def late_output(settings: Settings) -> LateOutput:
 
 
 def write_aggregates(
-    config: Config, settings: Settings, tally: Tally | None = None
+    config: Config, settings: Settings, tally: Tally | None = None, with_dead_letters: bool = False
 ) -> Callable[[DataFrame, int], None]:
-    """The per-micro-batch writer: upsert into Delta, publish to Kafka, then the batch's late events."""
+    """The per-micro-batch writer: upsert into Delta, publish to Kafka, then the batch's dead letters
+    (`with_dead_letters`) and late events.
+
+    The query's own output holds only aggregates, so the batch's Kafka input is read again (its
+    offsets are in the checkpoint) and parsed once for both the dead letters and the late events.
+    The circuit breaker weighs that input before anything of the batch is written.
+    """
     keys = list(settings.job.keys)
     schema = schema_from_ddl(config.schema(settings.job.schema))
     late = late_output(settings)
+    parse = functools.partial(bronze_to_checked, schema=schema, job=settings.job)
 
     def write(batch: DataFrame, batch_id: int) -> None:
-        batch.persist()
+        spark = batch.sparkSession
+        checked = None
+        if with_dead_letters:
+            rng = batch_range(late.checkpoint, batch_id)
+            if not rng.empty:
+                checked = parse(read_batch_input(spark, config.kafka, rng)).persist()
         try:
-            app_id = txn_app_id(APP, f"{settings.checkpoint}/aggregates")
-            merge_into_delta(batch, settings.table_path, [*keys, "window_start"], app_id, batch_id)
-            kill_point("after-delta", batch_id)
-            write_kafka(to_kafka_records(batch, aggregate_key(keys)), config.kafka, settings.job.output_topic)
-            kill_point("after-kafka", batch_id)
+            dead = None
+            if with_dead_letters:
+                dead = count_dead_letters(checked, settings, batch_id, tally, settings.query_name)
+            batch.persist()
+            try:
+                app_id = txn_app_id(APP, late.checkpoint)
+                merge_into_delta(batch, settings.table_path, [*keys, "window_start"], app_id, batch_id)
+                kill_point("after-delta", batch_id)
+                write_kafka(
+                    to_kafka_records(batch, aggregate_key(keys)), config.kafka, settings.job.output_topic
+                )
+                kill_point("after-kafka", batch_id)
+            finally:
+                batch.unpersist()
+            if dead is not None:
+                publish_dead_letters(config, settings, dead, batch_id, late.checkpoint)
+            count = write_late_events(spark, config.kafka, late, parse, batch_id, checked)
         finally:
-            batch.unpersist()
-        parse = functools.partial(bronze_to_checked, schema=schema, job=settings.job)
-        count = write_late_events(batch.sparkSession, config.kafka, late, parse, batch_id)
+            if checked is not None:
+                checked.unpersist()
         if tally is not None:
             tally.set(settings.query_name, batch_id, late=count)
 
     return write
+
+
+def count_dead_letters(
+    checked: DataFrame | None, settings: Settings, batch_id: int, tally: Tally | None, query: str
+) -> DataFrame | None:
+    """The batch's dead letters (None when it read nothing), counted; too many trip the breaker.
+
+    It sees every checked record so the circuit breaker can weigh the bad ones against the total.
+    """
+    if checked is None:
+        if tally is not None:
+            tally.set(query, batch_id, dead=0)
+        return None
+    job = settings.job
+    batch = dead_letters(checked)
+    bad, total = batch.count(), checked.count()
+    if tally is not None:
+        tally.set(query, batch_id, dead=bad)
+    check_deadletter_ratio(bad, total, job.max_deadletter_ratio, job.breaker_min_records, batch_id)
+    return batch
+
+
+def publish_dead_letters(
+    config: Config, settings: Settings, dead: DataFrame, batch_id: int, checkpoint: str
+) -> None:
+    """Dead letters: appended to Delta once per batch; to Kafka with the original bytes as value."""
+    app_id = txn_app_id(f"{APP}-deadletter", checkpoint)
+    append_to_delta(dead, settings.deadletter_path, app_id, batch_id)
+    kill_point("deadletter-after-delta", batch_id)
+    write_kafka(dead_letter_records(dead), config.kafka, settings.job.deadletter_topic)
 
 
 def write_dead_letters(
@@ -168,26 +223,18 @@ def write_dead_letters(
     query: str = "deadletter",
     checkpoint: str | None = None,
 ) -> Callable[[DataFrame, int], None]:
-    """Dead letters: appended to Delta once per batch; to Kafka with the original bytes as value.
+    """A writer of the dead letters among a query's checked records (parse_events rows).
 
-    It sees every checked record so the circuit breaker can weigh the bad ones against the total.
-    `query` and its `checkpoint` name the query that calls it (default: this job's dead-letter query).
+    `query` and its `checkpoint` name the query that calls it (the pipeline's bronze stage).
     """
-    job = settings.job
-    checkpoint = checkpoint or f"{settings.checkpoint}/deadletter"
+    folder = checkpoint or f"{settings.checkpoint}/deadletter"
 
     def write(checked: DataFrame, batch_id: int) -> None:
         checked.persist()
         try:
-            batch = dead_letters(checked)
-            bad, total = batch.count(), checked.count()
-            if tally is not None:
-                tally.set(query, batch_id, dead=bad)
-            check_deadletter_ratio(bad, total, job.max_deadletter_ratio, job.breaker_min_records, batch_id)
-            app_id = txn_app_id(f"{APP}-deadletter", checkpoint)
-            append_to_delta(batch, settings.deadletter_path, app_id, batch_id)
-            kill_point("deadletter-after-delta", batch_id)
-            write_kafka(dead_letter_records(batch), config.kafka, settings.job.deadletter_topic)
+            dead = count_dead_letters(checked, settings, batch_id, tally, query)
+            assert dead is not None
+            publish_dead_letters(config, settings, dead, batch_id, folder)
         finally:
             checked.unpersist()
 
@@ -223,9 +270,14 @@ def triggered(writer: DataStreamWriter, trigger: str) -> DataStreamWriter:
 
 
 def start_aggregate_query(
-    spark: SparkSession, config: Config, settings: Settings, tally: Tally | None = None
+    spark: SparkSession,
+    config: Config,
+    settings: Settings,
+    tally: Tally | None = None,
+    with_dead_letters: bool = False,
 ) -> StreamingQuery:
-    """Input topic -> parse, dedup, clean -> windows with watermark -> Delta MERGE + Kafka (+ late)."""
+    """Input topic -> parse, dedup, clean -> windows with watermark -> Delta MERGE + Kafka (+ late,
+    + the dead letters to Delta + Kafka and the circuit breaker, with `with_dead_letters`)."""
     job = settings.job
     schema = schema_from_ddl(config.schema(job.schema))
     raw = read_kafka_stream(
@@ -241,31 +293,8 @@ def start_aggregate_query(
     writer = (
         aggregates.writeStream.queryName(settings.query_name)
         .outputMode("update")
-        .foreachBatch(write_aggregates(config, settings, tally))
+        .foreachBatch(write_aggregates(config, settings, tally, with_dead_letters))
         .option("checkpointLocation", f"{settings.checkpoint}/aggregates")
-    )
-    return triggered(writer, settings.trigger).start()
-
-
-def start_deadletter_query(
-    spark: SparkSession, config: Config, settings: Settings, tally: Tally | None = None
-) -> StreamingQuery:
-    """Input topic -> every record checked -> the bad ones to Delta + Kafka (and the breaker)."""
-    job = settings.job
-    schema = schema_from_ddl(config.schema(job.schema))
-    raw = read_kafka_stream(
-        spark,
-        config.kafka,
-        job.input_topic,
-        job.starting_offsets,
-        settings.max_offsets_per_trigger,
-        fail_on_data_loss=job.fail_on_data_loss,
-    )
-    writer = (
-        bronze_to_checked(raw, schema, job)
-        .writeStream.queryName("deadletter")
-        .foreachBatch(write_dead_letters(config, settings, tally))
-        .option("checkpointLocation", f"{settings.checkpoint}/deadletter")
     )
     return triggered(writer, settings.trigger).start()
 
@@ -273,10 +302,8 @@ def start_deadletter_query(
 def start_queries(
     spark: SparkSession, config: Config, settings: Settings, tally: Tally | None = None
 ) -> list[StreamingQuery]:
-    return [
-        start_aggregate_query(spark, config, settings, tally),
-        start_deadletter_query(spark, config, settings, tally),
-    ]
+    """The job: one query for the aggregates, the dead letters and the late events."""
+    return [start_aggregate_query(spark, config, settings, tally, with_dead_letters=True)]
 
 
 def await_queries(queries: list[StreamingQuery], tally: Tally | None = None) -> None:
@@ -318,7 +345,7 @@ def preflight(config: Config, settings: Settings) -> None:
     job = settings.job
     record_limits(job)
     check_kafka(config.kafka, [job.input_topic, job.output_topic, job.deadletter_topic])
-    queries = [Path(settings.checkpoint) / name for name in ("aggregates", "deadletter")]
+    queries = [Path(settings.checkpoint) / "aggregates"]
     for gap in check_lost_records(config.kafka, job.input_topic, queries, job.fail_on_data_loss):
         print(f"aggregate: WARNING: skipping lost records: {gap}", file=sys.stderr, flush=True)
     try:

@@ -127,5 +127,7 @@ def test_late_events_go_to_the_late_table_and_topic_and_are_counted(
     counted = re.findall(r"^aggregates batch \d+: .*late (\d+) \(Spark dropped (\d+)\)", output, re.M)
     assert counted and all(mine == spark_count for mine, spark_count in counted)
     assert sum(int(mine) for mine, _ in counted) == len(expected_late)
-    assert re.search(r"^deadletter batch \d+: .*dead letters \d+", output, re.M)
-    assert re.search(r"^aggregates: \d+ batches, \d+ rows .* events/s\), late 3$", output, re.M)
+    assert re.search(r"^aggregates batch \d+: .*late \d+ .*, dead letters \d+", output, re.M)
+    assert re.search(
+        r"^aggregates: \d+ batches, \d+ rows .* events/s\), late 3, dead letters 5$", output, re.M
+    )
