@@ -35,6 +35,8 @@ def spark_conf(config: SparkConfig, jars: list[str]) -> dict[str, str]:
         "spark.default.parallelism": str(config.shuffle_partitions),
         "spark.driver.memory": config.driver_memory,
         "spark.ui.enabled": str(config.ui_enabled).lower(),
+        # the console progress bar redraws over the jobs' progress lines and costs a thread
+        "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.host": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
         "spark.log.structuredLogging.enabled": "false",
