@@ -6,7 +6,7 @@ rung run with trigger(availableNow=True) from a fresh checkpoint.
     aggregate  + watermark, dedup by event_id, 1-minute windows (bronze_to_silver + silver_to_gold) -> noop
     kafka      the aggregates -> the real Kafka sink
     delta      the aggregates -> the real Delta sink (merge_into_delta through foreachBatch, as the job)
-    job        jobs.aggregate.start_queries: Delta + Kafka + the dead-letter query, exactly the job
+    job        jobs.aggregate.start_queries: Delta + Kafka + dead letters + late events, exactly the job
 
 Events/s and CPU time per event (the Spark JVM's plus this Python driver's), batch durations from
 the streaming progress, state memory, and Delta files added per commit.
