@@ -199,6 +199,7 @@ def test_confluent_settings_mirror_the_producer_config() -> None:
         "linger.ms": 7,
         "batch.size": 1024,
         "request.timeout.ms": 9000,
+        "partitioner": "murmur2_random",
         "sasl.mechanism": "PLAIN",
         "sasl.username": "",
         "sasl.password": "",
