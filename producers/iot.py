@@ -151,24 +151,27 @@ def fleet(n: int, seed: int) -> list[Device]:
     return devices
 
 
-def event_id(device_id: str, seq: int) -> str:
-    """Deterministic per (device, sequence number), so downstream can drop duplicate sends.
+def event_id(device_id: str, event_time: str) -> str:
+    """Deterministic per (device, event time), so downstream can drop duplicate sends.
 
-    Exactly uuid.uuid5(NAMESPACE, f"{SOURCE}/{device_id}/{seq}") (unit-tested against it).
+    A device reads once per interval, so this names one reading: the same run repeated (same
+    seed and --start) sends the same ids again, a run that starts at another time sends new ones.
+    Exactly uuid.uuid5(NAMESPACE, f"{SOURCE}/{device_id}/{event_time}"), event_time as the
+    reading carries it (unit-tested against it).
     """
-    return _event_id(_id_hasher(device_id), str(seq).encode())
+    return _event_id(_id_hasher(device_id), event_time.encode())
 
 
 def _id_hasher(device_id: str) -> Any:
-    """SHA-1 over the namespace and the name up to the sequence number: a device's readings copy it."""
+    """SHA-1 over the namespace and the name up to the event time: a device's readings copy it."""
     return hashlib.sha1(_NAMESPACE_BYTES + f"{SOURCE}/{device_id}/".encode())
 
 
-def _event_id(hasher: Any, seq: bytes) -> str:
+def _event_id(hasher: Any, event_time: bytes) -> str:
     """The UUIDv5 text from a device's hasher, without a UUID object or int arithmetic (a third of
     the cost): the version nibble becomes 5, the variant nibble's top bits 10 (RFC 4122)."""
     h = hasher.copy()
-    h.update(seq)
+    h.update(event_time)
     x = h.hexdigest()
     return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
 
@@ -227,7 +230,7 @@ def signal_with_values(
             + (high - low) * DIURNAL[kind][0] * math.cos(2 * math.pi * (hour - DIURNAL[kind][1]) / 24)
             for kind, low, high in profiles
         ]
-        seq_bytes = str(seq).encode()
+        time_bytes = event_time.encode()
         tail = f',"seq":{seq},"event_time":{dumps(event_time)}}}'
         for f in fleet_state:
             device, state = f.device, f.state
@@ -240,7 +243,7 @@ def signal_with_values(
             state.battery = max(
                 0.0, state.battery - (BATTERY_DRAIN_FAULTY if state.draining else BATTERY_DRAIN)
             )
-            eid = _event_id(f.hasher, seq_bytes)
+            eid = _event_id(f.hasher, time_bytes)
             truth = (
                 [
                     {

@@ -118,7 +118,7 @@ def test_iot_records_read_back_exactly_as_generated(
     assert sum(n - 1 for n in copies.values()) == kinds["duplicate"]
     for e in events:
         if e is not None:
-            assert e["event_id"] == iot.event_id(str(e["device_id"]), int(e["seq"]))  # type: ignore[call-overload]
+            assert e["event_id"] == iot.event_id(str(e["device_id"]), str(e["event_time"]))
     sent_ids = set(copies)
     assert not {e["event_id"] for e in entries if e["kind"] == "dropout"} & sent_ids
     for e in entries:

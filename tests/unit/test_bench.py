@@ -166,9 +166,9 @@ def test_padded_value_has_the_requested_size() -> None:
 
 def test_fast_event_id_is_uuid5() -> None:
     for device in ("dev-0000", "dev-0042", "ünï"):
-        for seq in (0, 1, 99, 123_456_789):
-            expected = str(uuid.uuid5(iot.NAMESPACE, f"{iot.SOURCE}/{device}/{seq}"))
-            assert iot.event_id(device, seq) == expected
+        for event_time in ("2026-03-01T12:00:00.000Z", "1999-12-31T23:59:50.000Z"):
+            expected = str(uuid.uuid5(iot.NAMESPACE, f"{iot.SOURCE}/{device}/{event_time}"))
+            assert iot.event_id(device, event_time) == expected
 
 
 def test_fast_encode_is_compact_json_dumps() -> None:

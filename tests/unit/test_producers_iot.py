@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from arus.config import DEFAULT_CONFIG, ConfigError, IotDeliveryConfig, IotFaultsConfig, load_config
+from producers.core import format_time
 from producers.iot import (
     DELIVERY_RATES,
     FAULT_RATES,
@@ -81,7 +82,7 @@ def test_readings_are_in_event_time_order_every_device_each_interval() -> None:
     for e in events:
         at = datetime.fromisoformat(str(e["event_time"]))
         assert at == START + timedelta(seconds=INTERVAL * int(e["seq"]))  # type: ignore[call-overload]
-        assert e["event_id"] == event_id(str(e["device_id"]), int(e["seq"]))  # type: ignore[call-overload]
+        assert e["event_id"] == event_id(str(e["device_id"]), str(e["event_time"]))
     assert len({e["event_id"] for e in events}) == 50
 
 
@@ -246,7 +247,7 @@ def test_delivery_problems_at_their_rates_and_as_described() -> None:
             assert message.value == original[message.event_id]
         elif e["kind"] == "out_of_order":
             # Sent after the device's next reading (unless that one was held back too).
-            following = event_id(str(e["device_id"]), int(e["seq"]) + 1)  # type: ignore[call-overload]
+            following = event_id(str(e["device_id"]), format_time(at + timedelta(seconds=INTERVAL)))
             assert following in delayed or position[following] < i
         elif e["kind"] == "duplicate":
             assert position[message.event_id] < i and sent[position[message.event_id]].value == message.value
@@ -330,14 +331,25 @@ def test_the_default_demo_shows_every_delivery_problem() -> None:
     assert all(kinds[k] > 0 for k in DELIVERY_RATES), kinds
 
 
-def test_event_id_is_the_uuid5_of_source_device_and_seq() -> None:
-    for device_id, seq in [("dev-0000", 0), ("dev-0042", 7), ("dév/ü", 123456789), ("", 10**12)]:
-        expected = uuid.uuid5(NAMESPACE, f"iot-simulator/{device_id}/{seq}")
-        assert event_id(device_id, seq) == str(expected)
+def test_event_id_is_the_uuid5_of_source_device_and_event_time() -> None:
+    for device_id, at in [("dev-0000", START), ("dev-0042", START + timedelta(days=400)), ("dév/ü", START)]:
+        expected = uuid.uuid5(NAMESPACE, f"iot-simulator/{device_id}/{format_time(at)}")
+        assert event_id(device_id, format_time(at)) == str(expected)
     # Every variant nibble (8, 9, a, b) appears, so the nibble mapping is checked for all of them.
-    ids = [event_id("dev-0001", seq) for seq in range(200)]
+    ids = [event_id("dev-0001", format_time(START + timedelta(seconds=s))) for s in range(200)]
     assert {i[19] for i in ids} == set("89ab")
     assert all(uuid.UUID(i).version == 5 for i in ids)
+
+
+def test_a_run_repeated_sends_the_same_ids_and_a_later_run_new_ones() -> None:
+    """Re-running the producer must not look like duplicate sends of the earlier run's readings."""
+    devices = fleet(5, seed=1)
+
+    def ids(start: datetime) -> list[str]:
+        return [str(e["event_id"]) for e in itertools.islice(readings(devices, start, INTERVAL, seed=1), 100)]
+
+    assert ids(START) == ids(START)
+    assert not set(ids(START)) & set(ids(START + timedelta(minutes=5)))
 
 
 def test_reading_values_are_byte_for_byte_what_json_makes() -> None:
