@@ -4,6 +4,7 @@
     engine.add(event, (topic, partition, offset))   # an event from arus.records -> Outcome
     engine.end_batch()                              # rows to publish; the watermark advances
     engine.commit_positions(consumed)               # offsets it is safe to commit
+    engine.late_offsets(positions)                  # late events a replay from there re-reads
 
 It computes what jobs/aggregate.py computes with Spark (arus.transforms.aggregate_windows,
 aggregate_key, drop_duplicate_events with the watermark): the same window boundaries, watermark,
@@ -238,6 +239,7 @@ class Aggregator:
         self._holds: dict[TopicPartition, list[tuple[int, int, Window | _Seen]]] = {}
         self._hold_entries = 0  # in the hold heaps, closed ones included
         self._live_holds = 0
+        self._late_open: list[tuple[int, int, TopicPartition]] = []  # window end, offset, partition
 
     def is_late(self, event_us: int) -> bool:
         if self.watermark_us is None:
@@ -247,9 +249,15 @@ class Aggregator:
         end = window_start_us(event_us, self.spec.size_us) + self.spec.size_us
         return end <= self.watermark_us
 
-    def add(self, event: Mapping[str, Any], at: Position, replay: bool = False) -> Outcome:
+    def add(
+        self, event: Mapping[str, Any], at: Position, replay: bool = False, was_late: bool = False
+    ) -> Outcome:
         """Take one parsed event. A replayed event rebuilds state after a restart without
-        marking its window as updated: its output was published before the restart."""
+        marking its window as updated: its output was published before the restart.
+
+        Replay cannot tell from the restored watermark alone whether an event at or before it, in
+        a window still open, was on time when first read (the watermark was lower then) or late:
+        `was_late` says so, from the offsets `late_offsets` gave the commit."""
         spec = self.spec
         event_us = to_us(event[spec.event_time])
         event_ms = event_us // 1000
@@ -259,11 +267,14 @@ class Aggregator:
         if spec.where and any(spark_string(event.get(name)) != value for name, value in spec.where):
             return Outcome.FILTERED
         wm = self.watermark_us
+        end = event_us - event_us % spec.size_us + spec.size_us
         if wm is not None and (
-            (spec.dedup_field and event_us <= wm) or event_us - event_us % spec.size_us + spec.size_us <= wm
+            end <= wm or (spec.dedup_field and event_us <= wm and (was_late or not replay))
         ):
-            if replay and spec.dedup_field:
+            if replay and end <= wm and spec.dedup_field:
                 self._remember(event.get(spec.dedup_field), event_us, tp, at[2])
+            if end > wm:  # late by the dedup rule in a window still open: a replay must know
+                heapq.heappush(self._late_open, (end, at[2], tp))
             return Outcome.LATE
         if spec.dedup_field:
             event_id = event.get(spec.dedup_field)
@@ -317,7 +328,9 @@ class Aggregator:
 
     def _drop_until(self, wm: int) -> None:
         """Close the windows that end at or before the watermark and forget the ids it passed."""
-        by_end, by_expiry = self._by_end, self._by_expiry
+        by_end, by_expiry, late_open = self._by_end, self._by_expiry, self._late_open
+        while late_open and late_open[0][0] <= wm:
+            heapq.heappop(late_open)
         while by_end and by_end[0][0] <= wm:
             window = self.windows.pop(heapq.heappop(by_end)[2])
             window.alive = False
@@ -355,6 +368,15 @@ class Aggregator:
             if heap and heap[0][0] < position:
                 positions[tp] = heap[0][0]
         return positions
+
+    def late_offsets(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, list[int]]:
+        """Per partition, the late events from `positions` on whose windows are still open: a replay
+        from there reads them again and must not count them (see `add`)."""
+        late: dict[TopicPartition, list[int]] = {}
+        for _, offset, tp in self._late_open:
+            if tp in positions and offset >= positions[tp]:
+                late.setdefault(tp, []).append(offset)
+        return {tp: sorted(offsets) for tp, offsets in late.items()}
 
     def row(self, window: Window) -> dict[str, Any]:
         """One window as the Spark job's row.

@@ -13,9 +13,10 @@ window is published; the latest record per key is current).
 
 At-least-once: after each poll it produces its output, waits for every acknowledgement, and only
 then commits offsets. It commits no further than the first record an open window still needs, with
-the watermark in the commit metadata, so after a crash or a rebalance the group replays those
-records to rebuild its windows; replayed records it had already published for are not published
-again. Output published after the last commit is published again after a crash.
+the watermark (and the offsets of late events in still-open windows) in the commit metadata, so
+after a crash or a rebalance the group replays those records to rebuild its windows; replayed
+records it had already published for are not published again. Output published after the last
+commit is published again after a crash.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from producers.core import ProducerError, make_producer
 APP = "arus-consumer"
 FLUSH_TIMEOUT_S = 60.0
 JOIN_TIMEOUT_S = 60.0
+MAX_LATE_OFFSETS = 300  # late events a commit remembers per partition for replays (see _commit)
 
 Header = tuple[str, bytes]
 Output = tuple[str, bytes | None, bytes | None, list[Header]]  # topic, key, value, headers
@@ -302,6 +304,7 @@ class WindowConsumer:
         self.engine = Aggregator(settings.spec)
         self.consumed: dict[tuple[str, int], int] = {}
         self.replay_until: dict[tuple[str, int], int] = {}
+        self.replay_late: dict[tuple[str, int], set[int]] = {}  # offsets late when first read
         self.latest: dict[str, dict[str, Any]] = {}
         self.stop_event = threading.Event()
         # Set by the rebalance listener. While a rebalance runs nothing is processed or committed
@@ -317,6 +320,7 @@ class WindowConsumer:
         """
         self.consumed = {}
         self.replay_until = {}
+        self.replay_late = {}
         watermark: int | None = None
         for tp in self.consumer.assignment():
             committed = self.consumer.committed(tp, metadata=True)
@@ -329,6 +333,8 @@ class WindowConsumer:
                 continue
             meta = json.loads(committed.metadata)
             self.replay_until[(tp.topic, tp.partition)] = int(meta["upto"])
+            if meta.get("late"):
+                self.replay_late[(tp.topic, tp.partition)] = set(meta["late"])
             stored = meta["watermark_us"]
             if stored is not None and (watermark is None or stored > watermark):
                 watermark = stored
@@ -410,6 +416,7 @@ class WindowConsumer:
                 continue
             where = (tp.topic, tp.partition)
             replay_until = self.replay_until.get(where, 0)
+            replay_late = self.replay_late.get(where, set())
             self.consumed[where] = messages[-1].offset + 1
             for m in messages:
                 replay = m.offset < replay_until
@@ -429,7 +436,9 @@ class WindowConsumer:
                             )
                         )
                     continue
-                outcome = add(event, (m.topic, m.partition, m.offset), replay)
+                outcome = add(
+                    event, (m.topic, m.partition, m.offset), replay, replay and m.offset in replay_late
+                )
                 if replay:
                     continue
                 if outcome is Outcome.AGGREGATED:
@@ -489,10 +498,15 @@ class WindowConsumer:
         """Commit the replay-safe positions; the metadata carries the watermark and how far output
         has been published (`upto`, which replay after a restart must not lower)."""
         positions = self.engine.commit_positions(self.consumed)
+        late = self.engine.late_offsets(positions)
         offsets = {}
         for (topic, partition), offset in positions.items():
             upto = max(self.consumed[(topic, partition)], self.replay_until.get((topic, partition), 0))
-            meta = json.dumps({"watermark_us": self.engine.watermark_us, "upto": upto})
+            fields: dict[str, Any] = {"watermark_us": self.engine.watermark_us, "upto": upto}
+            if late.get((topic, partition)):
+                # Kafka keeps at most 4 KB of metadata per partition (offset.metadata.max.bytes).
+                fields["late"] = late[(topic, partition)][-MAX_LATE_OFFSETS:]
+            meta = json.dumps(fields, separators=(",", ":"))
             offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, meta, -1)
         if offsets:
             self.consumer.commit(offsets)

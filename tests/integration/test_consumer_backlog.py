@@ -135,11 +135,11 @@ def test_a_backlog_on_three_partitions_and_an_empty_one_has_no_late_events_spark
     assert committed_watermarks(config, group) == {watermark_us}
 
     # After the backlog, on partition 1: an event whose window has closed and one at the watermark
-    # (late for Spark too: its watermark is the same), and one on time, in a window the restart
-    # rebuilds from the records after the watermark (see docs/consumer.md on replays).
+    # (late for Spark too: its watermark is the same), and one on time in the window of the latter,
+    # which the restart rebuilds from records at or before the restored watermark.
     closed = reading("p1-d0", newest - DELAY - timedelta(minutes=3), 1.0)
-    at_watermark = reading("p1-d1", newest - DELAY, 2.0)
-    on_time = reading("p1-d2", newest - DELAY + timedelta(seconds=15), 3.0)
+    at_watermark = {**reading("p1-d2", newest - DELAY, 2.0), "event_id": "resent-late"}
+    on_time = reading("p1-d2", newest - DELAY + timedelta(seconds=1), 3.0)
     send(config, topics["in"], {1: [closed, at_watermark, on_time]})
 
     second = run(config, topics, group)  # same group: restarts from its commits
@@ -153,3 +153,12 @@ def test_a_backlog_on_three_partitions_and_an_empty_one_has_no_late_events_spark
     key = f"p1-d2|{on_time['event_time'][:16]}:00Z"
     latest = {r.key.decode(): json.loads(r.value) for r in read_all(config, topics["out"])}
     assert latest[key]["count"] == counts[key] + 1
+
+    # Once more: the replay now also reads the late event in that open window, which the commit
+    # names as late, so it stays out of the window's count.
+    again = reading("p1-d2", newest - DELAY + timedelta(seconds=2), 4.0)
+    send(config, topics["in"], {1: [again]})
+    third = run(config, topics, group)
+    assert (third.records, third.late, third.aggregated) == (1, 0, 1)
+    latest = {r.key.decode(): json.loads(r.value) for r in read_all(config, topics["out"])}
+    assert latest[key]["count"] == counts[key] + 2

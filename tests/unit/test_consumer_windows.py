@@ -43,8 +43,8 @@ class Feed:
         self.partition = partition
         self.offset = 0
 
-    def __call__(self, e: dict[str, Any], replay: bool = False) -> Outcome:
-        outcome = self.engine.add(e, ("in", self.partition, self.offset), replay)
+    def __call__(self, e: dict[str, Any], replay: bool = False, was_late: bool = False) -> Outcome:
+        outcome = self.engine.add(e, ("in", self.partition, self.offset), replay, was_late)
         self.offset += 1
         return outcome
 
@@ -328,17 +328,35 @@ def test_heaps_close_windows_and_forget_ids_exactly_as_a_scan_of_the_state_would
         assert engine.commit_positions(consumed) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (docs/consumer.md): replay after a restart applies the dedup late rule with the "
-    "restored watermark, so an on-time event at or before it drops out of its still-open window",
-)
-def test_replay_keeps_events_at_or_before_the_restored_watermark_in_their_open_window() -> None:
+def test_replay_puts_back_events_on_time_when_read_and_leaves_out_those_that_were_late() -> None:
+    """After a restart the watermark is the committed one, ahead of what some replayed events saw
+    when first read: an event then on time is aggregated again, one then late is not."""
     first = Aggregator(spec("2 minutes"))
     feed = Feed(first)
-    feed(event("a", 70))  # window 12:01, on time when read
-    feed(event("b", 200))
+    feed(event("a", 70))  # offset 0: window 12:01, on time when read
+    feed(event("b", 200))  # offset 1
     first.end_batch()  # watermark 12:01:20: window 12:01 still open, "a" now at or before it
+    assert feed(event("c", 75)) is Outcome.LATE  # offset 2: at or before the watermark (dedup rule)
+    assert feed(event("d", 90)) is Outcome.AGGREGATED  # offset 3
+    first.end_batch()
+    committed = first.commit_positions({("in", 0): 4})
+    assert committed == {("in", 0): 0}
+    assert first.late_offsets(committed) == {("in", 0): [2]}
+    assert first.late_offsets({("in", 0): 3}) == {}  # a replay from offset 3 does not read it
+
     restarted = Aggregator(spec("2 minutes"), first.watermark_us)
     feed = Feed(restarted)
-    assert feed(event("a", 70), replay=True) is Outcome.AGGREGATED
+    outcomes = [
+        feed(event("a", 70), replay=True),
+        feed(event("b", 200), replay=True),
+        feed(event("c", 75), replay=True, was_late=True),
+        feed(event("d", 90), replay=True),
+    ]
+    assert outcomes == [Outcome.AGGREGATED, Outcome.AGGREGATED, Outcome.LATE, Outcome.AGGREGATED]
+    assert feed(event("e", 95)) is Outcome.AGGREGATED
+    assert [(r["window_start"], r["count"]) for r in restarted.end_batch()] == [(at(60), 3)]
+    assert restarted.late_offsets({("in", 0): 0}) == {("in", 0): [2]}  # kept for the next restart
+    restarted.end_batch()
+    feed(event("f", 400))
+    restarted.end_batch()  # window 12:01 closes: its late events no longer matter
+    assert restarted.late_offsets({("in", 0): 0}) == {}
