@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.future import Future
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from arus.config import Config, KafkaConfig, ProducerConfig
@@ -311,10 +313,15 @@ class Pacer:
 
 
 class SendLoop:
-    """Sends records, counting acks and failures from delivery callbacks.
+    """Sends records, counting acks and failures.
 
-    `on_ack` and `on_error` run on the producer's I/O thread. A record taken from the input is
-    always sent, so the input may record what it handed out (a ledger, a cursor) when it yields.
+    With `on_ack` or `on_error`, every record gets delivery callbacks, which run on the producer's
+    I/O thread. Without them (the loop only counts), kafka-python's futures are kept in send
+    order and settled in bulk on the sending thread: the delivered ones at the head every
+    SETTLE_EVERY sends, before each progress line and after the flush, so no callback is added
+    per record nor run on the I/O thread, and every record is still counted as acknowledged or
+    failed (by error type) exactly once. A record taken from the input is always sent, so the
+    input may record what it handed out (a ledger, a cursor) when it yields.
 
     The per-record path is kept short (it runs tens of thousands of times a second): one bound
     method per callback unless `on_ack` / `on_error` need the record, and no lock around the ack
@@ -323,6 +330,8 @@ class SendLoop:
     callback was added runs it on the sending thread. Failures, rare and tallied by type in a
     dict, take a lock.
     """
+
+    SETTLE_EVERY = 512
 
     def __init__(
         self,
@@ -342,6 +351,14 @@ class SendLoop:
         self._stop = threading.Event()
         self._stopping = False  # the Event's flag, read once per record without a call
         self._lock = threading.Lock()
+        # kafka-python's futures, oldest first, when nothing needs a per-record callback; the
+        # confluent-kafka client settles its deliveries through callbacks on this thread anyway.
+        self._pending: deque[Future] | None = None
+        if on_ack is None and on_error is None and not _settles_by_callback(producer):
+            self._pending = deque()
+        # Records mostly share one headers tuple: its list (what the client takes) is made once.
+        self._headers: tuple[tuple[str, bytes], ...] = ()
+        self._header_list: list[tuple[str, bytes]] = []
 
     @property
     def stopped(self) -> bool:
@@ -423,6 +440,7 @@ class SendLoop:
                     if self.progress:
                         now = monotonic()
                         if now - shown[0] >= self.progress_every:
+                            self.settle()
                             rate_now = (self.summary.acked - shown[1]) / (now - shown[0])
                             self.progress.write(f"\r\033[K{self.summary.line(rate_now)}")
                             self.progress.flush()
@@ -437,27 +455,52 @@ class SendLoop:
         return self.summary
 
     def send(self, record: Record) -> None:
+        key, headers = record.key, record.headers
+        if headers is not self._headers:
+            self._headers, self._header_list = headers, list(headers)
         try:
             future = self.producer.send(
                 record.topic,
-                key=record.key.encode() if record.key is not None else None,
+                key=key.encode() if key is not None else None,
                 value=record.value,
-                headers=list(record.headers),
+                headers=self._header_list,
                 timestamp_ms=record.timestamp_ms,
             )
         except KafkaError as exc:
             self._failed_record(record, exc)
             return
         self.summary.sent += 1
+        pending = self._pending
+        if pending is not None:
+            pending.append(future)
+            if len(pending) >= self.SETTLE_EVERY:
+                self.settle()
+            return
         future.add_callback(self._acked if self.on_ack is None else partial(self._acked_record, record))
         future.add_errback(self._failed if self.on_error is None else partial(self._failed_record, record))
+
+    def settle(self) -> None:
+        """Count the futures at the head of the queue that have settled (acknowledged or failed),
+        up to the first still in flight: every record in send order, each exactly once."""
+        pending = self._pending
+        if not pending:
+            return
+        summary = self.summary
+        while pending and pending[0].is_done:
+            exception = pending.popleft().exception
+            if exception is None:
+                summary.acked += 1
+            else:
+                self._failed(exception)
 
     def flush(self, timeout: float = 60.0) -> None:
         try:
             self.producer.flush(timeout=timeout)
         except KafkaTimeoutError:
+            self.settle()
             pending = self.summary.sent - self.summary.acked - self.summary.failed
             raise ProducerError(f"{pending} records were not acknowledged within {timeout:.0f}s") from None
+        self.settle()
 
     @contextmanager
     def signals(self) -> Iterator[None]:
@@ -485,11 +528,19 @@ class ChildFeed(Generic[T]):
     through a pipe, in order (the same seed still gives the same records in the same order), and
     it runs at most a pipe's worth ahead. Fork before the Kafka client starts its I/O thread:
     `can_fork()` says whether this process may. `close()` ends the child however far it got.
+
+    The pipe is widened to PIPE_BYTES where the platform allows (Linux: 64 KiB by default, about
+    one batch), so the child can be several batches ahead: on a busy machine it is not always
+    scheduled when the sender wants the next batch, and a sender waiting on an empty pipe is
+    time lost.
     """
 
-    def __init__(self, produce: Callable[[], Iterable[T]], batch: int = 256) -> None:
+    PIPE_BYTES = 1 << 20
+
+    def __init__(self, produce: Callable[[], Iterable[T]], batch: int = 1024) -> None:
         context = multiprocessing.get_context("fork")
         self._reader, writer = context.Pipe(duplex=False)
+        _widen_pipe(writer.fileno(), self.PIPE_BYTES)
         self._child = context.Process(
             target=_feed, args=(produce, self._reader, writer, batch), name="arus-generator", daemon=True
         )
@@ -521,6 +572,24 @@ class ChildFeed(Generic[T]):
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _widen_pipe(fd: int, size: int) -> None:
+    """Best effort: a pipe of `size` bytes (Linux's F_SETPIPE_SZ, up to /proc/sys/fs/pipe-max-size)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except (ImportError, AttributeError, OSError):
+        pass  # not Linux, or over the user's pipe limit: the default pipe works, a little slower
+
+
+def _settles_by_callback(producer: Any) -> bool:
+    """Whether the producer's deliveries are not kafka-python futures (the confluent-kafka client's
+    settle through callbacks run on the sending thread by its own poll)."""
+    from producers.confluent import ConfluentProducer
+
+    return isinstance(producer, ConfluentProducer)
 
 
 def can_fork() -> bool:

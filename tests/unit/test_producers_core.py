@@ -6,12 +6,13 @@ import argparse
 import itertools
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 
 import pytest
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError
 from kafka.future import Future
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
@@ -307,6 +308,111 @@ def test_a_stopped_loop_sends_nothing_more_and_says_why() -> None:
     summary = loop.run(records())
     assert taken == [0, 1, 2] and len(producer.sent) == 3
     assert (summary.stopped_by, loop.stopped) == ("SIGTERM", True)
+
+
+class LateProducer:
+    """kafka-python's send surface with futures that settle later, out of send order, the way a
+    real client's do (batches per partition, acknowledged as responses come): every `every` sends
+    the unsettled ones are settled newest first, and flush settles the rest. Records whose value
+    starts with b"bad" fail, each with its own error type by its key's last digit."""
+
+    ERRORS = (KafkaTimeoutError, KafkaConnectionError, NotLeaderForPartitionError)
+
+    def __init__(self, every: int = 5, settle_on_flush: bool = True) -> None:
+        self.every = every
+        self.settle_on_flush = settle_on_flush
+        self.unsettled: list[tuple[Future, bytes | None, bytes | None]] = []
+        self.sent = 0
+
+    def send(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        timestamp_ms: int | None,
+    ) -> Future:
+        future = Future()
+        self.unsettled.append((future, key, value))
+        self.sent += 1
+        if not self.sent % self.every:
+            self.settle()
+        return future
+
+    def settle(self) -> None:
+        for future, key, value in reversed(self.unsettled):
+            if value is not None and value.startswith(b"bad"):
+                future.failure(self.ERRORS[int((key or b"0")[-1:]) % 3]("no luck"))
+            else:
+                future.success(key)
+        self.unsettled.clear()
+
+    def flush(self, timeout: float | None = None) -> None:
+        if not self.settle_on_flush:
+            raise KafkaTimeoutError("still waiting")
+        self.settle()
+
+
+def late_records(n: int) -> Iterator[Record]:
+    for i in range(n):
+        yield Record("t", f"k{i}", b"bad" if i % 7 in (3, 5) else b"ok", (("source", b"test"),))
+
+
+def test_bulk_settling_counts_every_ack_and_failure_as_the_callbacks_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without on_ack/on_error the loop keeps the futures and settles them in bulk; with them,
+    each record gets callbacks. Both count the same acks and the same failures by type."""
+    monkeypatch.setattr(SendLoop, "SETTLE_EVERY", 8)
+    failed: list[tuple[str | None, str]] = []
+    with_callbacks = SendLoop(
+        LateProducer(),  # type: ignore[arg-type]
+        progress=None,
+        on_error=lambda r, e: failed.append((r.key, type(e).__name__)),
+    )
+    bulk = SendLoop(LateProducer(), progress=None)  # type: ignore[arg-type]
+    assert with_callbacks._pending is None and bulk._pending is not None
+    expected = with_callbacks.run(late_records(1000))
+    got = bulk.run(late_records(1000))
+    assert (got.sent, got.acked, got.failed) == (expected.sent, expected.acked, expected.failed)
+    assert got.errors == expected.errors
+    bad = [i for i in range(1000) if i % 7 in (3, 5)]
+    assert (got.acked, got.failed) == (1000 - len(bad), len(bad))
+    by_type = Counter(LateProducer.ERRORS[i % 10 % 3].__name__ for i in bad)
+    assert got.errors == dict(by_type)
+    assert sorted(failed) == sorted((f"k{i}", LateProducer.ERRORS[i % 10 % 3].__name__) for i in bad)
+    assert not bulk._pending
+
+
+def test_bulk_settling_stops_at_the_first_record_in_flight() -> None:
+    """Settling counts the head of the queue only up to a record still in flight, so a record is
+    never counted before it is acknowledged, and none twice."""
+    producer = LateProducer(every=10**9)
+    loop = SendLoop(producer, progress=None)  # type: ignore[arg-type]
+    for record in late_records(10):
+        loop.send(record)
+    first, *_ = producer.unsettled[0]
+    producer.unsettled[3][0].success(None)  # a later record acknowledged first
+    loop.settle()
+    assert (loop.summary.acked, loop.summary.failed) == (0, 0)
+    first.success(None)
+    producer.unsettled[1][0].failure(KafkaTimeoutError("late"))
+    loop.settle()
+    assert (loop.summary.acked, loop.summary.failed, loop.summary.errors) == (
+        1,
+        1,
+        {"KafkaTimeoutError": 1},
+    )
+    assert len(loop._pending or ()) == 8
+
+
+def test_a_flush_that_times_out_names_the_records_still_unacknowledged() -> None:
+    producer = LateProducer(every=4, settle_on_flush=False)
+    loop = SendLoop(producer, progress=None)  # type: ignore[arg-type]
+    with pytest.raises(ProducerError, match=r"^2 records were not acknowledged"):
+        loop.run(late_records(10))
+    assert (loop.summary.sent, loop.summary.acked + loop.summary.failed) == (10, 8)
 
 
 class Cluster:
