@@ -366,7 +366,7 @@ def show_results(spark: SparkSession, config: Config, settings: Settings, rows: 
         .where(F.col("offset") == F.col("newest"))
         .selectExpr("CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value")
     )
-    print(f"The same aggregates on topic {topics.aggregates} (newest record per key, {rows} of them):")
+    print(f"The same aggregates on topic {topics.aggregates} (newest record per key, {rows // 4} of them):")
     latest.orderBy(F.col("key").desc()).show(rows // 4, truncate=False)
     alerts.show_alerts(spark, tables.alerts, rows)
 
