@@ -287,7 +287,10 @@ def _cluster_id(nodes: list[Node]) -> str:
     if id_file.exists():
         return id_file.read_text().strip()
     id_file.parent.mkdir(parents=True, exist_ok=True)
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = "-"
+    # An id starting with "-" reads as an option to kafka-storage (Kafka's own Uuid avoids them too).
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     id_file.write_text(cluster_id)
     return cluster_id
 

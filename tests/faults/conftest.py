@@ -37,6 +37,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _no_query_outlives_its_test() -> Iterator[None]:
+    """A test that fails with a live job running must not leave its query to the next test, whose
+    job would then refuse to start a query of the same name in the shared session."""
+    yield
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        for query in session.streams.active:
+            query.stop()
+
+
 @pytest.fixture(scope="session")
 def _figures() -> Iterator[dict[str, dict[str, object]]]:
     figures: dict[str, dict[str, object]] = {}
