@@ -52,35 +52,35 @@ lock: ## Re-pin constraints.txt after editing requirements.txt
 
 .PHONY: kafka-up
 kafka-up: setup ## Start the local broker on 127.0.0.1:9092 and create the topics in conf/
-	$(PY) -m arus.broker up
+	$(PY) -m arus.ops.broker up
 
 .PHONY: kafka-down
 kafka-down: ## Stop the local broker
-	$(PY) -m arus.broker down
+	$(PY) -m arus.ops.broker down
 
 .PHONY: kafka-reset
 kafka-reset: ## Stop the local broker and wipe its data
-	$(PY) -m arus.broker reset
+	$(PY) -m arus.ops.broker reset
 
 .PHONY: kafka-status
 kafka-status: ## Is the local broker running?
-	$(PY) -m arus.broker status
+	$(PY) -m arus.ops.broker status
 
 .PHONY: kafka-up-sasl
 kafka-up-sasl: setup ## Start a second broker on 9094 that demands SASL/SCRAM logins and checks ACLs (passwords from env)
-	$(PY) -m arus.broker up --sasl
+	$(PY) -m arus.ops.broker up --sasl
 
 .PHONY: kafka-down-sasl
 kafka-down-sasl: ## Stop the SASL broker
-	$(PY) -m arus.broker down --sasl
+	$(PY) -m arus.ops.broker down --sasl
 
 .PHONY: kafka-cluster-up
 kafka-cluster-up: setup ## Start a 3-broker cluster on 19091-19096 (replication factor 3, min ISR 2)
-	$(PY) -m arus.broker up --cluster 3
+	$(PY) -m arus.ops.broker up --cluster 3
 
 .PHONY: kafka-cluster-down
 kafka-cluster-down: ## Stop the 3-broker cluster
-	$(PY) -m arus.broker down --cluster 3
+	$(PY) -m arus.ops.broker down --cluster 3
 
 ## --- producers and jobs ----------------------------------------------------------
 
@@ -143,7 +143,7 @@ notebook: setup ## Open Jupyter Lab on notebooks/ (overview, IoT, data quality; 
 
 .PHONY: notebooks-run
 notebooks-run: setup ## Run every notebook headless against the lake (IMAGES=docs/img also saves each one's figure)
-	$(PY) -m arus.notebooks $(if $(IMAGES),--images $(IMAGES))
+	$(PY) -m arus.ops.notebooks $(if $(IMAGES),--images $(IMAGES))
 
 CONSUME_ARGS ?= --until-idle 10
 .PHONY: consume
@@ -152,11 +152,11 @@ consume: kafka-up ## The main job's aggregates without Spark (kafka-python); sto
 
 .PHONY: spark-cluster-up
 spark-cluster-up: setup ## Start a Spark standalone master and 2 workers on 127.0.0.1:7077 (jobs: --master spark://...)
-	$(PY) -m arus.standalone up
+	$(PY) -m arus.ops.standalone up
 
 .PHONY: spark-cluster-down
 spark-cluster-down: ## Stop the Spark standalone cluster
-	$(PY) -m arus.standalone down
+	$(PY) -m arus.ops.standalone down
 
 .PHONY: aggregate-on-cluster
 aggregate-on-cluster: kafka-up spark-cluster-up ## Run the main job on the standalone cluster (catch up, then stop)

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+from arus.bench.common import proc_cpu_seconds, proc_peak_rss_mb
+from arus.bench.payloads import INTERVAL_S, SEED, START, read_payload_file
+
 from arus.config import Config, load_config
-from bench.common import proc_cpu_seconds, proc_peak_rss_mb
-from bench.payloads import INTERVAL_S, SEED, START, read_payload_file
 
 HEADERS = [("source", b"iot-simulator"), ("schema_version", b"1")]
 
@@ -83,7 +84,7 @@ def send_span(module: Any, timer: Timer) -> AbstractContextManager[Any]:
     send: configuration, connecting and the topic check are done) and stops it when its flush
     returns (every record acknowledged), as the bare loops are timed. Closing the client and
     ending the generator process come after the span, as they do for the bare loops."""
-    from producers.core import SendLoop
+    from arus.sources.core import SendLoop
 
     class TimedSendLoop(SendLoop):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -126,7 +127,7 @@ def kp_bare(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """kafka-python with nothing around it: pre-made (key, value) pairs, the same headers as arus."""
     from kafka import KafkaProducer
 
-    from producers.core import make_producer
+    from arus.sources.core import make_producer
 
     pairs = read_payload_file(Path(args.payload))
     producer: KafkaProducer = make_producer(config.kafka, config.producer)
@@ -185,10 +186,10 @@ def confluent_settings(config: Config) -> dict[str, Any]:
 
 
 def arus_iot(config: Config, args: argparse.Namespace) -> dict[str, Any]:
-    """The arus IoT producer as people run it (producers.iot.main), without injected problems so it
+    """The arus IoT producer as people run it (arus.sources.iot.main), without injected problems so it
     sends the same readings as the bare loops. The span is its SendLoop's (send_span): from the
     fleet's 50 metadata records (a few milliseconds) to the end of the flush."""
-    from producers import iot
+    from arus.sources import iot
 
     argv = [
         "--topic",
@@ -213,14 +214,14 @@ def arus_iot(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     with profiled(args.profile), send_span(iot, timer):
         code = iot.main(argv)
     if code != 0:
-        raise RuntimeError(f"producers.iot exited with {code}")
+        raise RuntimeError(f"arus.sources.iot exited with {code}")
     return timer.result(args.count, started=argv[argv.index("--start") + 1])
 
 
 def arus_csv(config: Config, args: argparse.Namespace) -> dict[str, Any]:
-    """The CSV replay producer (producers.csv_replay.main) on a CSV of the same readings, timed
+    """The CSV replay producer (arus.sources.csv_replay.main) on a CSV of the same readings, timed
     over its SendLoop's span (send_span)."""
-    from producers import csv_replay
+    from arus.sources import csv_replay
 
     argv = [
         args.csv,
@@ -238,7 +239,7 @@ def arus_csv(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     with profiled(args.profile), send_span(csv_replay, timer):
         code = csv_replay.main(argv)
     if code != 0:
-        raise RuntimeError(f"producers.csv_replay exited with {code}")
+        raise RuntimeError(f"arus.sources.csv_replay exited with {code}")
     return timer.result(args.count)
 
 
@@ -287,7 +288,7 @@ def arus_consumer(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     records to the last commit."""
     import io
 
-    from jobs import consumer
+    from arus.jobs import consumer
 
     argv = [
         "--input-topic",

@@ -23,9 +23,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from arus import broker
 from arus.config import REPO_ROOT, Config, ProducerConfig, TopicConfig
-from arus.topics import ensure_topics
+from arus.ops import broker
+from arus.ops.topics import ensure_topics
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 KAFKA_JARS = REPO_ROOT / ".jars" / "kafka"

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from arus.bench.common import create_topic, run_client, unique_topic
+from arus.bench.spark_ladder import progress_figures
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from arus.config import Config
-from bench.common import create_topic, run_client, unique_topic
-from bench.spark_ladder import progress_figures
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -92,7 +92,7 @@ def run_load(
     created: list[str],
 ) -> dict[str, Any]:
     """One offered load: start the job live, run the producer for `seconds`, let the job catch up."""
-    from jobs.aggregate import parse_args, settings_from, start_queries
+    from arus.jobs.aggregate import parse_args, settings_from, start_queries
 
     topic = create_topic(config, unique_topic("e2e-in"), 3)
     out = create_topic(config, unique_topic("e2e-out"), 3)

@@ -11,8 +11,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from arus.bench.common import java_command, producer_properties, run_measured
+
 from arus.config import Config
-from bench.common import java_command, producer_properties, run_measured
 
 PRODUCER = "org.apache.kafka.tools.ProducerPerformance"
 CONSUMER = "org.apache.kafka.tools.ConsumerPerformance"

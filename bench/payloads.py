@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from producers.iot import fleet, readings
+from arus.sources.iot import fleet, readings
 
 # A fixed event-time origin: the same seed and start give the same bytes in every run.
 START = datetime(2024, 1, 1, tzinfo=UTC)

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from arus.bench.common import RESULTS_DIR
+
 from arus.config import REPO_ROOT
-from bench.common import RESULTS_DIR
 
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
 PLOT = REPO_ROOT / "docs" / "img" / "bench-throughput-vs-size.png"

@@ -29,9 +29,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from arus.config import Config, load_config
-from bench import java
-from bench.common import (
+from arus.bench import java
+from arus.bench.common import (
     RESULTS_DIR,
     bench_config,
     create_topic,
@@ -45,7 +44,9 @@ from bench.common import (
     unique_topic,
     versions,
 )
-from bench.payloads import write_csv, write_payload_file
+from arus.bench.payloads import write_csv, write_payload_file
+
+from arus.config import Config, load_config
 
 CONSUMER_PARTITIONS = 3
 SECTIONS = ("producers", "sweep", "consumers", "spark", "e2e", "growth")
@@ -182,7 +183,7 @@ class Bench:
                 "arus-iot", t, p.py_events, "--devices", str(p.devices)
             ),
         }
-        if importlib.util.find_spec("producers.csv_replay"):
+        if importlib.util.find_spec("arus.sources.csv_replay"):
             cases["arus CSV replay (kafka-python)"] = lambda t: self.client(
                 "arus-csv",
                 t,
@@ -340,12 +341,12 @@ class Bench:
     # --- Spark ---------------------------------------------------------------------------------
 
     def spark_session(self) -> Any:
-        from arus.spark import build_session
+        from arus.runtime.session import build_session
 
         return build_session("arus-bench", self.config.spark, {"spark.ui.showConsoleProgress": "false"})
 
     def spark(self) -> dict[str, Any]:
-        from bench.spark_ladder import RUNGS, measure_rung
+        from arus.bench.spark_ladder import RUNGS, measure_rung
 
         p = self.profile
         spark = self.spark_session()
@@ -368,7 +369,7 @@ class Bench:
             }
 
     def rung_case(self, spark: Any, rung: str, out: str, events: int) -> Callable[[str], dict[str, Any]]:
-        from bench.spark_ladder import measure_rung
+        from arus.bench.spark_ladder import measure_rung
 
         return lambda topic: measure_rung(
             spark, self.config, rung, topic, out, events, self.fresh(rung), self.profile.spark_max_per_trigger
@@ -380,7 +381,7 @@ class Bench:
     # --- end to end ------------------------------------------------------------------------------
 
     def e2e(self) -> dict[str, Any]:
-        from bench.e2e import run_load
+        from arus.bench.e2e import run_load
 
         p = self.profile
         producer = self.results.get("producers", {}).get("cases", {}).get("arus IoT producer (kafka-python)")

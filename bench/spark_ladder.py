@@ -21,14 +21,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from arus.bench.common import proc_cpu_seconds
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from arus.config import Config
-from arus.io import merge_into_delta, read_kafka_stream
-from arus.stages import bronze_to_silver, silver_to_gold
-from arus.transforms import aggregate_key, parse_events, schema_from_ddl, to_kafka_records, valid_events
-from bench.common import proc_cpu_seconds
+from arus.core.stages import bronze_to_silver, silver_to_gold
+from arus.core.transforms import aggregate_key, parse_events, schema_from_ddl, to_kafka_records, valid_events
+from arus.io.sinks import merge_into_delta, read_kafka_stream
 
 RUNGS = ("read", "parse", "aggregate", "kafka", "delta", "job")
 
@@ -108,7 +108,7 @@ def _noop(df: DataFrame, mode: str, checkpoint: str) -> StreamingQuery:
 def _start_job(
     spark: SparkSession, config: Config, topic: str, out_topic: str, work: Path, max_per_trigger: int | None
 ) -> list[StreamingQuery]:
-    from jobs.aggregate import parse_args, settings_from, start_queries
+    from arus.jobs.aggregate import parse_args, settings_from, start_queries
 
     argv = [
         "--input-topic",

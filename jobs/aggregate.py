@@ -8,13 +8,13 @@ Reads `[aggregate] input_topic` (any JSON topic: schema, keys, value fields and 
 come from conf/arus.toml), drops nothing: records that fail to parse go to the dead-letter topic
 and table with their original bytes and the reason; events behind the watermark, which Spark's
 stateful operators drop, are found again in the batch's input and go to the late topic and
-[batch] late_table (arus.late). Readings are cleaned per [clean] before they are aggregated.
+[batch] late_table (arus.core.late). Readings are cleaned per [clean] before they are aggregated.
 Aggregates are upserted into the Delta table by (keys, window), so a replayed micro-batch writes
 each row exactly once; the Kafka output is at-least-once, each record keyed by entity and window
 start so consumers can deduplicate. It is one streaming query: each micro-batch's Kafka input is
 read again from the offsets in its checkpoint and parsed once more for the dead letters and the
 late events, both written exactly once to Delta under the batch's id. Each micro-batch prints a
-progress line with its watermark and its late and dead-letter counts (arus.progress).
+progress line with its watermark and its late and dead-letter counts (arus.runtime.progress).
 """
 
 from __future__ import annotations
@@ -32,14 +32,20 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from arus.config import AggregateConfig, CleanConfig, Config, ConfigError, load_config
-from arus.io import append_to_delta, merge_into_delta, read_kafka_batch, read_kafka_stream, write_kafka
-from arus.microbatch import LateOutput, batch_range, read_batch_input, txn_app_id, write_late_events
-from arus.progress import Tally
-from arus.progress import await_queries as await_and_report
-from arus.reliability import GuardError, check_deadletter_ratio, check_kafka, check_lost_records, kill_point
-from arus.spark import build_session
-from arus.stages import bronze_to_checked, bronze_to_silver, record_limits, silver_to_gold
-from arus.transforms import aggregate_key, dead_letters, schema_from_ddl, to_kafka_records
+from arus.core.stages import bronze_to_checked, bronze_to_silver, record_limits, silver_to_gold
+from arus.core.transforms import aggregate_key, dead_letters, schema_from_ddl, to_kafka_records
+from arus.io.sinks import append_to_delta, merge_into_delta, read_kafka_batch, read_kafka_stream, write_kafka
+from arus.runtime.guards import (
+    GuardError,
+    check_deadletter_ratio,
+    check_kafka,
+    check_lost_records,
+    kill_point,
+)
+from arus.runtime.microbatch import LateOutput, batch_range, read_batch_input, txn_app_id, write_late_events
+from arus.runtime.progress import Tally
+from arus.runtime.progress import await_queries as await_and_report
+from arus.runtime.session import build_session
 
 APP = "arus-aggregate"
 
@@ -341,7 +347,7 @@ def _is_table(spark: SparkSession, path: str) -> bool:
 
 
 def preflight(config: Config, settings: Settings) -> None:
-    """Fail in seconds, naming the cause, before Spark starts (see arus.reliability)."""
+    """Fail in seconds, naming the cause, before Spark starts (see arus.runtime.guards)."""
     job = settings.job
     record_limits(job)
     check_kafka(config.kafka, [job.input_topic, job.output_topic, job.deadletter_topic])

@@ -5,7 +5,7 @@
     python -m jobs.alerts --show                   # then print the alerts table
 
 Reads `[pipeline] clean_topic` (silver rows as JSON, `[pipeline] clean_schema`) and applies the
-`[alerts]` rules (arus.alerts): bounds, rolling z-score, stuck sensor, silent device. The rolling
+`[alerts]` rules (arus.core.alerts): bounds, rolling z-score, stuck sensor, silent device. The rolling
 rules look back on each device's earlier readings in the silver table (`[batch] silver_table`),
 which the pipeline's clean stage writes before it publishes a reading, so every reading this job
 sees is already there. Alerts are inserted into `[batch] alerts_table` by their deterministic
@@ -23,21 +23,21 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import reduce
 
+from arus.jobs.aggregate import triggered
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from arus.alerts import alert_columns, bound_alerts, silent_alerts, stuck_alerts, zscore_alerts
 from arus.config import AlertsConfig, Config, ConfigError, load_config
-from arus.io import read_kafka_stream, write_kafka
-from arus.late import interval_micros
-from arus.microbatch import insert_new_into_delta, query_id
-from arus.progress import Tally, await_queries
-from arus.reliability import GuardError, check_kafka
-from arus.spark import build_session
-from arus.transforms import parse_events, schema_from_ddl, to_kafka_records, valid_events
-from jobs.aggregate import triggered
+from arus.core.alerts import alert_columns, bound_alerts, silent_alerts, stuck_alerts, zscore_alerts
+from arus.core.late import interval_micros
+from arus.core.transforms import parse_events, schema_from_ddl, to_kafka_records, valid_events
+from arus.io.sinks import read_kafka_stream, write_kafka
+from arus.runtime.guards import GuardError, check_kafka
+from arus.runtime.microbatch import insert_new_into_delta, query_id
+from arus.runtime.progress import Tally, await_queries
+from arus.runtime.session import build_session
 
 APP = "arus-alerts"
 

@@ -12,7 +12,7 @@
 Sources, all brought to bronze's shape (topic, partition, offset, timestamp, key, value):
 the bronze Delta table, a bounded range of a Kafka topic (offsets or record timestamps, end
 exclusive), or a file (JSON Lines: each line is a record's value, as if read from Kafka; CSV with a
-header: each row becomes a JSON record of the schema's fields). Then arus.stages.bronze_to_silver
+header: each row becomes a JSON record of the schema's fields). Then arus.core.stages.bronze_to_silver
 and silver_to_gold, exactly as the streaming job runs them.
 
 Writes are idempotent: silver is upserted by the dedup field, gold by (keys, window_start), and
@@ -36,19 +36,19 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from arus.clean import parse_device_dimension, with_schema
 from arus.config import AggregateConfig, CleanConfig, Config, ConfigError, KafkaConfig, load_config
-from arus.delta_ops import (
+from arus.core.clean import parse_device_dimension, with_schema
+from arus.core.stages import bronze_to_silver, silver_to_gold
+from arus.core.transforms import KAFKA_COLUMNS, schema_from_ddl
+from arus.io.delta import (
     Span,
     UpsertResult,
     is_delta_table,
     upsert_changes,
     with_changed_rows,
 )
-from arus.io import read_kafka_batch
-from arus.spark import build_session
-from arus.stages import bronze_to_silver, silver_to_gold
-from arus.transforms import KAFKA_COLUMNS, schema_from_ddl
+from arus.io.sinks import read_kafka_batch
+from arus.runtime.session import build_session
 
 APP = "arus-backfill"
 NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)

@@ -6,7 +6,7 @@
 
 It reads `[aggregate] input_topic` and computes what jobs/aggregate.py computes, from the same
 [aggregate] settings (schema, keys, value fields, event time, window, watermark, dedup field), in
-plain Python (arus.windowing): the same rows, field names and record keys. Records that fail to
+plain Python (arus.pyengine.windowing): the same rows, field names and record keys. Records that fail to
 parse go to `[consumer] deadletter_topic` with their original bytes and the reason, events behind
 the watermark to `late_topic`, window aggregates to `output_topic` (update mode: each change of a
 window is published; the latest record per key is current).
@@ -38,10 +38,18 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Offse
 from kafka.errors import KafkaError
 
 from arus.config import AggregateConfig, Config, ConfigError, ConsumerConfig, KafkaConfig, load_config
-from arus.records import Field, InvalidRecord, Limits, parse_record, parse_schema, require
-from arus.reliability import GuardError, check_deadletter_ratio, check_kafka
-from arus.windowing import Aggregator, Outcome, WindowSpec, aggregate_key, from_us, parse_duration_us, to_json
-from producers.core import ProducerError, make_producer
+from arus.pyengine.records import Field, InvalidRecord, Limits, parse_record, parse_schema, require
+from arus.pyengine.windowing import (
+    Aggregator,
+    Outcome,
+    WindowSpec,
+    aggregate_key,
+    from_us,
+    parse_duration_us,
+    to_json,
+)
+from arus.runtime.guards import GuardError, check_deadletter_ratio, check_kafka
+from arus.sources.core import ProducerError, make_producer
 
 APP = "arus-consumer"
 FLUSH_TIMEOUT_S = 60.0
@@ -207,7 +215,7 @@ def settings_from(args: argparse.Namespace, config: Config) -> Settings:
 
 
 def record_limits(job: AggregateConfig) -> Limits:
-    """The [aggregate] guards, read as arus.stages.record_limits reads them for the Spark job."""
+    """The [aggregate] guards, read as arus.core.stages.record_limits reads them for the Spark job."""
     earliest = None
     if job.min_event_time:
         try:

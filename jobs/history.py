@@ -14,10 +14,10 @@ import argparse
 import sys
 
 import pandas as pd
+from arus.jobs.backfill import parse_time
 
-from arus import lake
 from arus.config import ConfigError, load_config
-from jobs.backfill import parse_time
+from arus.io import lake
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

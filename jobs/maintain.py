@@ -21,11 +21,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from arus.jobs.backfill import resolve_table
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from arus.config import Config, ConfigError, load_config
-from arus.delta_ops import (
+from arus.io.delta import (
     AUTO_COMPACTION,
     FileCounts,
     file_counts,
@@ -33,9 +34,8 @@ from arus.delta_ops import (
     retry_on_conflict,
     table_properties,
 )
-from arus.lake import find_tables
-from arus.spark import build_session
-from jobs.backfill import resolve_table
+from arus.io.lake import find_tables
+from arus.runtime.session import build_session
 
 APP = "arus-maintain"
 SAFE_RETENTION_HOURS = 168.0  # Delta's own minimum unless its retention check is turned off

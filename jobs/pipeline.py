@@ -28,23 +28,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from arus.jobs import aggregate, alerts
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.window import Window
 
-from arus.clean import parse_device_dimension, with_schema
 from arus.config import AggregateConfig, Config, ConfigError, load_config
-from arus.io import append_to_delta, read_kafka_batch, read_kafka_stream
-from arus.late import interval_micros
-from arus.microbatch import LateOutput, txn_app_id, write_kafka_once, write_late_events
-from arus.progress import Tally, await_queries
-from arus.reliability import GuardError, check_kafka, kill_point
-from arus.spark import build_session
-from arus.stages import bronze_to_checked, bronze_to_silver, record_limits
-from arus.transforms import KAFKA_COLUMNS, SOURCE, schema_from_ddl, to_kafka_records
-from jobs import aggregate, alerts
+from arus.core.clean import parse_device_dimension, with_schema
+from arus.core.late import interval_micros
+from arus.core.stages import bronze_to_checked, bronze_to_silver, record_limits
+from arus.core.transforms import KAFKA_COLUMNS, SOURCE, schema_from_ddl, to_kafka_records
+from arus.io.sinks import append_to_delta, read_kafka_batch, read_kafka_stream
+from arus.runtime.guards import GuardError, check_kafka, kill_point
+from arus.runtime.microbatch import LateOutput, txn_app_id, write_kafka_once, write_late_events
+from arus.runtime.progress import Tally, await_queries
+from arus.runtime.session import build_session
 
 APP = "arus-pipeline"
 STAGES = ("bronze", "clean", "aggregate", "alerts")

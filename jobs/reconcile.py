@@ -29,16 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
-
-from arus.checkpoints import StreamBatch, read_stream_batches
-from arus.config import AggregateConfig, CleanConfig, Config, ConfigError, load_config
-from arus.delta_ops import close, is_delta_table
-from arus.spark import build_session
-from arus.transforms import ERROR, SOURCE, parse_events, schema_from_ddl
-from jobs.backfill import (
+from arus.jobs.backfill import (
     Source,
     add_source_arguments,
     check_range_arguments,
@@ -48,6 +39,15 @@ from jobs.backfill import (
     source_from,
     with_complete_windows,
 )
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from arus.config import AggregateConfig, CleanConfig, Config, ConfigError, load_config
+from arus.core.transforms import ERROR, SOURCE, parse_events, schema_from_ddl
+from arus.io.checkpoints import StreamBatch, read_stream_batches
+from arus.io.delta import close, is_delta_table
+from arus.runtime.session import build_session
 
 APP = "arus-reconcile"
 POSITION = ["topic", "partition", "offset"]

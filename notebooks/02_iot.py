@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from arus import lake
 from arus.config import load_config
+from arus.io import lake
 
 config = load_config()
 LAKE = lake.lake_dir(config)

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from arus import broker
 from arus.config import Config, TopicConfig, load_config
-from arus.spark import build_session
-from arus.topics import ensure_topics
+from arus.ops import broker
+from arus.ops.topics import ensure_topics
+from arus.runtime.session import build_session
 
 
 @pytest.fixture(scope="session")

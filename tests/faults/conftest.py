@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from faultkit import ARUS_ENV, FIGURES_FILE, HEAP, QUICK_JVM, free_ports
 
-from arus import broker
 from arus.config import DEFAULT_CONFIG, BrokerConfig, Config, KafkaConfig, load_config
+from arus.ops import broker
 
 
 def pytest_configure(config: pytest.Config) -> None:

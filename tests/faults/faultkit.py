@@ -26,10 +26,10 @@ from deltalake import DeltaTable
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
-from arus import broker
 from arus.config import DEFAULT_CONFIG, ENV_OVERRIDES, REPO_ROOT, Config, KafkaConfig
-from arus.reliability import FAULT_ENV
-from producers.core import Record, SendLoop, make_producer
+from arus.ops import broker
+from arus.runtime.guards import FAULT_ENV
+from arus.sources.core import Record, SendLoop, make_producer
 
 HEAP = "384m"
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -211,7 +211,7 @@ def failures_at_once(attempts: dict[str, Callable[[], object]]) -> dict[str, tup
     """Run the attempts side by side, each in a thread: {name: (the error it raised, seconds)}.
 
     Only for attempts that fail the same way: while a client bootstraps, kafka-python's log (which
-    arus.reliability reads to name the cause) is shared by every client in the process.
+    arus.runtime.guards reads to name the cause) is shared by every client in the process.
     """
 
     def attempt(fn: Callable[[], object]) -> tuple[str, float]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from arus.jobs import aggregate
 from faultkit import (
     job_args,
     json_record,
@@ -26,8 +27,7 @@ from faultkit import (
 from pyspark.sql import SparkSession
 
 from arus.config import Config
-from jobs import aggregate
-from producers.core import Record
+from arus.sources.core import Record
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

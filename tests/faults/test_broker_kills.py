@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from arus.jobs import aggregate
 from faultkit import (
     HEAP,
     free_port_block,
@@ -34,10 +35,9 @@ from faultkit import (
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
 
-from arus import broker
 from arus.config import BrokerConfig, Config, KafkaConfig
-from jobs import aggregate
-from producers.core import Record, SendLoop, make_producer
+from arus.ops import broker
+from arus.sources.core import Record, SendLoop, make_producer
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(900)]
 

@@ -6,13 +6,13 @@ import time
 from pathlib import Path
 
 import pytest
+from arus.jobs import aggregate
 from faultkit import failures_at_once, free_ports, job_args, make_topics, write_config
 from kafka import KafkaConsumer
 
 from arus.config import Config, KafkaConfig
-from arus.reliability import explained_connection_errors
-from jobs import aggregate
-from producers.core import make_producer
+from arus.runtime.guards import explained_connection_errors
+from arus.sources.core import make_producer
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from arus.jobs import aggregate
 from faultkit import job_args, json_record, make_topics, produce, read_delta, reading, write_config
 from kafka import KafkaAdminClient, TopicPartition
 from pyspark.sql import SparkSession
 
 from arus.config import Config
-from jobs import aggregate
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from arus import broker
 from arus.config import DEFAULT_CONFIG, ConfigError, KafkaConfig, load_config
-from arus.reliability import (
+from arus.ops import broker
+from arus.runtime.guards import (
     GuardError,
     check_deadletter_ratio,
     checkpointed_offsets,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from arus.jobs import aggregate
 from faultkit import (
     clean_env,
     job_args,
@@ -30,9 +31,8 @@ from faultkit import (
 from pyspark.sql import SparkSession
 
 from arus.config import Config
-from arus.reliability import FAULT_ENV
-from jobs import aggregate
-from producers.core import Record
+from arus.runtime.guards import FAULT_ENV
+from arus.sources.core import Record
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(1500)]
 

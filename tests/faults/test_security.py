@@ -1,6 +1,6 @@
 """Security: SASL/SCRAM-SHA-512 logins, ACLs with the StandardAuthorizer, TLS with a test CA.
 
-One secured broker (arus.broker's `--sasl` mode on free ports) with users created at format time:
+One secured broker (arus.ops.broker's `--sasl` mode on free ports) with users created at format time:
 `producer-a` may write only topics starting with `a.`; `job` may read `a.` topics and write
 `job.` topics. Passwords are random per run and reach clients only through the environment.
 """
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from arus.jobs import aggregate
 from deltalake import DeltaTable
 from faultkit import (
     HEAP,
@@ -34,11 +35,10 @@ from faultkit import (
 )
 from kafka import KafkaConsumer
 
-from arus import broker
 from arus.config import DEFAULT_CONFIG, BrokerConfig, Config, KafkaConfig, load_config
-from arus.reliability import explained_connection_errors
-from jobs import aggregate
-from producers.core import ProducerError, SendLoop, make_producer
+from arus.ops import broker
+from arus.runtime.guards import explained_connection_errors
+from arus.sources.core import ProducerError, SendLoop, make_producer
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(900)]
 

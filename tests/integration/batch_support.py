@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from arus.jobs import aggregate
 from kafka import KafkaProducer
 from pyspark.sql import DataFrame, SparkSession
 
 from arus.config import Config, TopicConfig
-from arus.topics import ensure_topics
-from arus.transforms import KAFKA_COLUMNS
-from jobs import aggregate
+from arus.core.transforms import KAFKA_COLUMNS
+from arus.ops.topics import ensure_topics
 
 KINDS = {"temperature": ("C", 22.0, 4.0), "humidity": ("%", 50.0, 10.0), "power": ("W", 250.0, 80.0)}
 SITES = ("jakarta", "bandung")

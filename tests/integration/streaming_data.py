@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from arus.config import Config
-from producers.core import Record, SendLoop, make_producer
+from arus.sources.core import Record, SendLoop, make_producer
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 MALFORMED = [

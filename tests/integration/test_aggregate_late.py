@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from arus.jobs import aggregate
 from kafka import KafkaConsumer
 from pyspark.sql import SparkSession
 from streaming_data import (
@@ -31,7 +32,6 @@ from streaming_data import (
 )
 
 from arus.config import Config
-from jobs import aggregate
 
 pytestmark = pytest.mark.integration
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from arus.jobs import aggregate
 from kafka import KafkaConsumer
 from pyspark.sql import SparkSession
 
 from arus.config import Config
-from jobs import aggregate
-from producers.core import Record, SendLoop, make_producer
-from producers.iot import fleet, readings, to_record
+from arus.sources.core import Record, SendLoop, make_producer
+from arus.sources.iot import fleet, readings, to_record
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from arus.jobs import backfill, reconcile
 from batch_support import (
     BAD_RECORDS,
     StreamRun,
@@ -34,9 +35,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from arus.config import Config
-from arus.delta_ops import Span, data_files_on_disk, upsert_changes
-from arus.transforms import schema_from_ddl
-from jobs import backfill, reconcile
+from arus.core.transforms import schema_from_ddl
+from arus.io.delta import Span, data_files_on_disk, upsert_changes
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from arus.jobs import reconcile
 from batch_support import StreamRun, create_topic, events, land_bronze, send_events, stream_run
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from arus.config import Config
-from jobs import reconcile
 
 pytestmark = pytest.mark.integration
 

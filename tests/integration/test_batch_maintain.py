@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from arus.jobs import aggregate, history, maintain, reconcile
 from batch_support import create_topic, delta, events, land_bronze, send_events
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
-from arus import lake
 from arus.config import Config
-from arus.delta_ops import AUTO_COMPACTION, file_counts, table_properties
-from jobs import aggregate, history, maintain, reconcile
+from arus.io import lake
+from arus.io.delta import AUTO_COMPACTION, file_counts, table_properties
 
 pytestmark = pytest.mark.integration
 

@@ -8,13 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from arus.bench.common import run_client
+from arus.bench.payloads import read_payload_file, write_payload_file
 from kafka import KafkaConsumer
 
 from arus.config import Config
-from bench.common import run_client
-from bench.payloads import read_payload_file, write_payload_file
-from producers.core import Record, SendLoop, make_producer
-from producers.iot import HEADERS
+from arus.sources.core import Record, SendLoop, make_producer
+from arus.sources.iot import HEADERS
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from arus.jobs import consumer
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from arus.config import Config
-from jobs import consumer
-from producers.core import make_producer
+from arus.sources.core import make_producer
 
 pytestmark = pytest.mark.integration
 

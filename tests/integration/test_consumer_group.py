@@ -14,14 +14,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from arus.jobs import consumer
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from arus.config import Config, TopicConfig
-from arus.topics import ensure_topics
-from jobs import consumer
-from producers.core import SendLoop, make_producer
-from producers.iot import fleet, readings, to_record
+from arus.ops.topics import ensure_topics
+from arus.sources.core import SendLoop, make_producer
+from arus.sources.iot import fleet, readings, to_record
 
 pytestmark = pytest.mark.integration
 

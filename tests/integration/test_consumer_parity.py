@@ -13,19 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from arus.jobs import aggregate, consumer
 from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from arus.config import Config
-from arus.records import InvalidRecord, parse_record, parse_schema
-from arus.stages import bronze_to_checked
-from arus.transforms import aggregate_windows, schema_from_ddl
-from arus.windowing import Aggregator, WindowSpec, parse_duration_us, to_us
-from jobs import aggregate, consumer
-from producers.core import Record, SendLoop, make_producer
-from producers.iot import fleet, readings, to_record
+from arus.core.stages import bronze_to_checked
+from arus.core.transforms import aggregate_windows, schema_from_ddl
+from arus.pyengine.records import InvalidRecord, parse_record, parse_schema
+from arus.pyengine.windowing import Aggregator, WindowSpec, parse_duration_us, to_us
+from arus.sources.core import Record, SendLoop, make_producer
+from arus.sources.iot import fleet, readings, to_record
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +159,7 @@ EDGE_CASES: list[bytes | None] = [
 
 
 def test_consumer_gives_every_record_the_spark_jobs_verdict(spark: SparkSession, config: Config) -> None:
-    """Good or bad, the reason, and every field's value: Spark's parse_events vs arus.records."""
+    """Good or bad, the reason, and every field's value: Spark's parse_events vs arus.pyengine.records."""
     job = config.aggregate
     ddl = config.schema(job.schema)
     rows = [(b"k", v, "in", 0, i, KAFKA_TIME) for i, v in enumerate(EDGE_CASES)]
@@ -202,7 +202,7 @@ def same_values(got: Any, expected: Any) -> bool:
 
 
 def test_consumer_statistics_match_spark_aggregate_windows(spark: SparkSession) -> None:
-    """Random windows of 1..40 values with many ties: every metric, Spark vs arus.windowing."""
+    """Random windows of 1..40 values with many ties: every metric, Spark vs arus.pyengine.windowing."""
     rng = random.Random(23)
     events = []
     for device in ("d1", "d2", "d3", "d4"):

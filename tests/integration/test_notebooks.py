@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from arus.jobs import pipeline
 from batch_support import BAD_RECORDS, KINDS, SITES, encode, events, send
 
-from arus import lake
 from arus.config import Config, TopicConfig
-from arus.notebooks import FIGURE_TAG, execute, images, notebook_paths, text_output
-from arus.topics import ensure_topics
-from jobs import pipeline
+from arus.io import lake
+from arus.ops.notebooks import FIGURE_TAG, execute, images, notebook_paths, text_output
+from arus.ops.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from arus.jobs import pipeline
 from kafka import KafkaConsumer
 from pyspark.sql import SparkSession
 from streaming_data import (
@@ -41,8 +42,7 @@ from streaming_data import (
 )
 
 from arus.config import Config, TopicConfig
-from arus.topics import ensure_topics
-from jobs import pipeline
+from arus.ops.topics import ensure_topics
 
 # Minutes on a busy 2-core box; the module fixture runs every stage once for all the tests below.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]

@@ -23,7 +23,7 @@ import pytest
 from producers_readback import read_topic
 
 from arus.config import REPO_ROOT
-from producers import api_poller
+from arus.sources import api_poller
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +158,7 @@ def test_each_record_is_published_once_across_retries_pages_polls_and_a_restart(
     http.steps = [Step("/feed", 200, {**json_headers, "ETag": '"v2"'}, page("page3"))]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "producers.api_poller", *argv, "--polls", "1"],
+        [sys.executable, "-m", "arus.sources.api_poller", *argv, "--polls", "1"],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,

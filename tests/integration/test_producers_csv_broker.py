@@ -25,7 +25,7 @@ import pytest
 from producers_readback import read_topic
 
 from arus.config import REPO_ROOT
-from producers import csv_replay
+from arus.sources import csv_replay
 
 pytestmark = pytest.mark.integration
 
@@ -206,7 +206,7 @@ def test_a_replay_killed_mid_file_resumes_and_delivers_every_row(
     argv += ["--cursor", cursor, "--bootstrap-servers", kafka]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producers.csv_replay", *map(str, argv), "--rate", "1000"],
+        [sys.executable, "-m", "arus.sources.csv_replay", *map(str, argv), "--rate", "1000"],
         stderr=subprocess.DEVNULL,
         env=env,
         cwd=REPO_ROOT,

@@ -23,7 +23,7 @@ from kafka.partitioner.default import murmur2
 from producers_readback import read_topic
 
 from arus.config import DEFAULT_CONFIG, REPO_ROOT, Config
-from producers import iot
+from arus.sources import iot
 
 pytestmark = pytest.mark.integration
 
@@ -53,11 +53,15 @@ def usable(value: bytes) -> dict[str, object] | None:
 
 
 def run_cli(argv: list[str], client: str = "kafka-python") -> None:
-    """`python -m producers.iot` in a fresh (single-threaded) process: its readings come from the
+    """`python -m arus.sources.iot` in a fresh (single-threaded) process: its readings come from the
     forked generator process."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ARUS_PRODUCER_CLIENT": client}
     done = subprocess.run(
-        [sys.executable, "-m", "producers.iot", *argv], env=env, cwd=REPO_ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "arus.sources.iot", *argv],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
 
@@ -180,7 +184,7 @@ def test_sigterm_flushes_and_prints_the_summary(kafka: str, new_topic: Callable[
     argv += ["--devices-topic", devices_topic, "--bootstrap-servers", kafka]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producers.iot", *argv],
+        [sys.executable, "-m", "arus.sources.iot", *argv],
         stderr=subprocess.PIPE,
         text=True,
         env=env,

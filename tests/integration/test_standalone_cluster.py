@@ -19,9 +19,9 @@ import pytest
 from deltalake import DeltaTable
 
 from arus.config import REPO_ROOT, Config
-from arus.standalone import Cluster, down, free_port, master_state, up
-from producers.core import Record, SendLoop, make_producer
-from producers.iot import fleet, readings, to_record
+from arus.ops.standalone import Cluster, down, free_port, master_state, up
+from arus.sources.core import Record, SendLoop, make_producer
+from arus.sources.iot import fleet, readings, to_record
 
 pytestmark = pytest.mark.integration
 

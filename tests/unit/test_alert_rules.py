@@ -8,8 +8,8 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
-from arus.alerts import bound_alerts, silent_alerts, stuck_alerts, zscore_alerts
 from arus.config import BoundRule
+from arus.core.alerts import bound_alerts, silent_alerts, stuck_alerts, zscore_alerts
 
 pytestmark = pytest.mark.integration
 

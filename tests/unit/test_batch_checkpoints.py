@@ -1,4 +1,4 @@
-"""Reading a streaming checkpoint's offset and commit logs back (arus.checkpoints), on files laid
+"""Reading a streaming checkpoint's offset and commit logs back (arus.io.checkpoints), on files laid
 out as Spark writes them."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from arus.checkpoints import StreamBatch, read_stream_batches
+from arus.io.checkpoints import StreamBatch, read_stream_batches
 
 
 def write_checkpoint(root: Path, batches: dict[int, tuple[int, dict[str, int]]], committed: set[int]) -> Path:

@@ -1,4 +1,4 @@
-"""The Spark-free view of the lake (arus.lake) on Delta tables written with `deltalake` itself."""
+"""The Spark-free view of the lake (arus.io.lake) on Delta tables written with `deltalake` itself."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from deltalake import write_deltalake
 
-from arus import lake
+from arus.io import lake
 
 
 def readings(first: int, n: int) -> pd.DataFrame:

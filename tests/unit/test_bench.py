@@ -9,16 +9,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from arus.bench.e2e import percentile, window_latencies
+from arus.bench.java import parse_consumer_output, parse_producer_output
+from arus.bench.payloads import padded_value, read_payload_file, write_payload_file
+from arus.bench.report import render
+from arus.bench.run import goals, summarise_runs
 
 from arus.config import KafkaConfig, ProducerConfig
-from bench.e2e import percentile, window_latencies
-from bench.java import parse_consumer_output, parse_producer_output
-from bench.payloads import padded_value, read_payload_file, write_payload_file
-from bench.report import render
-from bench.run import goals, summarise_runs
-from producers import iot
-from producers.confluent import Delivery, DeliveryError
-from producers.confluent import settings as confluent_settings
+from arus.sources import iot
+from arus.sources.confluent import Delivery, DeliveryError
+from arus.sources.confluent import settings as confluent_settings
 
 PRODUCER_OUTPUT = """\
 Reading payloads from: /tmp/p.txt

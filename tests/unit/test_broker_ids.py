@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from arus import broker
 from arus.config import DEFAULT_CONFIG, load_config
+from arus.ops import broker
 
 
 def test_a_cluster_id_never_starts_with_a_dash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,8 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from arus.clean import (
+from arus.config import AggregateConfig, CleanConfig
+from arus.core.clean import (
     clean_events,
     parse_device_dimension,
     with_canonical_units,
@@ -19,9 +20,8 @@ from arus.clean import (
     with_rounded_values,
     with_schema,
 )
-from arus.config import AggregateConfig, CleanConfig
-from arus.stages import bronze_to_silver
-from arus.transforms import schema_from_ddl
+from arus.core.stages import bronze_to_silver
+from arus.core.transforms import schema_from_ddl
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from arus.jobs.consumer import Counters, Settings, parse_args, render_view, settings_from
 
-from arus.records import (
+from arus.pyengine.records import (
     Field,
     InvalidRecord,
     Limits,
@@ -22,8 +23,7 @@ from arus.records import (
     require,
     spark_string,
 )
-from arus.windowing import aggregate_key, to_json
-from jobs.consumer import Counters, Settings, parse_args, render_view, settings_from
+from arus.pyengine.windowing import aggregate_key, to_json
 
 DDL = (
     "event_id STRING NOT NULL, device_id STRING NOT NULL, value DOUBLE NOT NULL, "
@@ -294,7 +294,7 @@ def verdict(parse: Callable[..., dict[str, object]], *args: object) -> object:
 
 
 def full_rule(text: str, fields: tuple[Field, ...]) -> dict[str, object]:
-    from arus.records import _first_json_value, _with_repeated_members
+    from arus.pyengine.records import _first_json_value, _with_repeated_members
 
     return _with_repeated_members(_first_json_value(text), fields)
 
@@ -374,7 +374,7 @@ def test_timestamp_forms_spark_refuses(text: str) -> None:
 
 
 def test_the_fast_iso_path_agrees_with_the_port_of_sparks_parser() -> None:
-    from arus.records import _ISO_SHAPE, _string_to_timestamp
+    from arus.pyengine.records import _ISO_SHAPE, _string_to_timestamp
 
     rng = random.Random(3)
     for _ in range(2000):

@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from arus.windowing import Stats, percentile
+from arus.pyengine.windowing import Stats, percentile
 
 
 def smallest_with_at_least(values: list[float], p: float) -> float:

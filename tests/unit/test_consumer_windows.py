@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from arus.windowing import Aggregator, Outcome, WindowSpec, parse_duration_us, to_us, window_start_us
+from arus.pyengine.windowing import Aggregator, Outcome, WindowSpec, parse_duration_us, to_us, window_start_us
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MINUTE = 60_000_000

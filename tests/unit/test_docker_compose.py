@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from arus.broker import nodes_for, server_properties
 from arus.config import DEFAULT_CONFIG, REPO_ROOT, load_config
+from arus.ops.broker import nodes_for, server_properties
 
 
 def compose() -> dict[str, Any]:

@@ -12,9 +12,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from arus.late import first_window_end, interval_micros, late_events
-from arus.microbatch import batch_range, query_id
-from arus.transforms import parse_events, schema_from_ddl
+from arus.core.late import first_window_end, interval_micros, late_events
+from arus.core.transforms import parse_events, schema_from_ddl
+from arus.runtime.microbatch import batch_range, query_id
 
 
 def ts(minute: int, second: float = 0) -> datetime:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from arus.processes import alive, stop
+from arus.ops.processes import alive, stop
 
 
 def spawn(code: str) -> subprocess.Popen[bytes]:

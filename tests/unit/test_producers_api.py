@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from arus.config import DEFAULT_CONFIG, load_config
-from producers.api_poller import (
+from arus.sources.api_poller import (
     PollError,
     PollState,
     Response,

@@ -17,7 +17,7 @@ from kafka.future import Future
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from arus.config import DEFAULT_CONFIG, load_config
-from producers.core import (
+from arus.sources.core import (
     ChildFeed,
     KeyHashPartitioner,
     Pacer,

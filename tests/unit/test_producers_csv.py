@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from arus.config import DEFAULT_CONFIG, ConfigError, load_config
-from producers.core import ProducerError
-from producers.csv_replay import (
+from arus.sources.core import ProducerError
+from arus.sources.csv_replay import (
     AckCursor,
     BadRow,
     Event,

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from arus.config import DEFAULT_CONFIG, ConfigError, IotDeliveryConfig, IotFaultsConfig, load_config
-from producers.core import format_time
-from producers.iot import (
+from arus.sources.core import format_time
+from arus.sources.iot import (
     DELIVERY_RATES,
     FAULT_RATES,
     KINDS,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from arus.progress import Rate, Tally, executed, progress_line, summary_line
+from arus.runtime.progress import Rate, Tally, executed, progress_line, summary_line
 
 PROGRESS = {
     "name": "clean",

@@ -7,7 +7,7 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from arus.transforms import (
+from arus.core.transforms import (
     aggregate_key,
     aggregate_windows,
     dead_letters,

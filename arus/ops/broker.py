@@ -1,11 +1,11 @@
 """The local Apache Kafka broker: real Kafka 4.x in KRaft mode from the jars in .jars/kafka.
 
-    python -m arus.broker up       # format once, start, wait until it answers, create topics
-    python -m arus.broker down     # stop it by its recorded PID
-    python -m arus.broker reset    # stop it and wipe its data
-    python -m arus.broker status
-    python -m arus.broker up --cluster 3   # three brokers (replication factor 3, min ISR 2)
-    python -m arus.broker up --sasl        # a second broker that lets clients in only with SCRAM
+    python -m arus.ops.broker up       # format once, start, wait until it answers, create topics
+    python -m arus.ops.broker down     # stop it by its recorded PID
+    python -m arus.ops.broker reset    # stop it and wipe its data
+    python -m arus.ops.broker status
+    python -m arus.ops.broker up --cluster 3   # three brokers (replication factor 3, min ISR 2)
+    python -m arus.ops.broker up --sasl        # a second broker that lets clients in only with SCRAM
 
 `up` is idempotent: a broker that already answers is left running and only topics are ensured.
 
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arus.config import REPO_ROOT, Config, ConfigError, KafkaConfig, load_config
-from arus.processes import alive, stop
-from arus.topics import ensure_topics
+from arus.ops.processes import alive, stop
+from arus.ops.topics import ensure_topics
 
 KAFKA_JARS = REPO_ROOT / ".jars" / "kafka"
 LOG4J_CONFIG = REPO_ROOT / "conf" / "broker" / "log4j2.properties"
@@ -484,7 +484,7 @@ def status(config: Config, cluster: int = 1, security: Security | None = None) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arus.broker", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m arus.ops.broker", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=["up", "down", "reset", "status"])
     parser.add_argument("--cluster", type=int, default=1, help="number of brokers (1 or 3)")
     parser.add_argument("--sasl", action="store_true", help="the SASL/SCRAM broker of [secure_broker]")

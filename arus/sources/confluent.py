@@ -1,7 +1,7 @@
 """An optional faster client: confluent-kafka (librdkafka) behind the KafkaProducer surface SendLoop uses.
 
     [producer] client = "confluent-kafka"          # in conf/arus.toml, or
-    ARUS_PRODUCER_CLIENT=confluent-kafka python -m producers.iot --count 100000
+    ARUS_PRODUCER_CLIENT=confluent-kafka python -m arus.sources.iot --count 100000
 
 kafka-python stays the default. This client sends the same records with the same [producer]
 settings (acks, idempotence, compression, linger, batch size) and reports every delivery through

@@ -3,7 +3,7 @@
     fields = parse_schema(config.schema("iot_reading"))   # the DDL in conf/arus.toml
     event = parse_record(value, kafka_timestamp_ms, fields, limits)   # or InvalidRecord(reason)
 
-arus.transforms.parse_events decides with from_json, get_json_object and json_object_keys what is
+arus.core.transforms.parse_events decides with from_json, get_json_object and json_object_keys what is
 good and why the rest is bad; this module gives the same verdict, the same reason text and the same
 field values, so the kafka-python consumer dead-letters exactly the records the Spark job does. The
 rules below follow Spark's JSON reader (Jackson with Spark's options): a JSON object is read up to
@@ -98,7 +98,7 @@ def require(fields: Sequence[Field], name: str) -> tuple[Field, ...]:
 
 @dataclass(frozen=True)
 class Limits:
-    """arus.transforms.RecordLimits: bounds past which a record that parses is still dead-lettered."""
+    """arus.core.transforms.RecordLimits: bounds past which a record that parses is still dead-lettered."""
 
     event_time: str
     max_bytes: int | None = None
@@ -463,7 +463,7 @@ def convert(value: Any, type_name: str) -> Any:
 def parse_event(value: bytes | None, fields: Sequence[Field]) -> dict[str, Any]:
     """A Kafka record value -> the schema's fields (absent ones None), or InvalidRecord.
 
-    The checks and reasons are arus.transforms.parse_json_error's, in its order: empty value,
+    The checks and reasons are arus.core.transforms.parse_json_error's, in its order: empty value,
     not UTF-8, not a JSON object, then per field: missing required field, empty required string,
     wrong type. A field written twice takes its last value that converts, as Spark's reader does.
     """
@@ -548,7 +548,7 @@ def _last_that_converts(f: Field, written: list[Any]) -> Any:
 def parse_record(
     value: bytes | None, timestamp_ms: int | None, fields: Sequence[Field], limits: Limits | None = None
 ) -> dict[str, Any]:
-    """parse_event, then the job's limits, in arus.transforms.parse_events' order: size first, then
+    """parse_event, then the job's limits, in arus.core.transforms.parse_events' order: size first, then
     the parse checks, then event time (before `earliest`, or too far past the Kafka timestamp)."""
     if limits is not None and limits.max_bytes and value is not None and len(value) > limits.max_bytes:
         raise InvalidRecord(f"larger than {limits.max_bytes} bytes")

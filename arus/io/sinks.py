@@ -12,7 +12,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from arus.config import KafkaConfig
-from arus.delta_ops import retry_on_conflict
+from arus.io.delta import retry_on_conflict
 
 # Delta's idempotent DML: a MERGE under an (app id, version) it has committed before is skipped.
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"

@@ -14,9 +14,9 @@ from datetime import datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from arus.clean import clean_events, with_device_metadata
 from arus.config import AggregateConfig, CleanConfig, ConfigError
-from arus.transforms import (
+from arus.core.clean import clean_events, with_device_metadata
+from arus.core.transforms import (
     RecordLimits,
     aggregate_windows,
     dead_letters,

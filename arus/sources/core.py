@@ -35,7 +35,7 @@ from kafka.future import Future
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from arus.config import Config, KafkaConfig, ProducerConfig
-from arus.reliability import KafkaUnavailable, explained_connection_errors
+from arus.runtime.guards import KafkaUnavailable, explained_connection_errors
 
 SCHEMA_VERSION = "1"
 T = TypeVar("T")
@@ -208,7 +208,7 @@ def make_producer(kafka: KafkaConfig, settings: ProducerConfig, **overrides: Any
     """A KafkaProducer with the configured durability and batching; fails fast if no broker answers."""
     # Overrides are kafka-python options, so a call with overrides always gets kafka-python.
     if settings.client == "confluent-kafka" and not overrides:
-        from producers.confluent import make_confluent_producer
+        from arus.sources.confluent import make_confluent_producer
 
         try:
             return make_confluent_producer(kafka, settings)
@@ -587,7 +587,7 @@ def _widen_pipe(fd: int, size: int) -> None:
 def _settles_by_callback(producer: Any) -> bool:
     """Whether the producer's deliveries are not kafka-python futures (the confluent-kafka client's
     settle through callbacks run on the sending thread by its own poll)."""
-    from producers.confluent import ConfluentProducer
+    from arus.sources.confluent import ConfluentProducer
 
     return isinstance(producer, ConfluentProducer)
 

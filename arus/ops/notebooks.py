@@ -1,7 +1,7 @@
 """Run the notebooks in notebooks/ against a lake, headless, and keep their figures.
 
-    python -m arus.notebooks                                   # run each against [paths] lake
-    python -m arus.notebooks --lake /tmp/lake --images docs/img  # and save each one's README figure
+    python -m arus.ops.notebooks                                   # run each against [paths] lake
+    python -m arus.ops.notebooks --lake /tmp/lake --images docs/img  # and save each one's README figure
 
 The notebooks are stored as plain jupytext scripts (percent format), so they have no outputs in
 git; `make notebook` opens them in Jupyter as notebooks. The test suite runs them with this module.
@@ -76,7 +76,7 @@ def text_output(notebook: nbformat.NotebookNode) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arus.notebooks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m arus.ops.notebooks", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", help="the lake to read (default: [paths] lake, or ARUS_LAKE_DIR)")
     parser.add_argument("--images", help="save each notebook's tagged figure here as <notebook>.png")
     parser.add_argument("--executed", help="also save the executed notebooks (.ipynb, with outputs) here")

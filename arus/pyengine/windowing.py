@@ -1,12 +1,12 @@
 """Event-time tumbling windows in plain Python: the engine of the kafka-python consumer.
 
     engine = Aggregator(spec)
-    engine.add(event, (topic, partition, offset))   # an event from arus.records -> Outcome
+    engine.add(event, (topic, partition, offset))   # an event from arus.pyengine.records -> Outcome
     engine.end_batch()                              # rows to publish; the watermark advances
     engine.commit_positions(consumed)               # offsets it is safe to commit
     engine.late_offsets(positions)                  # late events a replay from there re-reads
 
-It computes what jobs/aggregate.py computes with Spark (arus.transforms.aggregate_windows,
+It computes what jobs/aggregate.py computes with Spark (arus.core.transforms.aggregate_windows,
 aggregate_key, drop_duplicate_events with the watermark): the same window boundaries, watermark,
 late rule and dedup rule, the same statistics with Spark's percentile definition, and the same
 rows, JSON field names and record keys. Nothing here touches Kafka; jobs/consumer.py does.
@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from arus.records import EPOCH, java_double, spark_string
+from arus.pyengine.records import EPOCH, java_double, spark_string
 
-# percentile_approx(col, p, 10000) in arus.transforms: its summary is exact below 5,000 values
+# percentile_approx(col, p, 10000) in arus.core.transforms: its summary is exact below 5,000 values
 # per window (2 * relative error * n < 1), so exact percentiles match it there.
 RELATIVE_ERROR = 1.0 / 10000
 
@@ -400,7 +400,7 @@ def _sort_key(k: tuple[tuple[Any, ...], int]) -> tuple[int, str]:
 
 
 def aggregate_key(row: Mapping[str, Any], keys: Sequence[str]) -> str:
-    """arus.transforms.aggregate_key: key fields as strings (nulls skipped, as concat_ws does) and
+    """arus.core.transforms.aggregate_key: key fields as strings (nulls skipped, as concat_ws does) and
     the window start, joined by |."""
     parts = [spark_string(row.get(k)) for k in keys if row.get(k) is not None]
     return "|".join([*parts, row["window_start"].strftime("%Y-%m-%dT%H:%M:%SZ")])

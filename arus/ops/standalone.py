@@ -1,8 +1,8 @@
 """A Spark standalone cluster on this machine, from the installed pyspark: a master and workers.
 
-    python -m arus.standalone up       # what `make spark-cluster-up` runs; waits until all workers are alive
-    python -m arus.standalone status
-    python -m arus.standalone down     # stops exactly the processes `up` started, by their PIDs
+    python -m arus.ops.standalone up       # what `make spark-cluster-up` runs; waits for every worker
+    python -m arus.ops.standalone status
+    python -m arus.ops.standalone down     # stops exactly what `up` started, by their PIDs
     spark-submit --master spark://127.0.0.1:7077 jobs/aggregate.py
 
 Jobs run on it unchanged: the connector jars reach the driver through the spark-defaults.conf
@@ -28,7 +28,7 @@ from typing import Any
 import pyspark
 
 from arus.config import ConfigError, SparkClusterConfig, load_config
-from arus.processes import alive, stop
+from arus.ops.processes import alive, stop
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -195,7 +195,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arus.standalone", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m arus.ops.standalone", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("up", "down", "status"))
     parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
     args = parser.parse_args(argv)

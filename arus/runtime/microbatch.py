@@ -8,7 +8,7 @@
     insert_new_into_delta(df, path, key)      # rows found again change nothing
 
 A query's foreachBatch sees only its own output, so the input rows its stateful operators dropped
-as late are gone; arus.late finds them in the re-read input. The checkpoint files it reads:
+as late are gone; arus.core.late finds them in the re-read input. The checkpoint files it reads:
 
     offsets/<N>   v1 / {"batchWatermarkMs": ..., ...} / {"<topic>": {"<partition>": <next offset>}}
     sources/0/0   NUL v1 / the offsets a new query started from
@@ -32,9 +32,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from arus.config import KafkaConfig
-from arus.delta_ops import retry_on_conflict
-from arus.io import append_to_delta, read_kafka_batch, write_kafka
-from arus.late import LATE_COLUMNS, late_events, late_records
+from arus.core.late import LATE_COLUMNS, late_events, late_records
+from arus.io.delta import retry_on_conflict
+from arus.io.sinks import append_to_delta, read_kafka_batch, write_kafka
 
 Offsets = dict[str, dict[str, int]]  # Spark's JSON shape: topic -> partition -> offset
 
@@ -163,7 +163,7 @@ def write_kafka_once(
 
 @dataclass(frozen=True)
 class LateOutput:
-    """Where a stateful query's late events go, and the rule that found them (see arus.late)."""
+    """Where a stateful query's late events go, and the rule that found them (see arus.core.late)."""
 
     stage: str  # the query's name, recorded with each late event
     checkpoint: str  # the query's checkpoint folder

@@ -7,7 +7,7 @@ filter lags one batch behind the watermark that evicts state). The first statefu
   - deduplication (dropDuplicatesWithinWatermark) compares the event time itself;
   - a window aggregation without it compares the window's end, so an event is dropped from each of
     its windows that ended at or before the watermark.
-arus.microbatch re-reads a batch's exact input; `late_events` applies this rule to it.
+arus.runtime.microbatch re-reads a batch's exact input; `late_events` applies this rule to it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from arus.transforms import ERROR, SOURCE
+from arus.core.transforms import ERROR, SOURCE
 
 # topic, partition, offset, timestamp, key, value, event_id, event_time, watermark
 LATE_COLUMNS = (

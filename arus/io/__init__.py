@@ -1,0 +1,4 @@
+"""Input and output at the edges: Kafka readers and writers, Delta writers, checkpoint files, the lake.
+
+May import: arus.config, arus.core.
+"""
