@@ -84,7 +84,7 @@ def send_span(module: Any, timer: Timer) -> AbstractContextManager[Any]:
     send: configuration, connecting and the topic check are done) and stops it when its flush
     returns (every record acknowledged), as the bare loops are timed. Closing the client and
     ending the generator process come after the span, as they do for the bare loops."""
-    from arus.sources.core import SendLoop
+    from arus.sources.send import SendLoop
 
     class TimedSendLoop(SendLoop):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -127,7 +127,7 @@ def kp_bare(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """kafka-python with nothing around it: pre-made (key, value) pairs, the same headers as arus."""
     from kafka import KafkaProducer
 
-    from arus.sources.core import make_producer
+    from arus.io.producer import make_producer
 
     pairs = read_payload_file(Path(args.payload))
     producer: KafkaProducer = make_producer(config.kafka, config.producer)

@@ -38,6 +38,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Offse
 from kafka.errors import KafkaError
 
 from arus.config import AggregateConfig, Config, ConfigError, ConsumerConfig, KafkaConfig, load_config
+from arus.io.producer import ProducerError, make_producer
 from arus.pyengine.records import Field, InvalidRecord, Limits, parse_record, parse_schema, require
 from arus.pyengine.windowing import (
     Aggregator,
@@ -49,7 +50,6 @@ from arus.pyengine.windowing import (
     to_json,
 )
 from arus.runtime.guards import GuardError, check_deadletter_ratio, check_kafka
-from arus.sources.core import ProducerError, make_producer
 
 APP = "arus-consumer"
 FLUSH_TIMEOUT_S = 60.0

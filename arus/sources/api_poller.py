@@ -43,12 +43,11 @@ from pathlib import Path
 from typing import Any
 
 from arus.config import ApiConfig, ConfigError, load_config
-from arus.sources.core import (
-    ProducerError,
+from arus.io.producer import ProducerError, connect
+from arus.sources.send import (
     Record,
     SendLoop,
     add_send_arguments,
-    connect,
     exit_code,
     format_time,
     origin_headers,

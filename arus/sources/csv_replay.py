@@ -41,12 +41,11 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from arus.config import ConfigError, CsvConfig, load_config
-from arus.sources.core import (
-    ProducerError,
+from arus.io.producer import ProducerError, connect
+from arus.sources.send import (
     Record,
     SendLoop,
     add_send_arguments,
-    connect,
     exit_code,
     format_time,
     origin_headers,

@@ -37,14 +37,13 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from arus.config import ConfigError, IotDeliveryConfig, IotFaultsConfig, load_config
-from arus.sources.core import (
+from arus.io.producer import ProducerError, connect
+from arus.sources.send import (
     ChildFeed,
-    ProducerError,
     Record,
     SendLoop,
     add_send_arguments,
     can_fork,
-    connect,
     exit_code,
     format_time,
     origin_headers,

@@ -27,9 +27,10 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
 from arus.config import DEFAULT_CONFIG, ENV_OVERRIDES, REPO_ROOT, Config, KafkaConfig
+from arus.io.producer import make_producer
 from arus.ops import broker
 from arus.runtime.guards import FAULT_ENV
-from arus.sources.core import Record, SendLoop, make_producer
+from arus.sources.send import Record, SendLoop
 
 HEAP = "384m"
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -27,7 +27,7 @@ from faultkit import (
 from pyspark.sql import SparkSession
 
 from arus.config import Config
-from arus.sources.core import Record
+from arus.sources.send import Record
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

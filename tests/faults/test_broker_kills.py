@@ -36,8 +36,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
 
 from arus.config import BrokerConfig, Config, KafkaConfig
+from arus.io.producer import make_producer
 from arus.ops import broker
-from arus.sources.core import Record, SendLoop, make_producer
+from arus.sources.send import Record, SendLoop
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(900)]
 

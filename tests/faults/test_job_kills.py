@@ -32,7 +32,7 @@ from pyspark.sql import SparkSession
 
 from arus.config import Config
 from arus.runtime.guards import FAULT_ENV
-from arus.sources.core import Record
+from arus.sources.send import Record
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(1500)]
 

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from arus.config import Config
-from arus.sources.core import Record, SendLoop, make_producer
+from arus.io.producer import make_producer
+from arus.sources.send import Record, SendLoop
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 MALFORMED = [

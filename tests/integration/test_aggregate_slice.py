@@ -15,8 +15,9 @@ from kafka import KafkaConsumer
 from pyspark.sql import SparkSession
 
 from arus.config import Config
-from arus.sources.core import Record, SendLoop, make_producer
+from arus.io.producer import make_producer
 from arus.sources.iot import fleet, readings, to_record
+from arus.sources.send import Record, SendLoop
 
 pytestmark = pytest.mark.integration
 

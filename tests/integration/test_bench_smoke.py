@@ -13,8 +13,9 @@ from arus.bench.payloads import read_payload_file, write_payload_file
 from kafka import KafkaConsumer
 
 from arus.config import Config
-from arus.sources.core import Record, SendLoop, make_producer
+from arus.io.producer import make_producer
 from arus.sources.iot import HEADERS
+from arus.sources.send import Record, SendLoop
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from arus.jobs import consumer
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from arus.config import Config
-from arus.sources.core import make_producer
+from arus.io.producer import make_producer
 
 pytestmark = pytest.mark.integration
 

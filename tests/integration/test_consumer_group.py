@@ -19,9 +19,10 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from arus.config import Config, TopicConfig
+from arus.io.producer import make_producer
 from arus.ops.topics import ensure_topics
-from arus.sources.core import SendLoop, make_producer
 from arus.sources.iot import fleet, readings, to_record
+from arus.sources.send import SendLoop
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,11 @@ from pyspark.sql import types as T
 from arus.config import Config
 from arus.core.stages import bronze_to_checked
 from arus.core.transforms import aggregate_windows, schema_from_ddl
+from arus.io.producer import make_producer
 from arus.pyengine.records import InvalidRecord, parse_record, parse_schema
 from arus.pyengine.windowing import Aggregator, WindowSpec, parse_duration_us, to_us
-from arus.sources.core import Record, SendLoop, make_producer
 from arus.sources.iot import fleet, readings, to_record
+from arus.sources.send import Record, SendLoop
 
 pytestmark = pytest.mark.integration
 

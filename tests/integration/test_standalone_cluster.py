@@ -19,9 +19,10 @@ import pytest
 from deltalake import DeltaTable
 
 from arus.config import REPO_ROOT, Config
+from arus.io.producer import make_producer
 from arus.ops.standalone import Cluster, down, free_port, master_state, up
-from arus.sources.core import Record, SendLoop, make_producer
 from arus.sources.iot import fleet, readings, to_record
+from arus.sources.send import Record, SendLoop
 
 pytestmark = pytest.mark.integration
 

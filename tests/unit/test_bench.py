@@ -16,9 +16,8 @@ from arus.bench.report import render
 from arus.bench.run import goals, summarise_runs
 
 from arus.config import KafkaConfig, ProducerConfig
+from arus.io.producer import Delivery, DeliveryError, confluent_settings
 from arus.sources import iot
-from arus.sources.confluent import Delivery, DeliveryError
-from arus.sources.confluent import settings as confluent_settings
 
 PRODUCER_OUTPUT = """\
 Reading payloads from: /tmp/p.txt

@@ -17,11 +17,10 @@ from kafka.future import Future
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from arus.config import DEFAULT_CONFIG, load_config
-from arus.sources.core import (
+from arus.io.producer import KeyHashPartitioner, ProducerError
+from arus.sources.send import (
     ChildFeed,
-    KeyHashPartitioner,
     Pacer,
-    ProducerError,
     Record,
     SendLoop,
     add_send_arguments,

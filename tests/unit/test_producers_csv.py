@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from arus.config import DEFAULT_CONFIG, ConfigError, load_config
-from arus.sources.core import ProducerError
+from arus.io.producer import ProducerError
 from arus.sources.csv_replay import (
     AckCursor,
     BadRow,

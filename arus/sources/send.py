@@ -20,7 +20,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -32,10 +31,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.future import Future
-from kafka.partitioner.default import DefaultPartitioner, murmur2
 
-from arus.config import Config, KafkaConfig, ProducerConfig
-from arus.runtime.guards import KafkaUnavailable, explained_connection_errors
+from arus.config import Config
+from arus.io.producer import ConfluentProducer, ProducerError
 
 SCHEMA_VERSION = "1"
 T = TypeVar("T")
@@ -55,10 +53,6 @@ class _Stderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
-
-
-class ProducerError(RuntimeError):
-    """A producer cannot start or continue (broker down, topic missing, ...)."""
 
 
 class Record(NamedTuple):
@@ -169,110 +163,6 @@ class Summary:
         if self.errors:
             text += " | errors: " + ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items()))
         return text
-
-
-class KeyHashPartitioner(DefaultPartitioner):
-    """kafka-python's default partitioning (the Java client's: murmur2 of the key bytes modulo the
-    partitions), with each key's hash computed once. The pure-Python murmur2 costs about 5 us a
-    record, a tenth of a send, and producers send the same few keys (devices) over and over."""
-
-    MAX_KEYS = 1 << 16  # beyond this many distinct keys (ids as keys), start the memo afresh
-
-    def __init__(self) -> None:
-        self._hashes: dict[bytes, int] = {}
-
-    def partition(
-        self,
-        topic: str,
-        key: Any,
-        serialized_key: bytes | None,
-        value: Any,
-        serialized_value: bytes | None,
-        cluster: Any,
-    ) -> int:
-        if serialized_key is None:
-            return int(super().partition(topic, key, serialized_key, value, serialized_value, cluster))
-        hashed = self._hashes.get(serialized_key)
-        if hashed is None:
-            if len(self._hashes) >= self.MAX_KEYS:
-                self._hashes.clear()
-            hashed = self._hashes[serialized_key] = murmur2(serialized_key) & 0x7FFFFFFF
-        partitions = cluster.partitions_for_topic(topic)
-        if not partitions:
-            raise ValueError(f"Topic {topic} not found in ClusterMetadata")
-        ordered = sorted(partitions)
-        return int(ordered[hashed % len(ordered)])
-
-
-def make_producer(kafka: KafkaConfig, settings: ProducerConfig, **overrides: Any) -> KafkaProducer:
-    """A KafkaProducer with the configured durability and batching; fails fast if no broker answers."""
-    # Overrides are kafka-python options, so a call with overrides always gets kafka-python.
-    if settings.client == "confluent-kafka" and not overrides:
-        from arus.sources.confluent import make_confluent_producer
-
-        try:
-            return make_confluent_producer(kafka, settings)
-        except KafkaTimeoutError as exc:
-            raise ProducerError(f"{exc} (gave up after {settings.max_block_ms} ms)") from None
-    if settings.client not in ("kafka-python", "confluent-kafka"):
-        raise ProducerError(
-            f"[producer] client must be kafka-python or confluent-kafka, got {settings.client!r}"
-        )
-    kwargs: dict[str, Any] = {
-        **kafka.client_kwargs(),
-        "acks": "all" if settings.acks == "all" else int(settings.acks),
-        "enable_idempotence": settings.idempotence,
-        "compression_type": settings.compression or None,
-        "linger_ms": settings.linger_ms,
-        "batch_size": settings.batch_size,
-        "max_block_ms": settings.max_block_ms,
-        "bootstrap_timeout_ms": settings.max_block_ms,
-        "request_timeout_ms": settings.request_timeout_ms,
-        "partitioner": KeyHashPartitioner(),
-        **overrides,
-    }
-    try:
-        # Names the cause (nothing listening, credentials rejected, untrusted TLS) instead of a bare timeout.
-        with explained_connection_errors(kafka):
-            return KafkaProducer(**kwargs)
-    except KafkaUnavailable as exc:
-        raise ProducerError(f"{exc} (gave up after {settings.max_block_ms} ms)") from None
-    except KafkaError as exc:
-        raise ProducerError(f"cannot connect to Kafka at {kafka.bootstrap_servers}: {exc}") from None
-
-
-def check_topics(producer: KafkaProducer, topics: Iterable[str], bootstrap: str) -> None:
-    """Fail within max_block_ms, with the topic's name, when a topic does not exist."""
-    names = sorted(set(topics))
-    # kafka-python refreshes metadata at most every retry_backoff_ms (100 ms) and one topic at a
-    # time when asked in turn; asked at once, the topics share one refresh.
-    with ThreadPoolExecutor(max(len(names), 1), thread_name_prefix="check-topic") as pool:
-        found = dict(zip(names, pool.map(partial(_partitions, producer), names), strict=True))
-    for topic in names:
-        if not found[topic]:
-            raise ProducerError(
-                f"topic {topic!r} does not exist on {bootstrap} (create it: `make kafka-up` creates "
-                "the topics in conf/arus.toml)"
-            )
-
-
-def _partitions(producer: KafkaProducer, topic: str) -> set[int] | None:
-    try:
-        partitions: set[int] | None = producer.partitions_for(topic)
-    except KafkaTimeoutError:
-        return None
-    return partitions
-
-
-def connect(config: Config, topics: Iterable[str]) -> KafkaProducer:
-    """A producer for `config`, after checking that every topic exists."""
-    producer = make_producer(config.kafka, config.producer)
-    try:
-        check_topics(producer, topics, config.kafka.bootstrap_servers)
-    except BaseException:
-        producer.close(timeout=0)
-        raise
-    return producer
 
 
 class Pacer:
@@ -587,8 +477,6 @@ def _widen_pipe(fd: int, size: int) -> None:
 def _settles_by_callback(producer: Any) -> bool:
     """Whether the producer's deliveries are not kafka-python futures (the confluent-kafka client's
     settle through callbacks run on the sending thread by its own poll)."""
-    from arus.sources.confluent import ConfluentProducer
-
     return isinstance(producer, ConfluentProducer)
 
 
