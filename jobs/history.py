@@ -1,8 +1,9 @@
 """Time travel: a Delta table's history, and the table as it was at a version or a time.
 
-    python -m jobs.history gold_aggregates                              # its commits, newest first
-    python -m jobs.history gold_aggregates --version 3                   # the rows as of version 3
-    python -m jobs.history gold_aggregates --timestamp 2026-03-01T12:00:00Z
+    arus history gold_aggregates                              # its commits, newest first
+    arus history gold_aggregates --version 3                  # the rows as of version 3
+    arus history gold_aggregates --timestamp 2026-03-01T12:00:00Z
+    python jobs/history.py gold_aggregates                    # the same, without the command
 
 Reads with the `deltalake` package (no Spark, no JVM). A table is a name under [paths] lake
 (ARUS_LAKE_DIR overrides it) or a path. Versions that VACUUM has cleaned up can no longer be read.
@@ -14,19 +15,19 @@ import argparse
 import sys
 
 import pandas as pd
-from arus.jobs.backfill import parse_time
 
 from arus.config import ConfigError, load_config
+from arus.core.rules import aware_time
 from arus.io import lake
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m jobs.history", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="arus history", description=__doc__.split("\n")[0])
     parser.add_argument("table", help="table name under the lake, or a path")
     parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--version", type=int, help="read the table as of this version")
-    when.add_argument("--timestamp", type=parse_time, help="read the table as of this time (UTC if Z)")
+    when.add_argument("--timestamp", type=aware_time, help="read the table as of this time (UTC if Z)")
     parser.add_argument("--limit", type=int, default=20, help="how many commits of history to show")
     parser.add_argument("--show", type=int, default=10, help="how many rows of the old version to show")
     return parser.parse_args(argv)

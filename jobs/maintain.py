@@ -1,62 +1,30 @@
 """Maintain the lake's Delta tables: compact small files (OPTIMIZE), drop unused ones (VACUUM).
 
-    spark-submit jobs/maintain.py                         # what `make maintain` runs: every table
-    spark-submit jobs/maintain.py gold_aggregates silver  # some tables (names under the lake, or paths)
-    spark-submit jobs/maintain.py --no-vacuum             # compact only
+    arus maintain                              # what `make maintain` runs: every table
+    arus maintain gold_aggregates silver       # some tables (names under the lake, or paths)
+    arus maintain --no-vacuum                  # compact only
+    spark-submit jobs/maintain.py --no-vacuum  # the same flags, on a cluster
 
-For each table it prints the data files before and after: those in the current version (what
-OPTIMIZE lowers) and those on disk (what VACUUM lowers). On first sight of a table it sets Delta's
-optimized-write and auto-compaction properties, so later writes make fewer small files.
-
-Safe while the streaming jobs write: OPTIMIZE and property changes are retried when a concurrent
-commit wins (the streaming writers retry their upserts likewise), and VACUUM keeps every file
-younger than the retention ([batch] vacuum_retain_hours, 7 days), which outlives any reader or
-writer in flight. A shorter retention needs --unsafe-retention, and breaks time travel past it.
+Prints each table's data files before and after, and is safe while the streaming jobs write
+(arus/batch/maintain.py says why). A retention under 7 days needs --unsafe-retention.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
-from arus.jobs.backfill import resolve_table
-from delta.tables import DeltaTable
-from pyspark.sql import SparkSession
-
-from arus.config import Config, ConfigError, load_config
-from arus.io.delta import (
-    AUTO_COMPACTION,
-    FileCounts,
-    file_counts,
-    is_delta_table,
-    retry_on_conflict,
-    table_properties,
-)
-from arus.io.lake import find_tables
+from arus.batch.maintain import SAFE_RETENTION_HOURS, maintain, print_outcome, table_paths
+from arus.config import ConfigError, load_config
+from arus.io.lake import is_table, lake_dir
 from arus.runtime.session import build_session
 
 APP = "arus-maintain"
-SAFE_RETENTION_HOURS = 168.0  # Delta's own minimum unless its retention check is turned off
-RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
-LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    path: str
-    before: FileCounts
-    after: FileCounts
-    compacted: tuple[int, int]  # (files removed, files added) by OPTIMIZE
-    vacuumed: bool
-    properties_set: bool
-    retries: int
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="spark-submit jobs/maintain.py",
+        prog="arus maintain",
         description="OPTIMIZE and VACUUM the lake's Delta tables, reporting file counts before and after.",
     )
     parser.add_argument("tables", nargs="*", help="table names or paths (default: every table in the lake)")
@@ -85,102 +53,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def table_paths(config: Config, names: list[str]) -> list[str]:
-    if names:
-        return [resolve_table(config, name) for name in names]
-    return [str(p) for p in find_tables(config.resolve(config.paths.lake))]
-
-
-class _Counter:
-    """Counts (and says) each retry after a lost commit race."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, attempt: int, exc: Exception) -> None:
-        self.count += 1
-        print(f"  retrying after a concurrent commit (attempt {attempt}): {type(exc).__name__}", flush=True)
-
-
-def set_auto_compaction(spark: SparkSession, path: str, attempts: int, on_retry: _Counter) -> bool:
-    """Turn on optimized writes and auto compaction, once: returns whether it changed anything."""
-    current = table_properties(spark, path)
-    missing = {k: v for k, v in AUTO_COMPACTION.items() if current.get(k) != v}
-    if not missing:
-        return False
-    settings = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
-    escaped = path.replace("`", "``")
-    retry_on_conflict(
-        lambda: spark.sql(f"ALTER TABLE delta.`{escaped}` SET TBLPROPERTIES ({settings})"),
-        attempts,
-        on_retry=on_retry,
-    )
-    return True
-
-
-def optimize(spark: SparkSession, path: str, attempts: int, on_retry: _Counter) -> tuple[int, int]:
-    """Compact the table's small files; (files removed, files added)."""
-    metrics = retry_on_conflict(
-        lambda: DeltaTable.forPath(spark, path).optimize().executeCompaction().collect()[0]["metrics"],
-        attempts,
-        on_retry=on_retry,
-    )
-    return int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
-
-
-def vacuum(spark: SparkSession, path: str, retain_hours: float) -> None:
-    # VACUUM lists the table's folders in as many tasks as this says (10,000 by default): minutes
-    # of scheduling on a small machine for a table of a few folders.
-    conf = {LISTING_PARALLELISM: str(max(2, spark.sparkContext.defaultParallelism))}
-    if retain_hours < SAFE_RETENTION_HOURS:
-        conf[RETENTION_CHECK] = "false"
-    previous = {key: spark.conf.get(key, None) for key in conf}
-    for key, value in conf.items():
-        spark.conf.set(key, value)
-    try:
-        DeltaTable.forPath(spark, path).vacuum(retain_hours)
-    finally:
-        for key, old in previous.items():
-            if old is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, old)
-
-
-def maintain(
-    spark: SparkSession,
-    path: str,
-    retain_hours: float,
-    attempts: int,
-    compact: bool = True,
-    clean: bool = True,
-    properties: bool = True,
-) -> Outcome:
-    retries = _Counter()
-    before = file_counts(spark, path)
-    properties_set = set_auto_compaction(spark, path, attempts, retries) if properties else False
-    compacted = optimize(spark, path, attempts, retries) if compact else (0, 0)
-    if clean:
-        vacuum(spark, path, retain_hours)
-    return Outcome(path, before, file_counts(spark, path), compacted, clean, properties_set, retries.count)
-
-
-def print_outcome(outcome: Outcome, lake: Path) -> None:
-    path = Path(outcome.path)
-    name = str(path.relative_to(lake)) if path.is_relative_to(lake) else outcome.path
-    b, a = outcome.before, outcome.after
-    notes = []
-    if outcome.properties_set:
-        notes.append("auto compaction turned on")
-    if outcome.retries:
-        notes.append(f"{outcome.retries} retries")
-    print(
-        f"  {name:28} files in version {b.active:4} -> {a.active:<4}  on disk {b.on_disk:4} -> {a.on_disk:<4}"
-        f"  {b.bytes_active / 1024:8.1f} KB -> {a.bytes_active / 1024:.1f} KB"
-        + (f"  ({'; '.join(notes)})" if notes else "")
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -188,14 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"maintain: {exc}", file=sys.stderr)
         return 2
-    spark = build_session(APP, config.spark)
     paths = table_paths(config, args.tables)
-    missing = [p for p in paths if not is_delta_table(spark, p)]
+    missing = [p for p in paths if not is_table(p)]
     if missing:
         print(f"maintain: not Delta tables: {', '.join(missing)}", file=sys.stderr)
         return 2
+    spark = build_session(APP, config.spark)
     retain = config.batch.vacuum_retain_hours if args.retain_hours is None else args.retain_hours
-    lake = config.resolve(config.paths.lake)
+    lake = lake_dir(config)
     steps = [s for s, skip in (("OPTIMIZE", args.no_optimize), ("VACUUM", args.no_vacuum)) if not skip]
     where = ", ".join(args.tables) if args.tables else f"every table in {lake}"
     print(f"maintain: {where}; {' + '.join(steps) or 'no steps'}; VACUUM retention {retain:g} h")

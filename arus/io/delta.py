@@ -30,6 +30,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from arus.io.lake import is_table
+
 R = TypeVar("R")
 
 # Delta's own names for the table properties that compact small files as they are written (OSS
@@ -154,7 +156,7 @@ def upsert_changes(
     (a replace of that part of the table). The table is created on first use.
     """
     spark = df.sparkSession
-    if not DeltaTable.isDeltaTable(spark, path):
+    if not is_table(path):
         return _create(df, path, properties or {})
 
     def attempt() -> UpsertResult:
@@ -228,7 +230,3 @@ def data_files_on_disk(path: str) -> int:
 
 def table_properties(spark: SparkSession, path: str) -> dict[str, str]:
     return dict(DeltaTable.forPath(spark, path).detail().collect()[0]["properties"] or {})
-
-
-def is_delta_table(spark: SparkSession, path: str) -> bool:
-    return DeltaTable.isDeltaTable(spark, path)

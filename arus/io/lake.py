@@ -1,7 +1,8 @@
 """The lake without Spark: find, read and time-travel its Delta tables with the `deltalake` package.
 
-Notebooks and `python -m jobs.history` use this module; it never starts a JVM. The lake's location
-is the one config value `[paths] lake`, which the environment variable ARUS_LAKE_DIR overrides.
+Notebooks, `arus history` and every batch job use this module; it never starts a JVM. The lake's
+location is the one config value `[paths] lake`, which the environment variable ARUS_LAKE_DIR
+overrides. `is_table` is arus's one Delta-table check: Spark jobs use it too, before Spark starts.
 """
 
 from __future__ import annotations
@@ -24,13 +25,24 @@ def lake_dir(config: Config | None = None) -> Path:
 
 
 def table_path(name: str, lake: Path) -> Path:
-    """A table name under the lake, or a path as given."""
+    """A table name under the lake, or a path as given: what a reader names."""
     path = Path(name)
     return path if path.is_absolute() or path.exists() else lake / name
 
 
-def is_table(path: Path) -> bool:
-    return (path / "_delta_log").is_dir() and DeltaTable.is_deltatable(str(path))
+def table_location(config: Config, name: str) -> str:
+    """A table name under the lake, or an absolute path: where a batch job reads or writes.
+
+    Unlike `table_path`, a relative name is always under the lake, even when a folder of that name
+    exists here, so a table a job is about to create lands where the next run looks for it.
+    """
+    path = Path(name)
+    return str(path if path.is_absolute() else lake_dir(config) / name)
+
+
+def is_table(path: str | Path) -> bool:
+    """Whether a Delta table is at `path` (a folder, or a URI deltalake reads)."""
+    return bool(DeltaTable.is_deltatable(str(path)))
 
 
 def find_tables(lake: Path) -> list[Path]:

@@ -34,6 +34,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from arus.batch.sources import csv_rows_as_values
 from arus.config import Config
 from arus.core.transforms import schema_from_ddl
 from arus.io.delta import Span, data_files_on_disk, upsert_changes
@@ -184,7 +185,7 @@ def test_csv_rows_become_json_records_that_keep_bad_values(spark: SparkSession) 
         [("a", "1.5", "TRUE", 'say "hi"'), ("b", "hot", "", None), ("c", "", "yes", "")],
         "id STRING, value STRING, ok STRING, note STRING",
     )
-    got = backfill.csv_rows_as_values(rows, schema).select(F.col("value").cast("string").alias("value"))
+    got = csv_rows_as_values(rows, schema).select(F.col("value").cast("string").alias("value"))
     expected = spark.createDataFrame(
         [
             ('{"id":"a","value":1.5,"ok":true,"note":"say \\"hi\\""}',),
