@@ -3,22 +3,53 @@
 Every mistake fails fast with a ConfigError naming the key and the file: an unknown key, a missing
 key, or a value of the wrong type. Deployment values (where Kafka is, where tables live) can be
 overridden from the environment; secrets (SASL user and password) only ever come from it.
+
+Which file: `--config`, else $ARUS_CONFIG, else conf/arus.toml in the project folder, else the
+defaults shipped inside the package. The project folder is $ARUS_HOME, else the current directory;
+relative paths in the config (data/, .run/, .jars/) are taken from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import tomllib
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 
+# The defaults shipped in the package (conf/ is installed as arus.conf). A Traversable, not a Path:
+# on a cluster the package is imported from a wheel on --py-files, and the file is inside that zip.
+DEFAULT_CONFIG: Traversable = importlib.resources.files("arus.conf") / "arus.toml"
+# The checkout, for the tests and benchmarks that read its files (README, samples/, docs/). arus
+# itself never uses it: an installed package has no checkout; it uses project_root().
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "conf" / "arus.toml"
+
+
+def project_root(env: Mapping[str, str] | None = None) -> Path:
+    """The project folder: relative paths in the config and `.jars/` are found here.
+
+    $ARUS_HOME, else the current directory (where `make setup` ran, in a checkout).
+    """
+    env = os.environ if env is None else env
+    return Path(env.get("ARUS_HOME") or Path.cwd())
+
+
+def find_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Traversable:
+    """The config file: `path` (--config), $ARUS_CONFIG, <project>/conf/arus.toml, the shipped defaults."""
+    env = os.environ if env is None else env
+    chosen = path or env.get("ARUS_CONFIG")
+    if chosen:
+        return Path(chosen)
+    local = project_root(env) / "conf" / "arus.toml"
+    return local if local.is_file() else DEFAULT_CONFIG
 
 
 class ConfigError(ValueError):
@@ -349,9 +380,9 @@ class Config:
         raise ConfigError(f"{self.source}: no [[topics]] entry named {name!r}")
 
     def resolve(self, path: str) -> Path:
-        """A configured path, relative paths taken from the repository root."""
+        """A configured path, relative paths taken from the project folder (project_root())."""
         p = Path(path)
-        return p if p.is_absolute() else REPO_ROOT / p
+        return p if p.is_absolute() else project_root() / p
 
 
 # (environment variable, section, key). Secrets appear only here, never in conf/.
@@ -372,13 +403,14 @@ SECRET_KEYS = frozenset({("kafka", "sasl_username"), ("kafka", "sasl_password")}
 T = TypeVar("T")
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Load the config file (default: $ARUS_CONFIG or conf/arus.toml) and apply env overrides."""
+def load_config(
+    path: str | os.PathLike[str] | Traversable | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Load the config file (see find_config) and apply env overrides."""
     env = os.environ if env is None else env
-    file = Path(path or env.get("ARUS_CONFIG") or DEFAULT_CONFIG)
+    file = path if isinstance(path, Traversable) else find_config(path, env)
     try:
-        with open(file, "rb") as fh:
-            raw = tomllib.load(fh)
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{file}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
@@ -395,7 +427,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     return dataclasses.replace(config, source=str(file))
 
 
-def build(cls: type[T], data: Any, where: str, file: Path) -> T:
+def build(cls: type[T], data: Any, where: str, file: Traversable) -> T:
     """Build the dataclass cls from parsed TOML, checking keys and types strictly."""
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: {where or 'top level'} must be a table")
@@ -420,7 +452,7 @@ def build(cls: type[T], data: Any, where: str, file: Path) -> T:
     return cls(**values)
 
 
-def _convert(tp: Any, value: Any, key: str, file: Path) -> Any:
+def _convert(tp: Any, value: Any, key: str, file: Traversable) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key, file)  # type: ignore[arg-type]

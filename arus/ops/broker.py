@@ -1,11 +1,14 @@
 """The local Apache Kafka broker: real Kafka 4.x in KRaft mode from the jars in .jars/kafka.
 
-    python -m arus.ops.broker up       # format once, start, wait until it answers, create topics
-    python -m arus.ops.broker down     # stop it by its recorded PID
-    python -m arus.ops.broker reset    # stop it and wipe its data
-    python -m arus.ops.broker status
-    python -m arus.ops.broker up --cluster 3   # three brokers (replication factor 3, min ISR 2)
-    python -m arus.ops.broker up --sasl        # a second broker that lets clients in only with SCRAM
+    arus broker up       # format once, start, wait until it answers, create topics
+    arus broker down     # stop it by its recorded PID
+    arus broker reset    # stop it and wipe its data
+    arus broker status
+    arus broker up --cluster 3   # three brokers (replication factor 3, min ISR 2)
+    arus broker up --sasl        # a second broker that lets clients in only with SCRAM
+
+The jars and the broker's data (`[broker] dir`) are in the project folder: $ARUS_HOME, else the
+current directory (arus.config.project_root).
 
 `up` is idempotent: a broker that already answers is left running and only topics are ensured.
 
@@ -24,6 +27,7 @@ import argparse
 import base64
 import dataclasses
 import hashlib
+import importlib.resources
 import os
 import shutil
 import signal
@@ -36,12 +40,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from arus.config import REPO_ROOT, Config, ConfigError, KafkaConfig, load_config
-from arus.ops.processes import alive, stop
+from arus.config import Config, ConfigError, KafkaConfig, load_config, project_root
+from arus.ops.processes import owned, stop
 from arus.ops.topics import ensure_topics
 
-KAFKA_JARS = REPO_ROOT / ".jars" / "kafka"
-LOG4J_CONFIG = REPO_ROOT / "conf" / "broker" / "log4j2.properties"
+LOG4J_CONFIG = importlib.resources.files("arus.conf") / "broker" / "log4j2.properties"
+MAIN_CLASS = "kafka.Kafka"
 START_TIMEOUT_S = 60.0
 SCRAM = "SCRAM-SHA-512"
 SCRAM_ITERATIONS = 8192
@@ -213,9 +217,19 @@ def scram_credential(user: str, password: str) -> str:
     )
 
 
+def kafka_jars() -> Path:
+    """The broker's jars, which `make setup` fetched into the project folder."""
+    jars = project_root() / ".jars" / "kafka"
+    if not any(jars.glob("kafka_2.13-*.jar")):
+        raise ConfigError(
+            f"no Kafka jars in {jars}: run arus in the project folder where `make setup` fetched them, "
+            "or set ARUS_HOME to that folder"
+        )
+    return jars
+
+
 def _java(main_class: str, *args: str, heap: str = "256m") -> list[str]:
-    if not any(KAFKA_JARS.glob("kafka_2.13-*.jar")):
-        raise ConfigError(f"no Kafka jars in {KAFKA_JARS}: run `make setup` first")
+    jars = kafka_jars()
     return [
         "java",
         f"-Xms{heap}",
@@ -225,7 +239,7 @@ def _java(main_class: str, *args: str, heap: str = "256m") -> list[str]:
         *os.environ.get("ARUS_BROKER_JVM_OPTS", "").split(),
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
         "-cp",
-        f"{KAFKA_JARS}/*",
+        f"{jars}/*",
         main_class,
         *args,
     ]
@@ -241,12 +255,8 @@ def answers(address: str, timeout: float = 1.0) -> bool:
 
 
 def _pid(node: Node) -> int | None:
-    try:
-        pid = int(node.pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    # Not a bare kill(0): a broker killed by the process that started it lingers as a zombie.
-    return pid if alive(pid) else None
+    """The node's broker, if it runs: Kafka's main class started with this node's own properties."""
+    return owned(node.pid_file, MAIN_CLASS, str(node.properties_file))
 
 
 def _format(node: Node, nodes: list[Node], cluster_id: str) -> None:
@@ -302,7 +312,7 @@ def start_node(node: Node, heap: str) -> None:
     # The child keeps its own copy of the log's file descriptor, so ours can close at once.
     with open(node.log_file, "ab") as log:
         proc = subprocess.Popen(
-            _java("kafka.Kafka", str(node.properties_file), heap=heap),
+            _java(MAIN_CLASS, str(node.properties_file), heap=heap),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -484,11 +494,16 @@ def status(config: Config, cluster: int = 1, security: Security | None = None) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arus.ops.broker", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="arus broker",
+        description=__doc__.split("\n")[0],
+        epilog="examples:\n  arus broker up\n  arus broker status\n  arus broker up --cluster 3",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("action", choices=["up", "down", "reset", "status"])
     parser.add_argument("--cluster", type=int, default=1, help="number of brokers (1 or 3)")
     parser.add_argument("--sasl", action="store_true", help="the SASL/SCRAM broker of [secure_broker]")
-    parser.add_argument("--config", help="config file (default conf/arus.toml)")
+    parser.add_argument("--config", help="config file (default: see `arus --help`)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)

@@ -1,10 +1,12 @@
 """Run the notebooks in notebooks/ against a lake, headless, and keep their figures.
 
-    python -m arus.ops.notebooks                                   # run each against [paths] lake
-    python -m arus.ops.notebooks --lake /tmp/lake --images docs/img  # and save each one's README figure
+    arus notebooks                                   # run each against [paths] lake
+    arus notebooks --lake /tmp/lake --images docs/img  # and save each one's README figure
 
 The notebooks are stored as plain jupytext scripts (percent format), so they have no outputs in
 git; `make notebook` opens them in Jupyter as notebooks. The test suite runs them with this module.
+They live in notebooks/ of the project folder ($ARUS_HOME, else the current directory); each runs
+in its own folder, with ARUS_HOME set so that its config's relative paths mean the same.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import jupytext
 import nbformat
 from nbclient import NotebookClient
 
-from arus.config import REPO_ROOT, ConfigError, load_config
+from arus.config import ConfigError, load_config, project_root
 
-NOTEBOOKS = REPO_ROOT / "notebooks"
 FIGURE_TAG = "readme-figure"
 
 
-def notebook_paths(folder: Path = NOTEBOOKS) -> list[Path]:
+def notebook_paths(folder: Path | None = None) -> list[Path]:
+    """The notebooks in `folder` (default: notebooks/ of the project folder)."""
+    folder = folder or project_root() / "notebooks"
     return sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
 
 
@@ -43,6 +46,7 @@ def execute(path: Path, lake: Path, timeout_s: int = 180) -> nbformat.NotebookNo
     )
     env = {
         **os.environ,
+        "ARUS_HOME": str(project_root()),
         "ARUS_LAKE_DIR": str(lake),
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     }
@@ -76,7 +80,12 @@ def text_output(notebook: nbformat.NotebookNode) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arus.ops.notebooks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="arus notebooks",
+        description=__doc__.split("\n")[0],
+        epilog="examples:\n  arus notebooks\n  arus notebooks --lake /tmp/lake --images docs/img",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--lake", help="the lake to read (default: [paths] lake, or ARUS_LAKE_DIR)")
     parser.add_argument("--images", help="save each notebook's tagged figure here as <notebook>.png")
     parser.add_argument("--executed", help="also save the executed notebooks (.ipynb, with outputs) here")
@@ -87,7 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"notebooks: {exc}", file=sys.stderr)
         return 2
     lake = Path(args.lake) if args.lake else config.resolve(config.paths.lake)
-    for path in notebook_paths():
+    paths = notebook_paths()
+    if not paths:
+        print(
+            f"notebooks: none in {project_root() / 'notebooks'}: run in the project folder or set ARUS_HOME",
+            file=sys.stderr,
+        )
+        return 2
+    for path in paths:
         notebook = execute(path, lake)
         figures = images(notebook)
         print(f"{path.name}: ran, {len(figures)} figures")

@@ -1,8 +1,8 @@
 """A Spark standalone cluster on this machine, from the installed pyspark: a master and workers.
 
-    python -m arus.ops.standalone up       # what `make spark-cluster-up` runs; waits for every worker
-    python -m arus.ops.standalone status
-    python -m arus.ops.standalone down     # stops exactly what `up` started, by their PIDs
+    arus cluster up       # what `make spark-cluster-up` runs; waits for every worker
+    arus cluster status
+    arus cluster down     # stops exactly what `up` started, by their PIDs
     spark-submit --master spark://127.0.0.1:7077 jobs/aggregate.py
 
 Jobs run on it unchanged: the connector jars reach the driver through the spark-defaults.conf
@@ -28,7 +28,7 @@ from typing import Any
 import pyspark
 
 from arus.config import ConfigError, SparkClusterConfig, load_config
-from arus.ops.processes import alive, stop
+from arus.ops.processes import owned, stop
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -68,6 +68,17 @@ class Cluster:
             self.home / "master.pid",
             *(self.home / f"worker-{i}.pid" for i in range(1, self.workers + 1)),
         ]
+
+    def running(self, pid_file: Path) -> int | None:
+        """The daemon recorded in `pid_file` if it still runs as the one `up` started.
+
+        The master is its class on this cluster's port; a worker, its class with its own work dir.
+        """
+        if pid_file.stem == "master":
+            return owned(pid_file, MASTER_CLASS, "--port", str(self.port))
+        return owned(
+            pid_file, WORKER_CLASS, self.url, str(self.home / f"work-{pid_file.stem.removeprefix('worker-')}")
+        )
 
 
 class ClusterError(RuntimeError):
@@ -168,7 +179,7 @@ def up(cluster: Cluster) -> None:
 def _wait(cluster: Cluster, ready: Callable[[], bool], what: str, log: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ready():
-        dead = [p.stem for p in cluster.pid_files() if p.exists() and not alive(int(p.read_text()))]
+        dead = [p.stem for p in cluster.pid_files() if p.exists() and cluster.running(p) is None]
         if dead or time.monotonic() > deadline:
             down(cluster)
             reason = f"{', '.join(dead)} exited" if dead else f"not ready in {START_TIMEOUT_S:.0f}s"
@@ -179,12 +190,10 @@ def _wait(cluster: Cluster, ready: Callable[[], bool], what: str, log: str) -> N
 def down(cluster: Cluster, timeout: float = 20.0) -> None:
     """Stop the daemons `up` started (their process groups, by recorded PID); workers first."""
     for pid_file in reversed(cluster.pid_files()):
-        if not pid_file.exists():
-            continue
-        pid = int(pid_file.read_text())
-        if alive(pid):
+        pid = cluster.running(pid_file)
+        if pid is not None:
             stop(pid, timeout=timeout, group=True)
-        pid_file.unlink()
+        pid_file.unlink(missing_ok=True)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -195,9 +204,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arus.ops.standalone", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="arus cluster",
+        description=__doc__.split("\n")[0],
+        epilog="examples:\n  arus cluster up\n  arus cluster status\n  arus cluster down",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("command", choices=("up", "down", "status"))
-    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
+    parser.add_argument("--config", help="config file (default: see `arus --help`)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)

@@ -1,30 +1,37 @@
 """The one SparkSession factory, used by jobs (under spark-submit or plain python), tests and notebooks.
 
 It wires in Delta's SQL extension and catalog and the Kafka connector from the local jars that
-`make setup` fetched into .jars/spark, so no run needs the network. When the JVM is already up
-(spark-submit), jars must be on the command line instead: `bin/arus-submit` does that, and on a
-real cluster `--packages` does (see the README).
+`make setup` fetched into .jars/spark of the project folder (arus.config.project_root), so no run
+needs the network. When the JVM is already up (spark-submit), jars must be on the command line or
+in spark-defaults.conf instead: scripts/fetch-jars.sh writes the latter, and on a real cluster
+`--packages` does it (see the README).
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from arus.config import REPO_ROOT, SparkConfig
+from arus.config import ConfigError, SparkConfig, project_root
 
-LOG4J_CONFIG = REPO_ROOT / "conf" / "spark" / "log4j2.properties"
+LOG4J_CONFIG = importlib.resources.files("arus.conf") / "spark" / "log4j2.properties"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 
 
 def local_jars(jars_dir: str | Path) -> list[str]:
-    path = Path(jars_dir)
-    if not path.is_absolute():
-        path = REPO_ROOT / path
-    return sorted(str(p) for p in path.glob("*.jar"))
+    """The connector jars in `jars_dir` (relative: in the project folder); an error names a missing one."""
+    path = project_root() / jars_dir
+    jars = sorted(str(p) for p in path.glob("*.jar"))
+    if not jars:
+        raise ConfigError(
+            f"no Spark connector jars in {path}: run arus in the project folder where `make setup` "
+            "fetched them, set ARUS_HOME to that folder, or set [spark] jars_dir"
+        )
+    return jars
 
 
 def spark_conf(config: SparkConfig, jars: list[str]) -> dict[str, str]:
@@ -52,7 +59,9 @@ def spark_conf(config: SparkConfig, jars: list[str]) -> dict[str, str]:
 
 def build_session(app_name: str, config: SparkConfig, extra: dict[str, str] | None = None) -> SparkSession:
     """Build (or reuse) the session: master and conf from config, local connector jars wired in."""
-    jars = local_jars(config.jars_dir)
+    # The JVM spark-submit started already has its jars: ours would be ignored, and a driver run
+    # from a package in some other folder has no .jars/ beside it.
+    jars = [] if _under_spark_submit() else local_jars(config.jars_dir)
     builder = SparkSession.builder.appName(app_name)
     if "SPARK_SUBMIT_ARGS" not in os.environ and not _under_spark_submit():
         builder = builder.master(config.master)
