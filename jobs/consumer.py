@@ -1,111 +1,37 @@
 """The main job's window aggregates without Spark: a kafka-python consumer group.
 
-    python -m jobs.consumer                          # run live with a table of the latest windows
-    python -m jobs.consumer --until-idle 10          # catch up, stop after 10 s without records
-    python -m jobs.consumer --max-records 5000 --no-view --where kind=temperature
+    arus consume                          # run live with a table of the latest windows
+    arus consume --until-idle 10          # catch up, stop after 10 s without records
+    arus consume --max-records 5000 --no-view --where kind=temperature
 
-It reads `[aggregate] input_topic` and computes what jobs/aggregate.py computes, from the same
+It reads `[aggregate] input_topic` and computes what `arus aggregate` computes, from the same
 [aggregate] settings (schema, keys, value fields, event time, window, watermark, dedup field), in
-plain Python (arus.pyengine.windowing): the same rows, field names and record keys. Records that fail to
-parse go to `[consumer] deadletter_topic` with their original bytes and the reason, events behind
-the watermark to `late_topic`, window aggregates to `output_topic` (update mode: each change of a
-window is published; the latest record per key is current).
-
-At-least-once: after each poll it produces its output, waits for every acknowledgement, and only
-then commits offsets. It commits no further than the first record an open window still needs, with
-the watermark (and the offsets of late events in still-open windows) in the commit metadata, so
-after a crash or a rebalance the group replays those records to rebuild its windows; replayed
-records it had already published for are not published again. Output published after the last
-commit is published again after a crash.
+plain Python (arus.pyengine): the same rows, field names and record keys. Records that fail to parse
+go to `[consumer] deadletter_topic` with their original bytes and the reason, events behind the
+watermark to `late_topic`, window aggregates to `output_topic` (update mode: each change of a
+window is published; the latest record per key is current). At-least-once: output is acknowledged
+before offsets are committed (arus.pyengine.consumer says how replays rebuild the windows).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from types import FrameType
-from typing import Any, TextIO
+from dataclasses import replace
+from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
-from arus.config import AggregateConfig, Config, ConfigError, ConsumerConfig, KafkaConfig, load_config
-from arus.io.producer import ProducerError, make_producer
-from arus.pyengine.records import Field, InvalidRecord, Limits, parse_record, parse_schema, require
-from arus.pyengine.windowing import (
-    Aggregator,
-    Outcome,
-    WindowSpec,
-    aggregate_key,
-    from_us,
-    parse_duration_us,
-    to_json,
-)
-from arus.runtime.guards import GuardError, check_deadletter_ratio, check_kafka
-
-APP = "arus-consumer"
-FLUSH_TIMEOUT_S = 60.0
-JOIN_TIMEOUT_S = 60.0
-MAX_LATE_OFFSETS = 300  # late events a commit remembers per partition for replays (see _commit)
-
-Header = tuple[str, bytes]
-Output = tuple[str, bytes | None, bytes | None, list[Header]]  # topic, key, value, headers
-
-
-@dataclass(frozen=True)
-class Settings:
-    job: AggregateConfig
-    consumer: ConsumerConfig
-    spec: WindowSpec
-    fields: tuple[Field, ...]
-    limits: Limits
-    until_idle: float | None
-    max_records: int | None
-    view: bool
-
-
-@dataclass
-class Counters:
-    records: int = 0  # read for the first time
-    replayed: int = 0  # read again after a restart or rebalance, to rebuild windows
-    aggregated: int = 0
-    duplicates: int = 0
-    late: int = 0
-    filtered: int = 0
-    dead: int = 0
-    produced: int = 0
-    commits: int = 0
-    first_at: float | None = None
-    last_at: float | None = None
-    stopped_by: str = ""
-
-    @property
-    def events_per_s(self) -> float:
-        """Input records per second of processing, from the first poll with records to the last commit."""
-        if self.first_at is None or self.last_at is None or self.last_at <= self.first_at:
-            return 0.0
-        return (self.records + self.replayed) / (self.last_at - self.first_at)
-
-    def line(self) -> str:
-        return (
-            f"consumer: {self.records} records ({self.replayed} replayed), {self.aggregated} aggregated, "
-            f"{self.duplicates} duplicates, {self.late} late, {self.dead} dead letters, "
-            f"{self.filtered} filtered; {self.produced} records out, {self.commits} commits, "
-            f"{self.events_per_s:,.0f} events/s ({self.stopped_by})"
-        )
+from arus.config import Config, ConfigError, load_config
+from arus.core.rules import GuardError
+from arus.io.kafka import check_kafka
+from arus.io.producer import ProducerError
+from arus.pyengine.consumer import ConsumerSettings, consumer_settings, run
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m jobs.consumer",
+        prog="arus consume",
         description="The main job's window aggregates in plain Python, in a kafka-python consumer group.",
     )
     parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
@@ -127,9 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="FIELD=VALUE",
         help="aggregate only events whose FIELD is VALUE (repeatable; all must hold)",
     )
-    parser.add_argument(
-        "--until-idle", type=float, metavar="SECONDS", help="stop after this long without records"
-    )
+    parser.add_argument("--until-idle", type=float, metavar="SECONDS", help="stop after this long idle")
     parser.add_argument("--max-records", type=int, help="stop after reading this many records")
     parser.add_argument("--no-view", action="store_true", help="no live table, only the summary at the end")
     parser.add_argument("--view-rows", type=int, help="windows the live table shows")
@@ -137,463 +61,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def settings_from(args: argparse.Namespace, config: Config) -> Settings:
+def settings_from(args: argparse.Namespace, config: Config) -> ConsumerSettings:
     """Flags over config; ConfigError for anything the consumer cannot run with."""
+
+    def given(**values: Any) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if v is not None}
 
     def csv(text: str | None) -> tuple[str, ...] | None:
         return tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
 
     job = replace(
         config.aggregate,
-        **{
-            k: v
-            for k, v in {
-                "input_topic": args.input_topic,
-                "window": args.window,
-                "watermark": args.watermark,
-                "keys": csv(args.keys),
-                "value_fields": csv(args.value_fields),
-                "event_time_field": args.event_time_field,
-                "starting_offsets": args.starting_offsets,
-            }.items()
-            if v is not None
-        },
+        **given(
+            input_topic=args.input_topic,
+            window=args.window,
+            watermark=args.watermark,
+            keys=csv(args.keys),
+            value_fields=csv(args.value_fields),
+            event_time_field=args.event_time_field,
+            starting_offsets=args.starting_offsets,
+        ),
     )
     consumer = replace(
         config.consumer,
-        **{
-            k: v
-            for k, v in {
-                "group_id": args.group_id,
-                "output_topic": args.output_topic,
-                "deadletter_topic": args.deadletter_topic,
-                "late_topic": args.late_topic,
-                "view_rows": args.view_rows,
-                "view_refresh_s": args.refresh,
-            }.items()
-            if v is not None
-        },
+        **given(
+            group_id=args.group_id,
+            output_topic=args.output_topic,
+            deadletter_topic=args.deadletter_topic,
+            late_topic=args.late_topic,
+            view_rows=args.view_rows,
+            view_refresh_s=args.refresh,
+        ),
     )
-    where = []
+    where: list[tuple[str, str]] = []
     for condition in args.where:
         name, sep, value = condition.partition("=")
         if not sep or not name:
             raise ConfigError(f"--where takes FIELD=VALUE, got {condition!r}")
         where.append((name, value))
     try:
-        fields = require(parse_schema(config.schema(job.schema)), job.event_time_field)
-        types = {f.name: f.type for f in fields}
-        if types[job.event_time_field] != "timestamp":
-            raise ValueError(f"event-time field {job.event_time_field!r} must be a TIMESTAMP")
-        unknown = [n for n in (*job.keys, *job.value_fields, *(w[0] for w in where)) if n not in types]
-        if job.dedup_field:
-            unknown += [] if job.dedup_field in types else [job.dedup_field]
-        if unknown:
-            raise ValueError(f"fields not in schema {job.schema!r}: {', '.join(unknown)}")
-        spec = WindowSpec(
-            keys=job.keys,
-            value_fields=job.value_fields,
-            event_time=job.event_time_field,
-            size_us=parse_duration_us(job.window),
-            delay_us=parse_duration_us(job.watermark),
-            dedup_field=job.dedup_field,
-            where=tuple(where),
+        schema = config.schema(job.schema)
+        return consumer_settings(
+            job, consumer, schema, where, args.until_idle, args.max_records, not args.no_view
         )
-        limits = record_limits(job)
     except ValueError as exc:
         raise ConfigError(f"{config.source}: {exc}") from None
-    return Settings(
-        job=job,
-        consumer=consumer,
-        spec=spec,
-        fields=fields,
-        limits=limits,
-        until_idle=args.until_idle,
-        max_records=args.max_records,
-        view=not args.no_view,
-    )
-
-
-def record_limits(job: AggregateConfig) -> Limits:
-    """The [aggregate] guards, read as arus.core.stages.record_limits reads them for the Spark job."""
-    earliest = None
-    if job.min_event_time:
-        try:
-            earliest = datetime.fromisoformat(job.min_event_time)
-        except ValueError:
-            earliest = None
-        if earliest is None or earliest.tzinfo is None:
-            raise ValueError(
-                f"[aggregate] min_event_time must be an ISO-8601 time with a zone, got {job.min_event_time!r}"
-            )
-    return Limits(
-        event_time=job.event_time_field,
-        max_bytes=job.max_record_bytes or None,
-        earliest=earliest,
-        max_ahead_s=job.max_event_ahead_s or None,
-    )
-
-
-def render_view(
-    rows: list[dict[str, Any]],
-    counters: Counters,
-    settings: Settings,
-    watermark_us: int | None,
-    open_windows: int,
-) -> str:
-    """The live table: a status line, then the latest windows, newest first."""
-    spec = settings.spec
-    value = spec.value_fields[0] if spec.value_fields else None
-    watermark = from_us(watermark_us).strftime("%Y-%m-%d %H:%M:%S") if watermark_us is not None else "-"
-    lines = [
-        f"{settings.job.input_topic} -> {settings.consumer.output_topic}  group {settings.consumer.group_id}",
-        f"records {counters.records:,} ({counters.events_per_s:,.0f}/s)  aggregated {counters.aggregated:,}  "
-        f"dup {counters.duplicates}  late {counters.late}  dead {counters.dead}  "
-        f"filtered {counters.filtered}  open windows {open_windows}  watermark {watermark}",
-        "",
-    ]
-    metrics = [f"{value}_{m}" for m in ("mean", "min", "max", "p95")] if value else []
-    header = ["key", "window start (UTC)", "count", *metrics]
-    table = [header]
-    latest = sorted(rows, key=lambda r: (r["window_start"], aggregate_key(r, spec.keys)), reverse=True)
-    for row in latest[: settings.consumer.view_rows]:
-        table.append(
-            [
-                "|".join(str(row.get(k)) for k in spec.keys),
-                row["window_start"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-                str(row["count"]),
-                *("-" if row.get(m) is None else f"{row[m]:.3f}" for m in metrics),
-            ]
-        )
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        cells = [
-            r[0].ljust(widths[0]),
-            r[1].ljust(widths[1]),
-            *(c.rjust(w) for c, w in zip(r[2:], widths[2:], strict=True)),
-        ]
-        lines.append("  ".join(cells))
-    return "\n".join(lines)
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    """A rebalance pauses the consumer; a new assignment makes it start over from its commits."""
-
-    def __init__(self, app: WindowConsumer) -> None:
-        self.app = app
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.app.rebalancing = True
-
-    def on_partitions_lost(self, lost: Any) -> None:
-        self.app.rebalancing = True
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.app.rebalancing = False
-        self.app.reassigned = True
-        self.app.joined = True
-
-
-class WindowConsumer:
-    """Poll -> parse, window, deduplicate -> produce and await acks -> commit, until told to stop."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        consumer: KafkaConsumer,
-        producer: KafkaProducer,
-        out: TextIO = sys.stdout,
-    ) -> None:
-        self.settings = settings
-        self.consumer = consumer
-        self.producer = producer
-        self.out = out
-        self.counters = Counters()
-        self.engine = Aggregator(settings.spec)
-        self.consumed: dict[tuple[str, int], int] = {}
-        self.replay_until: dict[tuple[str, int], int] = {}
-        self.replay_late: dict[tuple[str, int], set[int]] = {}  # offsets late when first read
-        self.latest: dict[str, dict[str, Any]] = {}
-        self.stop_event = threading.Event()
-        # Set by the rebalance listener. While a rebalance runs nothing is processed or committed
-        # (and no offsets are looked up, which kafka-python does not survive mid-rebalance).
-        self.rebalancing = False
-        self.reassigned = False
-        self.joined = False  # a first assignment (possibly empty) has come
-
-    def _restart_from_commits(self, polled: dict[TopicPartition, list[Any]]) -> None:
-        """After a rebalance (or at start): drop all state and go back to the committed offsets of
-        every assigned partition, kept ones included (kafka-python keeps their read position), so
-        replay rebuilds the windows; the watermark and replay bounds come from the commit metadata.
-        """
-        self.consumed = {}
-        self.replay_until = {}
-        self.replay_late = {}
-        watermark: int | None = None
-        for tp in self.consumer.assignment():
-            committed = self.consumer.committed(tp, metadata=True)
-            if committed is None or committed.offset < 0:
-                if polled.get(tp):  # no commit yet: back to where the reset policy started it
-                    self.consumer.seek(tp, polled[tp][0].offset)
-                continue
-            self.consumer.seek(tp, committed.offset)
-            if not committed.metadata:
-                continue
-            meta = json.loads(committed.metadata)
-            self.replay_until[(tp.topic, tp.partition)] = int(meta["upto"])
-            if meta.get("late"):
-                self.replay_late[(tp.topic, tp.partition)] = set(meta["late"])
-            stored = meta["watermark_us"]
-            if stored is not None and (watermark is None or stored > watermark):
-                watermark = stored
-        self.engine = Aggregator(self.settings.spec, watermark)
-
-    def run(self) -> Counters:
-        settings = self.settings
-        self._wait_for_metadata(settings.job.input_topic)
-        self.consumer.subscribe([settings.job.input_topic], listener=_Rebalance(self))
-        started = last_record = time.monotonic()
-        next_view = 0.0
-        settled = True
-        while not self.stop_event.is_set():
-            polled = self.consumer.poll(timeout_ms=200, max_records=self._poll_limit())
-            now = time.monotonic()
-            if not self.joined:
-                if now - started > JOIN_TIMEOUT_S:
-                    raise GuardError(
-                        f"group {settings.consumer.group_id!r} assigned nothing in {JOIN_TIMEOUT_S:.0f}s"
-                    )
-                last_record = now  # still joining the group: not idle yet
-            elif self.rebalancing:
-                polled = {}
-            elif self.reassigned:
-                self.reassigned = False
-                self._restart_from_commits(polled)
-                polled = {}  # read again from the committed offsets by the next poll
-                last_record = now
-            if polled:
-                self.counters.first_at = self.counters.first_at or now
-                self._process(polled)
-                last_record = self.counters.last_at = now = time.monotonic()
-                settled = False
-            elif not settled and not self.rebalancing:
-                # Caught up: let the watermark move on and commit what that closes.
-                self._process({})
-                settled = True
-            if settings.max_records is not None and self._read() >= settings.max_records:
-                self.counters.stopped_by = f"read {settings.max_records} records"
-                break
-            if settings.until_idle is not None and now - last_record >= settings.until_idle:
-                self.counters.stopped_by = f"idle for {settings.until_idle:g}s"
-                break
-            if settings.view and now >= next_view:
-                self._show()
-                next_view = now + settings.consumer.view_refresh_s
-        else:
-            self.counters.stopped_by = "stopped"
-        if settings.view:
-            self._show()
-        return self.counters
-
-    def _wait_for_metadata(self, topic: str, timeout_s: float = 15.0) -> None:
-        """Know the topic's partitions before joining: a group leader that does not assigns none."""
-        deadline = time.monotonic() + timeout_s
-        while not self.consumer.partitions_for_topic(topic):
-            if time.monotonic() > deadline:
-                raise GuardError(f"no partitions found for topic {topic!r} within {timeout_s:.0f}s")
-            time.sleep(0.2)
-
-    def _read(self) -> int:
-        return self.counters.records + self.counters.replayed
-
-    def _poll_limit(self) -> int:
-        limit = self.settings.consumer.max_poll_records
-        if self.settings.max_records is not None:
-            limit = max(1, min(limit, self.settings.max_records - self._read()))
-        return limit
-
-    def _process(self, polled: dict[TopicPartition, list[Any]]) -> None:
-        consumer_settings = self.settings.consumer
-        counters = self.counters
-        outputs: list[Output] = []
-        read = fresh = dead = 0
-        fields, limits, add = self.settings.fields, self.settings.limits, self.engine.add
-        late_topic = consumer_settings.late_topic
-        for tp, messages in polled.items():
-            if not messages:
-                continue
-            where = (tp.topic, tp.partition)
-            replay_until = self.replay_until.get(where, 0)
-            replay_late = self.replay_late.get(where, set())
-            self.consumed[where] = messages[-1].offset + 1
-            for m in messages:
-                replay = m.offset < replay_until
-                if not replay:
-                    fresh += 1
-                try:
-                    event = parse_record(m.value, m.timestamp, fields, limits)
-                except InvalidRecord as bad:
-                    if not replay:
-                        dead += 1
-                        outputs.append(
-                            (
-                                consumer_settings.deadletter_topic,
-                                m.key,
-                                m.value,
-                                _source_headers(m, bad.reason),
-                            )
-                        )
-                    continue
-                outcome = add(
-                    event, (m.topic, m.partition, m.offset), replay, replay and m.offset in replay_late
-                )
-                if replay:
-                    continue
-                if outcome is Outcome.AGGREGATED:
-                    counters.aggregated += 1
-                elif outcome is Outcome.DUPLICATE:
-                    counters.duplicates += 1
-                elif outcome is Outcome.FILTERED:
-                    counters.filtered += 1
-                else:
-                    counters.late += 1
-                    if late_topic:
-                        outputs.append((late_topic, m.key, m.value, self._late_headers(m)))
-            read += len(messages)
-        counters.records += fresh
-        counters.replayed += read - fresh
-        counters.dead += dead
-        job = self.settings.job
-        check_deadletter_ratio(
-            dead, fresh, job.max_deadletter_ratio, job.breaker_min_records, counters.commits
-        )
-        for row in self.engine.end_batch(self._behind()):
-            key = aggregate_key(row, self.settings.spec.keys)
-            outputs.append((consumer_settings.output_topic, key.encode(), to_json(row), []))
-            self.latest[key] = row
-        self._publish(outputs)
-        self._commit()
-        self._trim_view()
-
-    def _behind(self) -> set[tuple[str, int]]:
-        """Assigned partitions with records still to read (or not known yet to have none)."""
-        behind = set()
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            position = self.consumed.get((tp.topic, tp.partition))
-            if position is None:
-                position = self.consumer.position(tp)
-            if high is None or position is None or position < high:
-                behind.add((tp.topic, tp.partition))
-        return behind
-
-    def _late_headers(self, message: Any) -> list[Header]:
-        watermark = from_us(self.engine.watermark_us or 0).isoformat().replace("+00:00", "Z")
-        return [("watermark", watermark.encode()), *_source_headers(message)]
-
-    def _publish(self, outputs: list[Output]) -> None:
-        """Send everything, then wait for every acknowledgement; any failure raises before the commit."""
-        futures = [
-            self.producer.send(topic, key=key, value=value, headers=headers)
-            for topic, key, value, headers in outputs
-        ]
-        self.producer.flush(timeout=FLUSH_TIMEOUT_S)
-        for future in futures:
-            future.get(timeout=FLUSH_TIMEOUT_S)
-        self.counters.produced += len(futures)
-
-    def _commit(self) -> None:
-        """Commit the replay-safe positions; the metadata carries the watermark and how far output
-        has been published (`upto`, which replay after a restart must not lower)."""
-        positions = self.engine.commit_positions(self.consumed)
-        late = self.engine.late_offsets(positions)
-        offsets = {}
-        for (topic, partition), offset in positions.items():
-            upto = max(self.consumed[(topic, partition)], self.replay_until.get((topic, partition), 0))
-            fields: dict[str, Any] = {"watermark_us": self.engine.watermark_us, "upto": upto}
-            if late.get((topic, partition)):
-                # Kafka keeps at most 4 KB of metadata per partition (offset.metadata.max.bytes).
-                fields["late"] = late[(topic, partition)][-MAX_LATE_OFFSETS:]
-            meta = json.dumps(fields, separators=(",", ":"))
-            offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, meta, -1)
-        if offsets:
-            self.consumer.commit(offsets)
-            self.counters.commits += 1
-
-    def _trim_view(self) -> None:
-        keep = 4 * self.settings.consumer.view_rows
-        if len(self.latest) > 2 * keep:
-            newest = sorted(self.latest.items(), key=lambda kv: kv[1]["window_start"], reverse=True)[:keep]
-            self.latest = dict(newest)
-
-    def _show(self) -> None:
-        text = render_view(
-            list(self.latest.values()),
-            self.counters,
-            self.settings,
-            self.engine.watermark_us,
-            len(self.engine.windows),
-        )
-        if self.out.isatty():
-            self.out.write("\x1b[H\x1b[2J" + text + "\n")
-        else:
-            self.out.write(text + "\n\n")
-        self.out.flush()
-
-
-def _source_headers(message: Any, error: str | None = None) -> list[Header]:
-    """Where a record came from, as the Spark job's dead-letter headers say it."""
-    headers = [("error", error.encode())] if error is not None else []
-    return [
-        *headers,
-        ("source_topic", message.topic.encode()),
-        ("source_partition", str(message.partition).encode()),
-        ("source_offset", str(message.offset).encode()),
-    ]
-
-
-@contextmanager
-def _stop_on_signals(app: WindowConsumer) -> Iterator[None]:
-    """Ctrl-C or SIGTERM: finish the batch in hand (produce, commit), then stop."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        app.stop_event.set()
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def make_consumer(kafka: KafkaConfig, settings: Settings) -> KafkaConsumer:
-    return KafkaConsumer(
-        group_id=settings.consumer.group_id,
-        client_id=APP,
-        enable_auto_commit=False,
-        auto_offset_reset=settings.job.starting_offsets,
-        max_poll_records=settings.consumer.max_poll_records,
-        **kafka.client_kwargs(),
-    )
-
-
-def run(config: Config, settings: Settings, out: TextIO = sys.stdout) -> Counters:
-    """Run until a bound is reached (or Ctrl-C); KafkaError if output cannot be delivered."""
-    producer = make_producer(config.kafka, config.producer)
-    try:
-        consumer = make_consumer(config.kafka, settings)
-        app = WindowConsumer(settings, consumer, producer, out)
-        try:
-            with _stop_on_signals(app):
-                return app.run()
-        finally:
-            consumer.close(autocommit=False)
-    finally:
-        producer.close(timeout=10)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -601,12 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         settings = settings_from(args, config)
-        outputs = [
-            settings.consumer.output_topic,
-            settings.consumer.deadletter_topic,
-            settings.consumer.late_topic,
-        ]
-        check_kafka(config.kafka, [settings.job.input_topic, *filter(None, outputs)])
+        out = settings.consumer
+        topics = [settings.job.input_topic, out.output_topic, out.deadletter_topic, out.late_topic]
+        check_kafka(config.kafka, [topic for topic in topics if topic])
     except (ConfigError, GuardError) as exc:
         print(f"consume: {exc}", file=sys.stderr)
         return 1

@@ -12,12 +12,11 @@ arus.runtime.microbatch re-reads a batch's exact input; `late_events` applies th
 
 from __future__ import annotations
 
-import re
-
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from arus.core.transforms import ERROR, SOURCE
+from arus.core.rules import LATE, LATE_HEADERS, TIME_PATTERN, window_us
+from arus.core.transforms import ERROR, SOURCE, kafka_headers
 
 # topic, partition, offset, timestamp, key, value, event_id, event_time, watermark
 LATE_COLUMNS = (
@@ -32,39 +31,10 @@ LATE_COLUMNS = (
     "watermark",
 )
 
-_MICROS = {
-    "microsecond": 1,
-    "millisecond": 1_000,
-    "ms": 1_000,
-    "second": 1_000_000,
-    "sec": 1_000_000,
-    "s": 1_000_000,
-    "minute": 60_000_000,
-    "min": 60_000_000,
-    "hour": 3_600_000_000,
-    "h": 3_600_000_000,
-    "day": 86_400_000_000,
-    "week": 604_800_000_000,
-}
-
-
-def interval_micros(text: str) -> int:
-    """A Spark interval string such as "1 minute" or "1 hour 30 minutes" in microseconds."""
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]+)", text.lower())
-    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([a-z]+)", "", text.lower()).strip(" ,"):
-        raise ValueError(f"not an interval: {text!r} (e.g. '1 minute', '30 seconds')")
-    total = 0.0
-    for number, unit in parts:
-        base = unit[:-1] if unit.endswith("s") and unit[:-1] in _MICROS else unit
-        if base not in _MICROS:
-            raise ValueError(f"unknown interval unit {unit!r} in {text!r}")
-        total += float(number) * _MICROS[base]
-    return int(total)
-
 
 def first_window_end(event_time: Column, window: str, slide: str | None = None) -> Column:
     """The end of the earliest-ending window (Spark's alignment) that holds `event_time`, in micros."""
-    length, step = interval_micros(window), interval_micros(slide or window)
+    length, step = window_us(window), window_us(slide or window)
     t = F.unix_micros(event_time) - F.lit(length)
     return t - F.pmod(t, F.lit(step)) + F.lit(step + length)
 
@@ -103,20 +73,12 @@ def late_records(late: DataFrame) -> DataFrame:
 
     # key, value, headers
     """
-
-    def header(name: str, value: Column) -> Column:
-        return F.struct(F.lit(name).alias("key"), value.cast("string").cast("binary").alias("value"))
-
-    stamp = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
-    return late.select(
-        "key",
-        "value",
-        F.array(
-            header("reason", F.lit("late")),
-            header("event_time", F.date_format("event_time", stamp)),
-            header("watermark", F.date_format("watermark", stamp)),
-            header("source_topic", F.col("topic")),
-            header("source_partition", F.col("partition")),
-            header("source_offset", F.col("offset")),
-        ).alias("headers"),
-    )
+    values = [
+        F.lit(LATE),
+        F.date_format("event_time", TIME_PATTERN),
+        F.date_format("watermark", TIME_PATTERN),
+        F.col("topic"),
+        F.col("partition"),
+        F.col("offset"),
+    ]
+    return late.select("key", "value", kafka_headers(LATE_HEADERS, values).alias("headers"))

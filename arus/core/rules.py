@@ -1,12 +1,35 @@
 """The rules both engines share: one definition, imported by the Spark path and the kafka-python path.
 
-Standard library only, so the kafka-python engine and the producers never import Spark for them.
+    duration_us("2 minutes")                    # Spark's interval grammar, in microseconds
+    record_limits(job) -> RecordLimits           # the [aggregate] record guards as plain values
+    check_deadletter_ratio(bad, total, ...)      # the circuit breaker, per micro-batch or poll batch
+    MISSING_FIELD.format(name=...) ...           # dead-letter reasons, word for word
+    KEY_SEPARATOR, KEY_TIME_FORMAT               # the output record key
+    DEAD_LETTER_HEADERS, LATE_HEADERS            # Kafka header names, in the order both write them
+
+The Spark side builds Columns from these (arus.core.transforms, arus.core.late); the kafka-python
+side (arus.pyengine) builds values; tests/unit/test_rules.py feeds the same edge cases to both.
+Standard library and arus.config only (neither imports Spark), so the kafka-python engine and the
+producers never start a JVM for them.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from arus.config import AggregateConfig, ConfigError
+
+# --- where a record is --------------------------------------------------------------------------
+
+Partition = tuple[str, int]  # topic, partition
+RecordPosition = tuple[str, int, int]  # topic, partition, offset: one record
+
+
+# --- time -----------------------------------------------------------------------------------------
 
 
 def aware_time(text: str) -> datetime:
@@ -21,3 +44,181 @@ def aware_time(text: str) -> datetime:
     if at.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no time zone; add Z or +00:00")
     return at.astimezone(UTC)
+
+
+# How a timestamp is written as text in output values and headers: Spark's pattern (to_json's
+# timestampFormat, date_format; the session zone is UTC, so XXX writes Z) and time_text's result.
+TIME_PATTERN = "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"
+
+
+def time_text(at: datetime) -> str:
+    """`at` as Spark writes it with TIME_PATTERN: UTC, milliseconds, Z."""
+    at = at.astimezone(UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+# --- durations ------------------------------------------------------------------------------------
+
+# Spark's interval strings (IntervalUtils.stringToInterval, which window() and withWatermark() use),
+# restricted to the units of fixed length: Spark refuses months and years for a window.
+_UNIT_US = {
+    "microsecond": 1,
+    "millisecond": 1_000,
+    "second": 1_000_000,
+    "minute": 60_000_000,
+    "hour": 3_600_000_000,
+    "day": 86_400_000_000,
+    "week": 604_800_000_000,
+}
+_TERM = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?\s+([a-z]+)(?:\s+|$)")
+_EXAMPLES = "(write e.g. '1 minute', '90 seconds' or '1 hour 30 minutes')"
+
+
+def duration_us(text: str) -> int:
+    """A Spark interval string ("1 minute", "90 seconds", "1 hour 30 minutes") in microseconds.
+
+    Spark's grammar: case-insensitive, an optional leading "interval", then terms of a number,
+    whitespace and a unit in the singular or plural; only seconds take a fraction ("1.5 seconds").
+    Abbreviations ("1 min", "10s"), months, years and a negative total are refused, as Spark's
+    window() refuses them. Zero is a valid watermark delay; a window must be longer (window_us).
+    """
+    body = text.strip().lower()
+    if body.startswith("interval") and body[8:9].isspace():
+        body = body[8:].lstrip()
+    total, at = 0, 0
+    while at < len(body):
+        term = _TERM.match(body, at)
+        if term is None:
+            raise ValueError(f"not a duration: {text!r} {_EXAMPLES}")
+        sign, whole, fraction, word = term.groups()
+        unit = word.removesuffix("s") if word.removesuffix("s") in _UNIT_US else word
+        if unit not in _UNIT_US or not (whole or fraction) or (fraction is not None and unit != "second"):
+            raise ValueError(f"not a duration: {text!r} {_EXAMPLES}")
+        # Spark keeps nanoseconds of a fraction (at most 9 digits) and drops what is below a microsecond.
+        if fraction is not None and len(fraction) > 9:
+            raise ValueError(f"not a duration: {text!r} {_EXAMPLES}")
+        us = int(whole or 0) * _UNIT_US[unit] + int((fraction or "").ljust(6, "0")[:6])
+        total += -us if sign == "-" else us
+        at = term.end()
+    if not body or total < 0:
+        raise ValueError(f"not a duration: {text!r} {_EXAMPLES}")
+    return total
+
+
+def window_us(text: str) -> int:
+    """A window length or slide: a duration longer than zero, as Spark's window() requires."""
+    us = duration_us(text)
+    if us <= 0:
+        raise ValueError(f"a window must be longer than zero: {text!r}")
+    return us
+
+
+# --- the circuit breaker --------------------------------------------------------------------------
+
+
+class GuardError(RuntimeError):
+    """A job must not start or go on; the message says why and what to do."""
+
+
+def check_deadletter_ratio(bad: int, total: int, max_ratio: float, min_records: int, batch_id: int) -> None:
+    """The circuit breaker: a micro-batch with too large a share of bad records stops the job."""
+    if total >= max(min_records, 1) and bad / total > max_ratio:
+        raise GuardError(
+            f"circuit breaker: {bad} of {total} records in micro-batch {batch_id} are bad "
+            f"({bad / total:.0%} > max_deadletter_ratio {max_ratio:.0%}); is the upstream broken? "
+            "Nothing of this batch was written; fix the source or raise [aggregate] max_deadletter_ratio, "
+            "then restart on the same checkpoint"
+        )
+
+
+# --- record limits --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordLimits:
+    """Bounds past which a record that parses is still dead-lettered (None: no bound).
+
+    Event time is checked against `earliest` and against the record's own Kafka timestamp, so a
+    replay of old data decides the same way every time.
+    """
+
+    event_time: str
+    max_bytes: int | None = None
+    earliest: datetime | None = None
+    max_ahead_s: int | None = None
+
+
+def record_limits(job: AggregateConfig) -> RecordLimits:
+    """The job's [aggregate] guards as the plain values both engines check records against."""
+    earliest = None
+    if job.min_event_time:
+        try:
+            earliest = datetime.fromisoformat(job.min_event_time)
+        except ValueError:
+            earliest = None
+        if earliest is None or earliest.tzinfo is None:
+            raise ConfigError(
+                f"[aggregate] min_event_time must be an ISO-8601 time with a zone, got {job.min_event_time!r}"
+            )
+    return RecordLimits(
+        event_time=job.event_time_field,
+        max_bytes=job.max_record_bytes or None,
+        earliest=earliest,
+        max_ahead_s=job.max_event_ahead_s or None,
+    )
+
+
+# --- dead-letter reasons --------------------------------------------------------------------------
+
+# Checked in this order; the first that holds is the record's reason (the `error` header and column).
+TOO_LARGE = "larger than {max_bytes} bytes"
+EMPTY_VALUE = "empty value"
+NOT_UTF8 = "not UTF-8"
+NOT_JSON_OBJECT = "not a JSON object"
+MISSING_FIELD = "missing required field {name}"  # per schema field, in schema order
+EMPTY_FIELD = "empty required field {name}"
+WRONG_TYPE = "wrong type for field {name}: expected {type}"  # {type} is Spark's simpleString
+BEFORE_EARLIEST = "event time before {earliest}"  # earliest: isoformat()
+TOO_FAR_AHEAD = "event time more than {max_ahead_s} s ahead of the Kafka timestamp"
+LATE = "late"  # the `reason` header of a late event
+
+
+# --- the output record key ------------------------------------------------------------------------
+
+# <key fields as strings, nulls skipped>|<window start>: concat_ws("|", ...) in Spark.
+KEY_SEPARATOR = "|"
+KEY_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # strftime of the window start, in UTC
+KEY_TIME_PATTERN = "yyyy-MM-dd'T'HH:mm:ss'Z'"  # the same text as Spark's date_format pattern
+
+
+def aggregate_key(parts: Sequence[str], window_start: datetime) -> str:
+    """The record key of an aggregate from its key fields, already cast to strings (nulls left out)."""
+    return KEY_SEPARATOR.join([*parts, window_start.astimezone(UTC).strftime(KEY_TIME_FORMAT)])
+
+
+# --- Kafka headers --------------------------------------------------------------------------------
+
+Header = tuple[str, bytes]
+
+ERROR_HEADER = "error"
+REASON_HEADER = "reason"
+EVENT_TIME_HEADER = "event_time"
+WATERMARK_HEADER = "watermark"
+SOURCE_HEADERS = ("source_topic", "source_partition", "source_offset")
+# A dead letter: error, then where it was read; a late event: why, when, the watermark, where.
+DEAD_LETTER_HEADERS = (ERROR_HEADER, *SOURCE_HEADERS)
+LATE_HEADERS = (REASON_HEADER, EVENT_TIME_HEADER, WATERMARK_HEADER, *SOURCE_HEADERS)
+
+
+def _headers(names: Sequence[str], values: Sequence[object]) -> list[Header]:
+    return [(name, str(value).encode()) for name, value in zip(names, values, strict=True)]
+
+
+def dead_letter_headers(error: str, at: RecordPosition) -> list[Header]:
+    """The headers of a dead letter read at `at`, as the Spark job's dead_letter_records writes them."""
+    return _headers(DEAD_LETTER_HEADERS, (error, *at))
+
+
+def late_headers(event_time: datetime, watermark: datetime, at: RecordPosition) -> list[Header]:
+    """The headers of a late event read at `at`, as the Spark job's late_records writes them."""
+    return _headers(LATE_HEADERS, (LATE, time_text(event_time), time_text(watermark), *at))

@@ -9,15 +9,13 @@ Streaming jobs apply these to `readStream` DataFrames, batch jobs (backfill, rec
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from arus.config import AggregateConfig, CleanConfig, ConfigError
+from arus.config import AggregateConfig, CleanConfig
 from arus.core.clean import clean_events, with_device_metadata
+from arus.core.rules import record_limits
 from arus.core.transforms import (
-    RecordLimits,
     aggregate_windows,
     dead_letters,
     drop_duplicate_events,
@@ -25,26 +23,6 @@ from arus.core.transforms import (
     valid_events,
     with_watermark,
 )
-
-
-def record_limits(job: AggregateConfig) -> RecordLimits:
-    """The job's [aggregate] guards as the plain values parse_events takes."""
-    earliest = None
-    if job.min_event_time:
-        try:
-            earliest = datetime.fromisoformat(job.min_event_time)
-        except ValueError:
-            earliest = None
-        if earliest is None or earliest.tzinfo is None:
-            raise ConfigError(
-                f"[aggregate] min_event_time must be an ISO-8601 time with a zone, got {job.min_event_time!r}"
-            )
-    return RecordLimits(
-        event_time=job.event_time_field,
-        max_bytes=job.max_record_bytes or None,
-        earliest=earliest,
-        max_ahead_s=job.max_event_ahead_s or None,
-    )
 
 
 def bronze_to_checked(bronze: DataFrame, schema: T.StructType, job: AggregateConfig) -> DataFrame:

@@ -7,12 +7,27 @@ None of these functions reads, writes or starts a query; they work the same on `
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+from arus.core.rules import (
+    BEFORE_EARLIEST,
+    DEAD_LETTER_HEADERS,
+    EMPTY_FIELD,
+    EMPTY_VALUE,
+    KEY_SEPARATOR,
+    KEY_TIME_PATTERN,
+    MISSING_FIELD,
+    NOT_JSON_OBJECT,
+    NOT_UTF8,
+    TIME_PATTERN,
+    TOO_FAR_AHEAD,
+    TOO_LARGE,
+    WRONG_TYPE,
+    RecordLimits,
+)
 
 # Kafka's columns and the parse error live under names that no event field is expected to take.
 SOURCE = "_source"
@@ -26,20 +41,6 @@ def schema_from_ddl(ddl: str) -> T.StructType:
     if not isinstance(schema, T.StructType):
         raise ValueError(f"schema must be a list of fields, got {ddl!r}")
     return schema
-
-
-@dataclass(frozen=True)
-class RecordLimits:
-    """Bounds past which a record that parses is still dead-lettered (None: no bound).
-
-    Event time is checked against `earliest` and against the record's own Kafka timestamp, so a
-    replay of old data decides the same way every time.
-    """
-
-    event_time: str
-    max_bytes: int | None = None
-    earliest: datetime | None = None
-    max_ahead_s: int | None = None
 
 
 def required_fields(schema: T.StructType) -> list[str]:
@@ -62,23 +63,19 @@ def parse_json_error(value: Column, text: Column, parsed: Column, schema: T.Stru
     """
     required = set(required_fields(schema))
     checks: list[tuple[Column, str]] = [
-        (value.isNull() | (F.length(value) == 0), "empty value"),
-        (~F.call_function("is_valid_utf8", value), "not UTF-8"),
-        (F.json_object_keys(text).isNull(), "not a JSON object"),
+        (value.isNull() | (F.length(value) == 0), EMPTY_VALUE),
+        (~F.call_function("is_valid_utf8", value), NOT_UTF8),
+        (F.json_object_keys(text).isNull(), NOT_JSON_OBJECT),
     ]
     for field in schema.fields:
         unparsed = parsed[field.name].isNull()
         raw = F.get_json_object(text, f"$.{field.name}")
         if field.name in required:
-            checks.append((unparsed & raw.isNull(), f"missing required field {field.name}"))
+            checks.append((unparsed & raw.isNull(), MISSING_FIELD.format(name=field.name)))
             if isinstance(field.dataType, T.StringType):
-                checks.append((F.trim(parsed[field.name]) == "", f"empty required field {field.name}"))
-        checks.append(
-            (
-                unparsed & raw.isNotNull(),
-                f"wrong type for field {field.name}: expected {field.dataType.simpleString()}",
-            )
-        )
+                checks.append((F.trim(parsed[field.name]) == "", EMPTY_FIELD.format(name=field.name)))
+        wrong = WRONG_TYPE.format(name=field.name, type=field.dataType.simpleString())
+        checks.append((unparsed & raw.isNotNull(), wrong))
     reason: Column = F.lit(None).cast("string")
     for condition, message in reversed(checks):
         reason = F.when(condition, F.lit(message)).otherwise(reason)
@@ -93,18 +90,17 @@ def record_limit_errors(
     size = none
     if limits.max_bytes:
         size = F.when(
-            F.octet_length(value) > limits.max_bytes, F.lit(f"larger than {limits.max_bytes} bytes")
+            F.octet_length(value) > limits.max_bytes, F.lit(TOO_LARGE.format(max_bytes=limits.max_bytes))
         )
     when = none
     event_time = parsed[limits.event_time].cast("timestamp")
     if limits.max_ahead_s:
         ahead = event_time > timestamp + F.make_dt_interval(secs=F.lit(limits.max_ahead_s))
-        when = F.when(
-            ahead, F.lit(f"event time more than {limits.max_ahead_s} s ahead of the Kafka timestamp")
-        )
+        when = F.when(ahead, F.lit(TOO_FAR_AHEAD.format(max_ahead_s=limits.max_ahead_s)))
     if limits.earliest is not None:
         before = event_time < F.lit(limits.earliest)
-        when = F.when(before, F.lit(f"event time before {limits.earliest.isoformat()}")).otherwise(when)
+        reason = BEFORE_EARLIEST.format(earliest=limits.earliest.isoformat())
+        when = F.when(before, F.lit(reason)).otherwise(when)
     return size, when
 
 
@@ -140,6 +136,26 @@ def dead_letters(parsed: DataFrame) -> DataFrame:
     # topic, partition, offset, timestamp, key, value, error
     """
     return parsed.where(F.col(ERROR).isNotNull()).select(f"{SOURCE}.*", F.col(ERROR).alias("error"))
+
+
+def kafka_headers(names: Sequence[str], values: Sequence[Column]) -> Column:
+    """Kafka headers from names and values (any type, written as its string): arus.core.rules'
+    header lists, so the Spark path writes what the kafka-python path writes."""
+    return F.array(
+        *[
+            F.struct(F.lit(name).alias("key"), value.cast("string").cast("binary").alias("value"))
+            for name, value in zip(names, values, strict=True)
+        ]
+    )
+
+
+def dead_letter_records(dead: DataFrame) -> DataFrame:
+    """Dead letters for a Kafka topic: original key and bytes, the reason and the source in headers.
+
+    # key, value, headers
+    """
+    source = [F.col("error"), F.col("topic"), F.col("partition"), F.col("offset")]
+    return dead.select("key", "value", kafka_headers(DEAD_LETTER_HEADERS, source).alias("headers"))
 
 
 def with_watermark(events: DataFrame, event_time: str, delay: str) -> DataFrame:
@@ -198,12 +214,12 @@ def _metric_names(value_fields: Sequence[str]) -> list[str]:
     return names
 
 
-def aggregate_key(keys: Sequence[str]) -> Column:
-    """A deterministic record key for an aggregate: the entity and the window start, in UTC."""
+def aggregate_key_column(keys: Sequence[str]) -> Column:
+    """The record key of an aggregate (arus.core.rules.aggregate_key): key fields, window start."""
     return F.concat_ws(
-        "|",
+        KEY_SEPARATOR,
         *[F.col(k).cast("string") for k in keys],
-        F.date_format("window_start", "yyyy-MM-dd'T'HH:mm:ss'Z'"),
+        F.date_format("window_start", KEY_TIME_PATTERN),
     )
 
 
@@ -211,5 +227,5 @@ def to_kafka_records(df: DataFrame, key: Column) -> DataFrame:
     """Any rows -> Kafka records: the given key, all columns as a JSON value.  # key, value"""
     return df.select(
         key.cast("string").alias("key"),
-        F.to_json(F.struct(*df.columns), {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"}).alias("value"),
+        F.to_json(F.struct(*df.columns), {"timestampFormat": TIME_PATTERN}).alias("value"),
     )

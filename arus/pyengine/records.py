@@ -26,6 +26,19 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from arus.core.rules import (
+    BEFORE_EARLIEST,
+    EMPTY_FIELD,
+    EMPTY_VALUE,
+    MISSING_FIELD,
+    NOT_JSON_OBJECT,
+    NOT_UTF8,
+    TOO_FAR_AHEAD,
+    TOO_LARGE,
+    WRONG_TYPE,
+    RecordLimits,
+)
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
@@ -94,16 +107,6 @@ def require(fields: Sequence[Field], name: str) -> tuple[Field, ...]:
     if name not in {f.name for f in fields}:
         raise ValueError(f"field {name!r} is not in the schema")
     return tuple(Field(f.name, f.type, f.required or f.name == name) for f in fields)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """arus.core.transforms.RecordLimits: bounds past which a record that parses is still dead-lettered."""
-
-    event_time: str
-    max_bytes: int | None = None
-    earliest: datetime | None = None
-    max_ahead_s: int | None = None
 
 
 # --- JSON as Spark's Jackson reads it ----------------------------------------------------------------
@@ -468,17 +471,17 @@ def parse_event(value: bytes | None, fields: Sequence[Field]) -> dict[str, Any]:
     wrong type. A field written twice takes its last value that converts, as Spark's reader does.
     """
     if not value:
-        raise InvalidRecord("empty value")
+        raise InvalidRecord(EMPTY_VALUE)
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidRecord("not UTF-8") from None
+        raise InvalidRecord(NOT_UTF8) from None
     try:
         doc = _first_json_value(text)
     except (ValueError, RecursionError):
         doc = None
     if not isinstance(doc, _Object):
-        raise InvalidRecord("not a JSON object")
+        raise InvalidRecord(NOT_JSON_OBJECT)
     members = dict(doc)
     if len(members) < len(doc):  # a member written more than once: Spark's rule for each such field
         return _with_repeated_members(doc, fields)
@@ -487,15 +490,15 @@ def parse_event(value: bytes | None, fields: Sequence[Field]) -> dict[str, Any]:
         raw = members.get(name)
         if raw is None:
             if required:
-                raise InvalidRecord(f"missing required field {name}")
+                raise InvalidRecord(MISSING_FIELD.format(name=name))
             event[name] = None
             continue
         try:
             parsed = converter(raw)
         except (ValueError, OverflowError):
-            raise InvalidRecord(f"wrong type for field {name}: expected {type_name}") from None
+            raise InvalidRecord(WRONG_TYPE.format(name=name, type=type_name)) from None
         if required_string and not parsed.strip(" "):
-            raise InvalidRecord(f"empty required field {name}")
+            raise InvalidRecord(EMPTY_FIELD.format(name=name))
         event[name] = parsed
     return event
 
@@ -531,7 +534,7 @@ def _with_repeated_members(doc: _Object, fields: Sequence[Field]) -> dict[str, A
 def _last_that_converts(f: Field, written: list[Any]) -> Any:
     """A field written more than once: each value in turn, a null resets it, a failure is skipped."""
     if f.required and written[0] is None:
-        raise InvalidRecord(f"missing required field {f.name}")
+        raise InvalidRecord(MISSING_FIELD.format(name=f.name))
     parsed = None
     for raw in written:
         try:
@@ -539,32 +542,32 @@ def _last_that_converts(f: Field, written: list[Any]) -> Any:
         except (ValueError, OverflowError):
             continue
     if f.required and f.type == "string" and parsed is not None and not parsed.strip(" "):
-        raise InvalidRecord(f"empty required field {f.name}")
+        raise InvalidRecord(EMPTY_FIELD.format(name=f.name))
     if written[0] is not None and parsed is None:
-        raise InvalidRecord(f"wrong type for field {f.name}: expected {f.type}")
+        raise InvalidRecord(WRONG_TYPE.format(name=f.name, type=f.type))
     return parsed
 
 
 def parse_record(
-    value: bytes | None, timestamp_ms: int | None, fields: Sequence[Field], limits: Limits | None = None
+    value: bytes | None, timestamp_ms: int | None, fields: Sequence[Field], limits: RecordLimits | None = None
 ) -> dict[str, Any]:
     """parse_event, then the job's limits, in arus.core.transforms.parse_events' order: size first, then
     the parse checks, then event time (before `earliest`, or too far past the Kafka timestamp)."""
     if limits is not None and limits.max_bytes and value is not None and len(value) > limits.max_bytes:
-        raise InvalidRecord(f"larger than {limits.max_bytes} bytes")
+        raise InvalidRecord(TOO_LARGE.format(max_bytes=limits.max_bytes))
     event = parse_event(value, fields)
     if limits is None or event.get(limits.event_time) is None:
         return event
     at: datetime = event[limits.event_time]
     if limits.earliest is not None and at < limits.earliest:
-        raise InvalidRecord(f"event time before {limits.earliest.isoformat()}")
+        raise InvalidRecord(BEFORE_EARLIEST.format(earliest=limits.earliest.isoformat()))
     # In whole microseconds since the epoch: exact, and cheaper than building timedeltas.
     if (
         limits.max_ahead_s
         and timestamp_ms is not None
         and (at - EPOCH) // _US > timestamp_ms * 1000 + limits.max_ahead_s * 1_000_000
     ):
-        raise InvalidRecord(f"event time more than {limits.max_ahead_s} s ahead of the Kafka timestamp")
+        raise InvalidRecord(TOO_FAR_AHEAD.format(max_ahead_s=limits.max_ahead_s))
     return event
 
 

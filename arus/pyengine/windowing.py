@@ -7,9 +7,9 @@
     engine.late_offsets(positions)                  # late events a replay from there re-reads
 
 It computes what jobs/aggregate.py computes with Spark (arus.core.transforms.aggregate_windows,
-aggregate_key, drop_duplicate_events with the watermark): the same window boundaries, watermark,
+aggregate_key_column, drop_duplicate_events with the watermark): the same window boundaries, watermark,
 late rule and dedup rule, the same statistics with Spark's percentile definition, and the same
-rows, JSON field names and record keys. Nothing here touches Kafka; jobs/consumer.py does.
+rows, JSON field names and record keys. Nothing here touches Kafka; arus.pyengine.consumer does.
 """
 
 from __future__ import annotations
@@ -18,52 +18,18 @@ import heapq
 import itertools
 import json
 import math
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from arus.core.rules import Partition, RecordPosition, aggregate_key, time_text
 from arus.pyengine.records import EPOCH, java_double, spark_string
 
 # percentile_approx(col, p, 10000) in arus.core.transforms: its summary is exact below 5,000 values
 # per window (2 * relative error * n < 1), so exact percentiles match it there.
 RELATIVE_ERROR = 1.0 / 10000
-
-TopicPartition = tuple[str, int]
-Position = tuple[str, int, int]  # topic, partition, offset
-
-
-# --- durations -------------------------------------------------------------------------------------
-
-_UNIT_US = {
-    "microsecond": 1,
-    "millisecond": 1_000,
-    "second": 1_000_000,
-    "minute": 60_000_000,
-    "hour": 3_600_000_000,
-    "day": 86_400_000_000,
-    "week": 604_800_000_000,
-}
-
-
-def parse_duration_us(text: str) -> int:
-    """A Spark interval string ("1 minute", "90 seconds", "1 hour 30 minutes") in microseconds."""
-    words = text.lower().split()
-    if words and words[0] == "interval":
-        words = words[1:]
-    if not words or len(words) % 2:
-        raise ValueError(f"not a duration: {text!r} (write e.g. '1 minute' or '30 seconds')")
-    total = 0
-    for number, unit in zip(words[::2], words[1::2], strict=True):
-        unit = unit.removesuffix("s") if unit.removesuffix("s") in _UNIT_US else unit
-        if unit not in _UNIT_US or not re.fullmatch(r"\d+", number):
-            raise ValueError(f"not a duration: {text!r} (write e.g. '1 minute' or '30 seconds')")
-        total += int(number) * _UNIT_US[unit]
-    if total <= 0:
-        raise ValueError(f"duration must be positive: {text!r}")
-    return total
 
 
 # --- windows and statistics ------------------------------------------------------------------------
@@ -194,7 +160,7 @@ class Window:
     start_us: int
     count: int
     stats: dict[str, Stats]
-    holds: dict[TopicPartition, int]  # the first offset per partition: replay starts there
+    holds: dict[Partition, int]  # the first offset per partition: replay starts there
     alive: bool = True  # False once closed; its entries in the engine's heaps are then skipped
 
 
@@ -229,17 +195,17 @@ class Aggregator:
     def __init__(self, spec: WindowSpec, watermark_us: int | None = None) -> None:
         self.spec = spec
         self.watermark_us = watermark_us
-        self.max_event_ms: dict[TopicPartition, int] = {}  # per partition
+        self.max_event_ms: dict[Partition, int] = {}  # per partition
         self.windows: dict[tuple[tuple[Any, ...], int], Window] = {}
         self.seen: dict[Any, _Seen] = {}
         self._updated: set[tuple[tuple[Any, ...], int]] = set()
         self._seq = itertools.count()  # heap tie-breaker: entries never compare their payloads
         self._by_end: list[tuple[int, int, tuple[tuple[Any, ...], int]]] = []
         self._by_expiry: list[tuple[int, int, Any, _Seen]] = []
-        self._holds: dict[TopicPartition, list[tuple[int, int, Window | _Seen]]] = {}
+        self._holds: dict[Partition, list[tuple[int, int, Window | _Seen]]] = {}
         self._hold_entries = 0  # in the hold heaps, closed ones included
         self._live_holds = 0
-        self._late_open: list[tuple[int, int, TopicPartition]] = []  # window end, offset, partition
+        self._late_open: list[tuple[int, int, Partition]] = []  # window end, offset, partition
 
     def is_late(self, event_us: int) -> bool:
         if self.watermark_us is None:
@@ -250,7 +216,7 @@ class Aggregator:
         return end <= self.watermark_us
 
     def add(
-        self, event: Mapping[str, Any], at: Position, replay: bool = False, was_late: bool = False
+        self, event: Mapping[str, Any], at: RecordPosition, replay: bool = False, was_late: bool = False
     ) -> Outcome:
         """Take one parsed event. A replayed event rebuilds state after a restart without
         marking its window as updated: its output was published before the restart.
@@ -300,19 +266,19 @@ class Aggregator:
             self._updated.add(key)
         return Outcome.AGGREGATED
 
-    def _remember(self, event_id: Any, event_us: int, tp: TopicPartition, offset: int) -> None:
+    def _remember(self, event_id: Any, event_us: int, tp: Partition, offset: int) -> None:
         expires = event_us + self.spec.delay_us // 1000 * 1000
         if (self.watermark_us is None or self.watermark_us < expires) and event_id not in self.seen:
             seen = self.seen[event_id] = _Seen(expires)
             heapq.heappush(self._by_expiry, (expires, next(self._seq), event_id, seen))
             self._hold(tp, offset, seen)
 
-    def _hold(self, tp: TopicPartition, offset: int, holder: Window | _Seen) -> None:
+    def _hold(self, tp: Partition, offset: int, holder: Window | _Seen) -> None:
         heapq.heappush(self._holds.setdefault(tp, []), (offset, next(self._seq), holder))
         self._hold_entries += 1
         self._live_holds += 1
 
-    def end_batch(self, behind: Collection[TopicPartition] = ()) -> list[dict[str, Any]]:
+    def end_batch(self, behind: Collection[Partition] = ()) -> list[dict[str, Any]]:
         """Close a batch: the rows of the windows it updated (Spark's update output mode), then the
         watermark advances over it and the windows and ids it passes are dropped."""
         rows = [self.row(self.windows[k]) for k in sorted(self._updated, key=_sort_key)]
@@ -348,7 +314,7 @@ class Aggregator:
                 heapq.heapify(self._holds[tp])
             self._hold_entries = self._live_holds
 
-    def _reached_ms(self, behind: Collection[TopicPartition]) -> int | None:
+    def _reached_ms(self, behind: Collection[Partition]) -> int | None:
         """The event time the watermark trails: the largest seen, or the slowest backlog's."""
         if not self.max_event_ms or any(tp not in self.max_event_ms for tp in behind):
             return None
@@ -356,7 +322,7 @@ class Aggregator:
             return min(self.max_event_ms[tp] for tp in behind)
         return max(self.max_event_ms.values())
 
-    def commit_positions(self, consumed: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+    def commit_positions(self, consumed: Mapping[Partition, int]) -> dict[Partition, int]:
         """Per partition, the offset to commit: the next unread one, held back to the first record
         any open window or remembered id depends on, so a restart can rebuild them by replay."""
         positions = dict(consumed)
@@ -369,10 +335,10 @@ class Aggregator:
                 positions[tp] = heap[0][0]
         return positions
 
-    def late_offsets(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, list[int]]:
+    def late_offsets(self, positions: Mapping[Partition, int]) -> dict[Partition, list[int]]:
         """Per partition, the late events from `positions` on whose windows are still open: a replay
         from there reads them again and must not count them (see `add`)."""
-        late: dict[TopicPartition, list[int]] = {}
+        late: dict[Partition, list[int]] = {}
         for _, offset, tp in self._late_open:
             if tp in positions and offset >= positions[tp]:
                 late.setdefault(tp, []).append(offset)
@@ -399,17 +365,15 @@ def _sort_key(k: tuple[tuple[Any, ...], int]) -> tuple[int, str]:
 # --- output ------------------------------------------------------------------------------------------
 
 
-def aggregate_key(row: Mapping[str, Any], keys: Sequence[str]) -> str:
-    """arus.core.transforms.aggregate_key: key fields as strings (nulls skipped, as concat_ws does) and
-    the window start, joined by |."""
-    parts = [spark_string(row.get(k)) for k in keys if row.get(k) is not None]
-    return "|".join([*parts, row["window_start"].strftime("%Y-%m-%dT%H:%M:%SZ")])
+def aggregate_key_text(row: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """The record key of an aggregate row (arus.core.rules.aggregate_key): key fields cast to
+    strings as Spark casts them, nulls skipped as concat_ws skips them, then the window start."""
+    return aggregate_key([spark_string(row[k]) for k in keys if row.get(k) is not None], row["window_start"])
 
 
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
-        at = value.astimezone(UTC)
-        return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+        return time_text(value)
     if isinstance(value, float) and not math.isfinite(value):
         return java_double(value)
     return value

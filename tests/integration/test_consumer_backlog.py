@@ -22,6 +22,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from arus.config import Config
 from arus.io.producer import make_producer
+from arus.pyengine import consumer as engine
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +82,7 @@ def committed_watermarks(config: Config, group: str) -> set[int | None]:
         admin.close()
 
 
-def run(config: Config, topics: dict[str, str], group: str) -> consumer.Counters:
+def run(config: Config, topics: dict[str, str], group: str) -> engine.Counters:
     argv = [
         "--input-topic", topics["in"],
         "--output-topic", topics["out"],
@@ -93,7 +94,7 @@ def run(config: Config, topics: dict[str, str], group: str) -> consumer.Counters
         "--until-idle", "3",
         "--no-view",
     ]  # fmt: skip
-    return consumer.run(config, consumer.settings_from(consumer.parse_args(argv), config))
+    return engine.run(config, consumer.settings_from(consumer.parse_args(argv), config))
 
 
 def test_a_backlog_on_three_partitions_and_an_empty_one_has_no_late_events_spark_would_not_have(
@@ -149,7 +150,7 @@ def test_a_backlog_on_three_partitions_and_an_empty_one_has_no_late_events_spark
     assert sorted(json.loads(r.value)["event_id"] for r in late) == sorted(
         [closed["event_id"], at_watermark["event_id"]]
     )
-    assert {dict(r.headers)["watermark"] for r in late} == {b"2026-03-01T12:27:50Z"}
+    assert {dict(r.headers)["watermark"] for r in late} == {b"2026-03-01T12:27:50.000Z"}
     key = f"p1-d2|{on_time['event_time'][:16]}:00Z"
     latest = {r.key.decode(): json.loads(r.value) for r in read_all(config, topics["out"])}
     assert latest[key]["count"] == counts[key] + 1

@@ -21,6 +21,7 @@ from kafka.errors import KafkaError
 from arus.config import Config, TopicConfig
 from arus.io.producer import make_producer
 from arus.ops.topics import ensure_topics
+from arus.pyengine.consumer import ConsumerSettings, WindowConsumer, make_consumer, run
 from arus.sources.iot import fleet, readings, to_record
 from arus.sources.send import SendLoop
 
@@ -90,7 +91,7 @@ def assert_matches_oracle(got: dict[str, dict[str, Any]], expected: dict[str, di
             assert math.isclose(got[key][name], value, rel_tol=1e-9), (key, name)
 
 
-def settings(config: Config, topics: dict[str, str], group: str, *extra: str) -> consumer.Settings:
+def settings(config: Config, topics: dict[str, str], group: str, *extra: str) -> ConsumerSettings:
     argv = [
         "--input-topic", topics["in"],
         "--output-topic", topics["out"],
@@ -128,13 +129,13 @@ def test_a_restart_mid_window_replays_and_completes_every_window(
     events = produce_events(config, topics["in"], devices=12, per_device=100)
     group = f"restart-{topics['in']}"
 
-    first = consumer.run(config, settings(config, topics, group, "--max-records", "700"))
+    first = run(config, settings(config, topics, group, "--max-records", "700"))
     assert (first.records, first.replayed) == (700, 0)
     held_back = committed(config, group)
     # Open windows hold the commit back, so fewer than the 700 records read are committed.
     assert sum(held_back.values()) < 700
 
-    second = consumer.run(config, settings(config, topics, group, "--until-idle", "2"))
+    second = run(config, settings(config, topics, group, "--until-idle", "2"))
     # Replays start at the commit; a rebalance while joining may make them start over once more.
     assert second.replayed >= 700 - sum(held_back.values())
     assert second.records == len(events) - 700
@@ -154,11 +155,11 @@ def test_nothing_is_committed_when_the_output_cannot_be_delivered(
     assert consumer.main(["--input-topic", missing["in"], "--output-topic", missing["out"], *argv]) == 1
     # Past that check (say the topic is deleted while it runs), a send that fails stops the run.
     with pytest.raises(KafkaError):
-        consumer.run(config, settings(config, missing, group, *argv))
+        run(config, settings(config, missing, group, *argv))
     assert committed(config, group) == {}
 
     ensure_topics(config, topics=(TopicConfig(missing["out"], 3, -1, "delete"),))
-    counters = consumer.run(config, settings(config, missing, group, *argv))
+    counters = run(config, settings(config, missing, group, *argv))
     assert counters.records == len(events)  # everything again: at least once
     assert_matches_oracle(latest_by_key(config, missing["out"]), oracle(events))
 
@@ -173,10 +174,7 @@ def test_a_member_joining_mid_stream_takes_over_partitions_without_losing_window
     group = f"rebalance-{topics['in']}"
     live = settings(config, topics, group)
     producers = [make_producer(config.kafka, config.producer) for _ in range(2)]
-    members = [
-        consumer.WindowConsumer(live, consumer.make_consumer(config.kafka, live), producer)
-        for producer in producers
-    ]
+    members = [WindowConsumer(live, make_consumer(config.kafka, live), producer) for producer in producers]
     threads = [threading.Thread(target=member.run) for member in members]
 
     def wait_for(condition: Callable[[], bool], what: str) -> None:

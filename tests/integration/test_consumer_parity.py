@@ -20,11 +20,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from arus.config import Config
+from arus.core.rules import record_limits, window_us
 from arus.core.stages import bronze_to_checked
 from arus.core.transforms import aggregate_windows, schema_from_ddl
 from arus.io.producer import make_producer
+from arus.pyengine.consumer import run
 from arus.pyengine.records import InvalidRecord, parse_record, parse_schema
-from arus.pyengine.windowing import Aggregator, WindowSpec, parse_duration_us, to_us
+from arus.pyengine.windowing import Aggregator, WindowSpec, to_us
 from arus.sources.iot import fleet, readings, to_record
 from arus.sources.send import Record, SendLoop
 
@@ -179,7 +181,7 @@ def test_consumer_gives_every_record_the_spark_jobs_verdict(spark: SparkSession,
         .orderBy("offset")
         .collect()
     )
-    limits = consumer.record_limits(job)
+    limits = record_limits(job)
     kafka_ms = int(KAFKA_TIME.timestamp() * 1000)
     mismatches = []
     for value, row in zip(EDGE_CASES, spark_rows, strict=True):
@@ -221,7 +223,7 @@ def test_consumer_statistics_match_spark_aggregate_windows(spark: SparkSession) 
         .drop("window_start", "window_end")
         .collect()
     }
-    spec = WindowSpec(("device_id",), ("value",), "event_time", parse_duration_us("1 minute"), 10**12)
+    spec = WindowSpec(("device_id",), ("value",), "event_time", window_us("1 minute"), 10**12)
     engine = Aggregator(spec)
     for i, (eid, device, value, at) in enumerate(events):
         engine.add({"event_id": eid, "device_id": device, "value": value, "event_time": at}, ("t", 0, i))
@@ -367,7 +369,7 @@ def test_consumer_and_spark_job_agree_on_one_topic(
         "--until-idle", "3",
         "--no-view",
     ]  # fmt: skip
-    counters = consumer.run(config, consumer.settings_from(consumer.parse_args(argv), config))
+    counters = run(config, consumer.settings_from(consumer.parse_args(argv), config))
     print(counters.line())
 
     unique = len(events) + len(ODD_BUT_VALID)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from arus.io.checkpoints import StreamBatch, read_stream_batches
+from arus.io.checkpoints import StreamBatch, query_id, read_stream_batch, read_stream_batches, resume_offsets
 
 
 def write_checkpoint(root: Path, batches: dict[int, tuple[int, dict[str, int]]], committed: set[int]) -> Path:
@@ -58,3 +58,35 @@ def test_a_batch_whose_predecessor_log_was_purged_has_no_known_start_or_late_wat
 def test_a_folder_without_an_offset_log_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not a streaming query checkpoint"):
         read_stream_batches(tmp_path)
+
+
+def test_one_batch_is_read_committed_or_not_as_foreach_batch_sees_it(tmp_path: Path) -> None:
+    root = write_checkpoint(tmp_path, {0: (0, {"0": 9}), 1: (1000, {"0": 12})}, committed={0})
+    assert read_stream_batch(root, 0) == StreamBatch(0, 0, 0, {("t", 0): 5, ("t", 1): 0}, {("t", 0): 9})
+    assert read_stream_batch(f"file:{root}", 1) == StreamBatch(1, 1000, 0, {("t", 0): 9}, {("t", 0): 12})
+
+
+def test_one_batch_whose_predecessor_log_was_purged_is_refused(tmp_path: Path) -> None:
+    root = write_checkpoint(tmp_path, {7: (3000, {"0": 40}), 8: (4000, {"0": 44})}, committed={7, 8})
+    assert read_stream_batch(root, 8).start == {("t", 0): 40}
+    with pytest.raises(FileNotFoundError, match="cannot tell what batch 7 read"):
+        read_stream_batch(root, 7)
+
+
+def test_a_restart_resumes_after_the_last_committed_batch(tmp_path: Path) -> None:
+    root = write_checkpoint(
+        tmp_path, {0: (0, {"0": 10}), 1: (0, {"0": 25}), 2: (0, {"0": 40})}, committed={0, 1}
+    )  # batch 2 was planned but never committed: it will be replayed
+    assert resume_offsets(root) == {("t", 0): 25}
+    assert resume_offsets(tmp_path / "nothing-yet") == {}
+
+
+def test_sources_without_kafka_offsets_yet_are_skipped(tmp_path: Path) -> None:
+    root = write_checkpoint(tmp_path, {0: (0, {"0": 3})}, committed={0})
+    (root / "offsets" / "0").write_text('v1\n{"batchWatermarkMs":0}\n-\n{"t":{"0":3}}')
+    assert resume_offsets(root) == {("t", 0): 3}
+
+
+def test_the_query_id_is_the_checkpoints(tmp_path: Path) -> None:
+    (tmp_path / "metadata").write_text('{"id":"5f1c"}')
+    assert query_id(f"file://{tmp_path}") == "5f1c"

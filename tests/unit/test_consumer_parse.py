@@ -10,12 +10,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from arus.jobs.consumer import Counters, Settings, parse_args, render_view, settings_from
+from arus.jobs.consumer import parse_args, settings_from
 
+from arus.core.rules import RecordLimits
+from arus.pyengine.consumer import ConsumerSettings, Counters, render_view
 from arus.pyengine.records import (
     Field,
     InvalidRecord,
-    Limits,
     parse_event,
     parse_record,
     parse_schema,
@@ -23,7 +24,7 @@ from arus.pyengine.records import (
     require,
     spark_string,
 )
-from arus.pyengine.windowing import aggregate_key, to_json
+from arus.pyengine.windowing import aggregate_key_text, to_json
 
 DDL = (
     "event_id STRING NOT NULL, device_id STRING NOT NULL, value DOUBLE NOT NULL, "
@@ -154,8 +155,8 @@ def test_aggregate_key_and_json_are_the_spark_jobs() -> None:
         "value_mean": 20.5,
         "value_stddev": None,
     }
-    assert aggregate_key(row, ["device_id"]) == "dev-0001|2026-01-01T00:00:00Z"
-    assert aggregate_key({**row, "device_id": None}, ["device_id"]) == "2026-01-01T00:00:00Z"
+    assert aggregate_key_text(row, ["device_id"]) == "dev-0001|2026-01-01T00:00:00Z"
+    assert aggregate_key_text({**row, "device_id": None}, ["device_id"]) == "2026-01-01T00:00:00Z"
     assert json.loads(to_json(row)) == {
         "device_id": "dev-0001",
         "window_start": "2026-01-01T00:00:00.000Z",
@@ -185,7 +186,7 @@ def test_key_fields_are_cast_to_string_as_spark_casts_them(value: object, text: 
     assert spark_string(value) == text
 
 
-def settings(*argv: str) -> Settings:
+def settings(*argv: str) -> ConsumerSettings:
     from arus.config import load_config
 
     return settings_from(parse_args(list(argv)), load_config())
@@ -308,7 +309,9 @@ def same(a: object, b: object) -> bool:
 
 
 def test_record_limits_in_the_spark_jobs_order() -> None:
-    limits = Limits("event_time", max_bytes=200, earliest=datetime(2000, 1, 1, tzinfo=UTC), max_ahead_s=60)
+    limits = RecordLimits(
+        "event_time", max_bytes=200, earliest=datetime(2000, 1, 1, tzinfo=UTC), max_ahead_s=60
+    )
     kafka_ms = 1767225600000  # 2026-01-01T00:00:00Z
     ok = b'{"event_id":"e","device_id":"d","value":1,"event_time":"2026-01-01T00:01:00Z"}'
     assert parse_record(ok, kafka_ms, FIELDS, limits)["value"] == 1.0

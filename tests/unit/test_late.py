@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from arus.core.late import first_window_end, interval_micros, late_events
+from arus.core.late import first_window_end, late_events
 from arus.core.transforms import parse_events, schema_from_ddl
 from arus.runtime.microbatch import batch_range, query_id
 
@@ -23,27 +23,6 @@ def ts(minute: int, second: float = 0) -> datetime:
 
 def ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
-
-
-@pytest.mark.parametrize(
-    ("text", "micros"),
-    [
-        ("1 minute", 60_000_000),
-        ("30 seconds", 30_000_000),
-        ("1 hour 30 minutes", 5_400_000_000),
-        ("2 mins", 120_000_000),
-        ("500 milliseconds", 500_000),
-    ],
-)
-def test_interval_micros(text: str, micros: int) -> None:
-    assert interval_micros(text) == micros
-
-
-def test_interval_micros_refuses_what_it_cannot_read() -> None:
-    with pytest.raises(ValueError):
-        interval_micros("soon")
-    with pytest.raises(ValueError):
-        interval_micros("3 fortnights")
 
 
 @pytest.mark.integration

@@ -8,7 +8,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from arus.core.transforms import (
-    aggregate_key,
+    aggregate_key_column,
     aggregate_windows,
     dead_letters,
     drop_duplicate_events,
@@ -212,7 +212,7 @@ def test_aggregate_key_is_entity_and_window_start_in_utc(spark: SparkSession) ->
     rows = spark.createDataFrame(
         [("d1", "s1", ts(3))], "device_id string, site string, window_start timestamp"
     )
-    keys = rows.select(aggregate_key(["device_id", "site"]).alias("key"))
+    keys = rows.select(aggregate_key_column(["device_id", "site"]).alias("key"))
     assert_df_equality(
         keys, spark.createDataFrame([("d1|s1|2026-01-01T00:03:00Z",)], "key string"), ignore_nullable=True
     )
