@@ -18,8 +18,8 @@ help: ## List the targets
 
 .PHONY: demo
 demo: setup kafka-up ## Set everything up, produce IoT readings, run the whole pipeline once, print what it wrote
-	$(PY) -m producers.iot --count 3000
-	spark-submit jobs/pipeline.py --available-now --show
+	arus produce iot --count 3000
+	arus pipeline --available-now --show
 
 .PHONY: test
 test: setup ## Run the unit and integration tests (against the real broker, which it starts)
@@ -52,50 +52,50 @@ lock: ## Re-pin constraints.txt after editing requirements.txt
 
 .PHONY: kafka-up
 kafka-up: setup ## Start the local broker on 127.0.0.1:9092 and create the topics in conf/
-	$(PY) -m arus.ops.broker up
+	arus broker up
 
 .PHONY: kafka-down
 kafka-down: ## Stop the local broker
-	$(PY) -m arus.ops.broker down
+	arus broker down
 
 .PHONY: kafka-reset
 kafka-reset: ## Stop the local broker and wipe its data
-	$(PY) -m arus.ops.broker reset
+	arus broker reset
 
 .PHONY: kafka-status
 kafka-status: ## Is the local broker running?
-	$(PY) -m arus.ops.broker status
+	arus broker status
 
 .PHONY: kafka-up-sasl
 kafka-up-sasl: setup ## Start a second broker on 9094 that demands SASL/SCRAM logins and checks ACLs (passwords from env)
-	$(PY) -m arus.ops.broker up --sasl
+	arus broker up --sasl
 
 .PHONY: kafka-down-sasl
 kafka-down-sasl: ## Stop the SASL broker
-	$(PY) -m arus.ops.broker down --sasl
+	arus broker down --sasl
 
 .PHONY: kafka-cluster-up
 kafka-cluster-up: setup ## Start a 3-broker cluster on 19091-19096 (replication factor 3, min ISR 2)
-	$(PY) -m arus.ops.broker up --cluster 3
+	arus broker up --cluster 3
 
 .PHONY: kafka-cluster-down
 kafka-cluster-down: ## Stop the 3-broker cluster
-	$(PY) -m arus.ops.broker down --cluster 3
+	arus broker down --cluster 3
 
 ## --- producers and jobs ----------------------------------------------------------
 
 .PHONY: produce-iot
 produce-iot: kafka-up ## Simulate the IoT fleet (a demo run that stops by itself)
-	$(PY) -m producers.iot --count 3000
+	arus produce iot --count 3000
 
 FILE ?= samples/weather_stations.csv
 .PHONY: produce-csv
 produce-csv: kafka-up ## Replay a CSV file: make produce-csv FILE=x.csv ARGS="--time-column ts --key-column id"
-	$(PY) -m producers.csv_replay $(FILE) $(ARGS)
+	arus produce csv $(FILE) $(ARGS)
 
 .PHONY: produce-api
 produce-api: kafka-up ## Poll the USGS earthquake feed each minute until Ctrl-C (ARGS="--polls 1": once)
-	$(PY) -m producers.api_poller $(ARGS)
+	arus produce api $(ARGS)
 
 .PHONY: aggregate
 aggregate: kafka-up ## Run the main job (catch up, then stop) and show its output
@@ -103,19 +103,21 @@ aggregate: kafka-up ## Run the main job (catch up, then stop) and show its outpu
 
 .PHONY: pipeline
 pipeline: kafka-up ## The multi-topic pipeline, live (every stage at once) until Ctrl-C; docs/pipeline.md
-	$(PY) -m jobs.pipeline $(ARGS)
+	arus pipeline $(ARGS)
 
 .PHONY: pipeline-once
 pipeline-once: kafka-up ## The pipeline's catch-up run: each stage to the end of its input, then gold and alerts
-	$(PY) -m jobs.pipeline --available-now --show $(ARGS)
+	arus pipeline --available-now --show $(ARGS)
 
 .PHONY: alerts
 alerts: kafka-up ## Apply the alert rules to the clean topic (catch up, then stop) and show the alerts
-	$(PY) -m jobs.alerts --show $(ARGS)
+	arus alerts --show $(ARGS)
 
 .PHONY: package
-package: ## Zip the arus package for spark-submit --py-files on a real cluster (dist/arus.zip)
-	mkdir -p dist && rm -f dist/arus.zip && $(PY) -m zipfile -c dist/arus.zip arus
+package: setup ## Build the wheel a cluster needs (dist/arus-*.whl: every module, jobs, default config) for --py-files
+	rm -f dist/arus-*.whl
+	$(PY) -m pip wheel -q --no-deps -w dist .
+	@ls dist/arus-*.whl
 
 ## --- batch side and notebooks (docs/batch.md) ------------------------------------------
 
@@ -123,40 +125,40 @@ TABLE ?= gold_aggregates
 
 .PHONY: backfill
 backfill: setup ## Recompute silver and gold from bronze with the streaming stages, idempotently (ARGS: see docs/batch.md)
-	$(PY) -m jobs.backfill $(ARGS)
+	arus backfill $(ARGS)
 
 .PHONY: reconcile
 reconcile: setup ## Compare the streaming gold table with a batch recompute; fails on differences late data does not explain
-	$(PY) -m jobs.reconcile $(ARGS)
+	arus reconcile $(ARGS)
 
 .PHONY: maintain
 maintain: setup ## OPTIMIZE + VACUUM every table in the lake (safe retention), file counts before and after
-	$(PY) -m jobs.maintain $(ARGS)
+	arus maintain $(ARGS)
 
 .PHONY: history
 history: setup ## A Delta table's history; ARGS="--version 3" or "--timestamp 2026-03-01T12:00Z" reads it as it was (TABLE=...)
-	$(PY) -m jobs.history $(TABLE) $(ARGS)
+	arus history $(TABLE) $(ARGS)
 
 .PHONY: notebook
 notebook: setup ## Open Jupyter Lab on notebooks/ (overview, IoT, data quality; they read [paths] lake or ARUS_LAKE_DIR)
-	jupyter lab --ServerApp.root_dir=notebooks
+	ARUS_HOME=$(CURDIR) jupyter lab --ServerApp.root_dir=notebooks
 
 .PHONY: notebooks-run
 notebooks-run: setup ## Run every notebook headless against the lake (IMAGES=docs/img also saves each one's figure)
-	$(PY) -m arus.ops.notebooks $(if $(IMAGES),--images $(IMAGES))
+	arus notebooks $(if $(IMAGES),--images $(IMAGES))
 
 CONSUME_ARGS ?= --until-idle 10
 .PHONY: consume
 consume: kafka-up ## The main job's aggregates without Spark (kafka-python); stops 10 s after catching up (CONSUME_ARGS= : live)
-	$(PY) -m jobs.consumer $(CONSUME_ARGS)
+	arus consume $(CONSUME_ARGS)
 
 .PHONY: spark-cluster-up
 spark-cluster-up: setup ## Start a Spark standalone master and 2 workers on 127.0.0.1:7077 (jobs: --master spark://...)
-	$(PY) -m arus.ops.standalone up
+	arus cluster up
 
 .PHONY: spark-cluster-down
 spark-cluster-down: ## Stop the Spark standalone cluster
-	$(PY) -m arus.ops.standalone down
+	arus cluster down
 
 .PHONY: aggregate-on-cluster
 aggregate-on-cluster: kafka-up spark-cluster-up ## Run the main job on the standalone cluster (catch up, then stop)
@@ -166,17 +168,17 @@ aggregate-on-cluster: kafka-up spark-cluster-up ## Run the main job on the stand
 
 .PHONY: bench
 bench: setup ## Benchmarks, quick profile (~10-15 min, own broker on 29092): bench/results/*.json, docs/benchmarks.md
-	$(PY) -m bench.run --profile quick
-	$(PY) -m bench.report
+	arus bench run --profile quick
+	arus bench report
 
 .PHONY: bench-full
 bench-full: setup ## Benchmarks, full profile (larger sizes, 10^7-event growth; an hour or more)
-	$(PY) -m bench.run --profile full
-	$(PY) -m bench.report
+	arus bench run --profile full
+	arus bench report
 
 .PHONY: bench-report
 bench-report: ## Re-render docs/benchmarks.md and its plot from the newest bench/results/*.json
-	$(PY) -m bench.report
+	arus bench report
 
 ## --- quality -----------------------------------------------------------------------
 

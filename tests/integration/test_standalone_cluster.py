@@ -1,6 +1,10 @@
 """Scale-out: the main job, unchanged, on a Spark standalone cluster (a master and two workers
 started from the installed pyspark), submitted once with spark-submit --master spark://...; its
-Delta table is checked against a pandas oracle computed from what was sent."""
+Delta table is checked against a pandas oracle computed from what was sent.
+
+The job runs from the package `make package` builds, as on a real cluster: the wheel goes to
+--py-files, the driver file is the one inside the wheel, and the working folder is not the checkout
+(so the default config is the one shipped in the wheel)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +35,17 @@ START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 KAFKA_CONNECTOR = "spark-sql-kafka-0-10_2.13-4.2.0.jar"
 SMALL_JVM = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
 LOG4J = f"-Dlog4j2.configurationFile=file:{REPO_ROOT}/conf/spark/log4j2.properties"
+
+
+def package(dist: Path) -> Path:
+    """The wheel `make package` builds, with every module a driver and its executors import."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(REPO_ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("arus-*.whl")
+    return wheel
 
 
 def oracle(events: list[dict[str, Any]]) -> pd.DataFrame:
@@ -57,6 +73,11 @@ def test_aggregate_job_runs_unchanged_on_a_standalone_cluster(
     events = [next(gen) for _ in range(8 * 30)]  # 5 minutes of event time
     records = [to_record(e, topics["in"]) for e in events + events[:5]]  # five sent twice
     records.append(Record(topics["in"], "bad", b"{not json"))
+    wheel = package(tmp_path / "dist")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    driver = run_dir / "aggregate.py"
+    driver.write_bytes(zipfile.ZipFile(wheel).read("arus/jobs/aggregate.py"))
     producer = make_producer(config.kafka, config.producer)
     try:
         assert SendLoop(producer, progress=None).run(records).acked == len(records)
@@ -88,7 +109,8 @@ def test_aggregate_job_runs_unchanged_on_a_standalone_cluster(
                 # Small, short JVMs start and finish sooner on 2 shared cores; the job is unchanged.
                 "--driver-java-options", f"{LOG4J} {SMALL_JVM}",
                 "--conf", f"spark.executor.extraJavaOptions={SMALL_JVM}",
-                "jobs/aggregate.py",
+                "--py-files", str(wheel),
+                str(driver),
                 "--input-topic", topics["in"],
                 "--output-topic", topics["out"],
                 "--deadletter-topic", topics["dead"],
@@ -96,7 +118,7 @@ def test_aggregate_job_runs_unchanged_on_a_standalone_cluster(
                 "--deadletter-table", str(tmp_path / "deadletter"),
                 "--checkpoint", str(tmp_path / "checkpoint"),
             ],
-            cwd=REPO_ROOT,
+            cwd=run_dir,
             env={**os.environ, "SPARK_LOCAL_IP": cluster.host, "PYSPARK_PYTHON": sys.executable},
             capture_output=True,
             text=True,
@@ -107,11 +129,13 @@ def test_aggregate_job_runs_unchanged_on_a_standalone_cluster(
         assert state is not None
         apps = state["completedapps"] + state["activeapps"]
         assert [app["name"] for app in apps] == ["arus-aggregate"]
-        # Each worker ran an executor, and each executor fetched the Kafka connector from the driver.
+        # Each worker ran an executor, and each executor fetched the Kafka connector and the
+        # package from the driver.
         for i in (1, 2):
             executor_dirs = list((cluster.home / f"work-{i}").glob("app-*/*/"))
             assert executor_dirs, f"worker {i} ran no executor"
             assert any((d / KAFKA_CONNECTOR).exists() for d in executor_dirs), f"worker {i}: no connector jar"
+            assert any((d / wheel.name).exists() for d in executor_dirs), f"worker {i}: no arus wheel"
     finally:
         down(cluster)
     print(f"\nstandalone: cluster up in {cluster_s:.1f}s, job and teardown {time.monotonic() - started:.1f}s")
