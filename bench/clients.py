@@ -15,6 +15,7 @@ Connection settings come from conf/arus.toml and the environment (KAFKA_BOOTSTRA
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -22,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext, suppress
+from contextlib import AbstractContextManager, ExitStack, nullcontext, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -79,25 +80,30 @@ def _running_children_cpu() -> float:
     return total
 
 
-def send_span(module: Any, timer: Timer) -> AbstractContextManager[Any]:
-    """Within the block, `module`'s SendLoop starts `timer` when it is made (just before the first
-    send: configuration, connecting and the topic check are done) and stops it when its flush
-    returns (every record acknowledged), as the bare loops are timed. Closing the client and
-    ending the generator process come after the span, as they do for the bare loops."""
+def send_span(timer: Timer) -> AbstractContextManager[Any]:
+    """Within the block, a SendLoop starts `timer` when it is made (just before the first send:
+    configuration, connecting and the topic check are done) and stops it when its flush returns
+    (every record acknowledged), as the bare loops are timed. Closing the client and ending the
+    generator process come after the span, as they do for the bare loops."""
     from arus.sources.send import SendLoop
 
-    class TimedSendLoop(SendLoop):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            timer.start()
+    made, flush = SendLoop.__init__, SendLoop.flush
 
-        def flush(self, timeout: float = 60.0) -> None:
-            try:
-                super().flush(timeout)
-            finally:
-                timer.stop()
+    def timed_init(loop: SendLoop, *args: Any, **kwargs: Any) -> None:
+        made(loop, *args, **kwargs)
+        timer.start()
 
-    return patch.object(module, "SendLoop", TimedSendLoop)
+    def timed_flush(loop: SendLoop, timeout: float = 60.0) -> None:
+        try:
+            flush(loop, timeout)
+        finally:
+            timer.stop()
+
+    # On the class, so the loop is timed wherever the source makes it.
+    span = ExitStack()
+    span.enter_context(patch.object(SendLoop, "__init__", timed_init))
+    span.enter_context(patch.object(SendLoop, "flush", timed_flush))
+    return span
 
 
 def profiled(path: str | None) -> AbstractContextManager[Any]:
@@ -186,60 +192,51 @@ def confluent_settings(config: Config) -> dict[str, Any]:
 
 
 def arus_iot(config: Config, args: argparse.Namespace) -> dict[str, Any]:
-    """The arus IoT producer as people run it (arus.sources.iot.main), without injected problems so it
-    sends the same readings as the bare loops. The span is its SendLoop's (send_span): from the
-    fleet's 50 metadata records (a few milliseconds) to the end of the flush."""
-    from arus.sources import iot
+    """The arus IoT producer (arus.sources.iot.IotSimulator) as `arus produce iot` runs it, without
+    injected problems so it sends the same readings as the bare loops. The span is its SendLoop's
+    (send_span): from the fleet's metadata records (a few milliseconds) to the end of the flush."""
+    from arus.sources.base import SendLimits
+    from arus.sources.iot import IotSimulator
 
-    argv = [
-        "--topic",
-        args.topic,
-        "--count",
-        str(args.count),
-        "--devices",
-        str(args.devices),
-        "--seed",
-        str(SEED),
-        "--interval",
-        str(args.interval or INTERVAL_S),
-        "--start",
-        _iso(datetime.now(UTC).replace(microsecond=0) if args.live else START),
-        "--clean",
-        *(["--rate", str(args.rate)] if args.rate else []),
-        *args.extra,
-    ]
-    # The client is a [producer] setting; its environment override reaches main's load_config.
-    os.environ["ARUS_PRODUCER_CLIENT"] = args.client
+    start = datetime.now(UTC).replace(microsecond=0) if args.live else START
+    source = IotSimulator(
+        dataclasses.replace(config, producer=dataclasses.replace(config.producer, client=args.client)),
+        SendLimits(rate=args.rate or None, count=args.count),
+        topic=args.topic,
+        devices=args.devices,
+        seed=SEED,
+        start=start,
+        interval_s=args.interval or INTERVAL_S,
+        clean=True,
+        in_process=args.in_process,
+    )
     timer = Timer()
-    with profiled(args.profile), send_span(iot, timer):
-        code = iot.main(argv)
+    with profiled(args.profile), send_span(timer):
+        code = source.start()
     if code != 0:
-        raise RuntimeError(f"arus.sources.iot exited with {code}")
-    return timer.result(args.count, started=argv[argv.index("--start") + 1])
+        raise RuntimeError(f"the arus IoT producer exited with {code}")
+    return timer.result(args.count, started=_iso(start))
 
 
 def arus_csv(config: Config, args: argparse.Namespace) -> dict[str, Any]:
-    """The CSV replay producer (arus.sources.csv_replay.main) on a CSV of the same readings, timed
-    over its SendLoop's span (send_span)."""
-    from arus.sources import csv_replay
+    """The CSV replay producer (arus.sources.csv_replay.CsvReplay) on a CSV of the same readings,
+    timed over its SendLoop's span (send_span)."""
+    from arus.sources.base import SendLimits
+    from arus.sources.csv_replay import CsvReplay, ReplayOptions
 
-    argv = [
-        args.csv,
-        "--topic",
-        args.topic,
-        "--time-column",
-        "event_time",
-        "--key-column",
-        "device_id",
-        "--count",
-        str(args.count),
-        *args.extra,
-    ]
+    options = ReplayOptions(
+        time_column="event_time",
+        key_column="device_id",
+        topic=args.topic,
+        reject_file=args.reject_file,
+        cursor=args.cursor,
+    )
+    source = CsvReplay(config, SendLimits(count=args.count), Path(args.csv), options)
     timer = Timer()
-    with profiled(args.profile), send_span(csv_replay, timer):
-        code = csv_replay.main(argv)
+    with profiled(args.profile), send_span(timer):
+        code = source.start()
     if code != 0:
-        raise RuntimeError(f"arus.sources.csv_replay exited with {code}")
+        raise RuntimeError(f"the arus CSV replay exited with {code}")
     return timer.result(args.count)
 
 
@@ -414,10 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live", action="store_true", help="event times start now (end-to-end runs)")
     parser.add_argument("--rate", type=float, help="offered load, events/s (default: unlimited)")
     parser.add_argument("--client", default="kafka-python", help="producer client for arus-iot")
+    parser.add_argument("--in-process", action="store_true", help="arus-iot generates in the sending process")
+    parser.add_argument("--cursor", type=Path, help="cursor file for arus-csv")
+    parser.add_argument("--reject-file", type=Path, help="arus-csv writes bad rows here, not to a topic")
     parser.add_argument("--timeout", type=float, default=300.0, help="consumers give up after this")
     parser.add_argument("--profile", help="write a pyinstrument text profile of the timed span here")
-    args, extra = parser.parse_known_args(argv)
-    args.extra = extra  # anything else goes to the producer under test
+    args = parser.parse_args(argv)
     result = CASES[args.case](load_config(), args)
     # VmHWM belongs to this program's memory map; wait4's ru_maxrss would also count the parent's
     # pages this process had between fork and exec.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,7 @@ def producer_perf(
         "--command-property",
         *props,
     )
-    measured = run_measured(cmd, timeout=600)
-    if measured.returncode != 0:
-        raise RuntimeError(f"ProducerPerformance failed:\n{measured.stderr[-3000:]}")
-    result: dict[str, Any] = parse_producer_output(measured.stdout)
-    return _with_cpu(result, measured.cpu_s, baseline_cpu_s, measured.peak_rss_mb)
+    return _measure(cmd, "ProducerPerformance", parse_producer_output, baseline_cpu_s)
 
 
 def consumer_perf(config: Config, topic: str, count: int, baseline_cpu_s: float = 0.0) -> dict[str, Any]:
@@ -104,18 +101,19 @@ def consumer_perf(config: Config, topic: str, count: int, baseline_cpu_s: float 
         "--timeout",
         "60000",
     )
+    return _measure(cmd, "ConsumerPerformance", parse_consumer_output, baseline_cpu_s)
+
+
+def _measure(
+    cmd: list[str], tool: str, parse: Callable[[str], dict[str, float]], baseline_cpu_s: float
+) -> dict[str, Any]:
+    """The tool's parsed result, with its CPU time less the baseline's and its peak memory."""
     measured = run_measured(cmd, timeout=600)
     if measured.returncode != 0:
-        raise RuntimeError(f"ConsumerPerformance failed:\n{measured.stderr[-3000:]}")
-    result: dict[str, Any] = parse_consumer_output(measured.stdout)
-    return _with_cpu(result, measured.cpu_s, baseline_cpu_s, measured.peak_rss_mb)
-
-
-def _with_cpu(
-    result: dict[str, Any], cpu_s: float, baseline_cpu_s: float, peak_rss_mb: float
-) -> dict[str, Any]:
-    result["cpu_s_total"] = round(cpu_s, 3)
-    result["cpu_s"] = round(max(cpu_s - baseline_cpu_s, 0.0), 3)
+        raise RuntimeError(f"{tool} failed:\n{measured.stderr[-3000:]}")
+    result: dict[str, Any] = dict(parse(measured.stdout))
+    result["cpu_s_total"] = round(measured.cpu_s, 3)
+    result["cpu_s"] = round(max(measured.cpu_s - baseline_cpu_s, 0.0), 3)
     result["cpu_us_per_event"] = result["cpu_s"] / result["events"] * 1e6 if result["events"] else None
-    result["peak_rss_mb"] = round(peak_rss_mb, 1)
+    result["peak_rss_mb"] = round(measured.peak_rss_mb, 1)
     return result

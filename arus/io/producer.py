@@ -28,7 +28,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from arus.config import Config, KafkaConfig, ProducerConfig
-from arus.runtime.guards import KafkaUnavailable, explained_connection_errors
+from arus.io.kafka import KafkaUnavailable, explained_connection_errors
 
 
 class ProducerError(RuntimeError):

@@ -1,9 +1,5 @@
-"""Poll a JSON HTTP API on an interval and publish each new record once, keyed by its id.
-
-    python -m arus.sources.api_poller             # what `make produce-api` runs: USGS quakes, each minute
-    python -m arus.sources.api_poller --polls 1   # one poll (every page), then stop
-    python -m arus.sources.api_poller --url https://api.example.com/v1/items --records-path data \\
-        --id-field id --time-field created_at --time-format iso --next-path links.next --interval 30
+"""Poll a JSON HTTP API on an interval and publish each new record once, keyed by its id (the
+entry point, with its flags: producers/api_poller.py, `arus produce api`).
 
 The default [api] config reads the USGS feed of all earthquakes of the past hour (GeoJSON; each
 feature has a stable `id` and `properties.time` in epoch milliseconds). Each record is published
@@ -21,8 +17,6 @@ and full jitter; 429 waits for Retry-After. Set API_BEARER_TOKEN in the environm
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import email.utils
 import gzip
 import http.client
@@ -37,24 +31,18 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from arus.config import ApiConfig, ConfigError, load_config
-from arus.io.producer import ProducerError, connect
-from arus.sources.send import (
-    Record,
-    SendLoop,
-    add_send_arguments,
-    exit_code,
-    format_time,
-    origin_headers,
-    parse_time,
-    stable_id,
-    with_send_arguments,
-)
+from kafka import KafkaProducer
+
+from arus.config import ApiConfig, Config
+from arus.io.producer import ProducerError
+from arus.sources.base import SendLimits, Source, write_state
+from arus.sources.send import Record, SendLoop, Summary, format_time, origin_headers, parse_time, stable_id
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "arus/api")
 USER_AGENT = "arus-api-poller/0.1 (+https://github.com/arus)"
@@ -276,17 +264,13 @@ class PollState:
             del self.seen[rid]
 
     def save(self, path: Path) -> None:
-        """Atomically: a crash leaves the old state or the new one."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = {
+        state = {
             "url": self.url,
             "etag": self.etag,
             "last_modified": self.last_modified,
             "seen": list(self.seen),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        write_state(path, state)
 
 
 @dataclass
@@ -400,113 +384,79 @@ class Publisher:
         self.state.save(path)
 
 
-def api_config(api: ApiConfig, args: argparse.Namespace) -> ApiConfig:
-    """[api] with the command-line flags applied."""
-    flags = {
-        "url": args.url,
-        "topic": args.topic,
-        "source_name": args.source_name,
-        "records_path": args.records_path,
-        "id_field": args.id_field,
-        "time_field": args.time_field,
-        "time_format": args.time_format,
-        "interval_s": args.interval,
-        "timeout_s": args.timeout,
-        "max_retries": args.max_retries,
-        "backoff_base_s": args.backoff_base,
-        "backoff_max_s": args.backoff_max,
-        "next_path": args.next_path,
-    }
-    return dataclasses.replace(api, **{k: v for k, v in flags.items() if v is not None})
+class ApiPoller(Source):
+    """Every `api.interval_s`, one poll of every page; the records not yet published are sent,
+    and after each poll's flush the acknowledged ids are saved in the state file."""
 
+    name = "produce-api"
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m arus.sources.api_poller", description=__doc__.split("\n")[0]
-    )
-    add_send_arguments(parser)
-    parser.add_argument("--polls", type=int, help="stop after this many polls (default: poll until stopped)")
-    group = parser.add_argument_group("the API (defaults: [api])")
-    group.add_argument("--url", help="first page's URL")
-    group.add_argument("--records-path", help='dotted path to the list of records ("" = the whole response)')
-    group.add_argument("--id-field", help="dotted path of a record's id")
-    group.add_argument("--time-field", help="dotted path of a record's event time")
-    group.add_argument("--time-format", help="iso, epoch_s, epoch_ms or a strptime format")
-    group.add_argument("--next-path", help="dotted path of the next page's URL")
-    group.add_argument("--interval", type=float, help="seconds between polls")
-    group.add_argument("--timeout", type=float, help="seconds to wait for a response")
-    group.add_argument("--max-retries", type=int, help="retries of 5xx, 429 and timeouts")
-    group.add_argument("--backoff-base", type=float, help="first backoff ceiling in seconds (doubles)")
-    group.add_argument("--backoff-max", type=float, help="largest backoff in seconds")
-    group.add_argument("--topic", help="topic to publish to")
-    group.add_argument("--source-name", help="the source header, and the namespace of event ids")
-    group.add_argument("--state-file", help="ids already published and ETags")
-    group.add_argument("--seed", type=int, help="seed of the backoff jitter (default: random)")
-    args = parser.parse_args(argv)
-    try:
-        config = with_send_arguments(load_config(args.config), args)
-        api = api_config(config.api, args)
-        # A path on the command line is taken from the working directory, one in conf/ from the repo.
-        state_path = Path(args.state_file) if args.state_file else config.resolve(api.state_file)
-        publisher = Publisher(PollState.load(state_path, first_page_url(api)))
-        producer = connect(config, [api.topic])
-        try:
-            loop = SendLoop(producer, on_ack=publisher.ack, on_error=publisher.fail)
-            polled = _poll_loop(api, args, loop, publisher, state_path, random.Random(args.seed))
-            summary = loop.run(polled, rate=args.rate, count=args.count, duration=args.duration)
-            publisher.checkpoint(state_path, api.remember, None)
-        finally:
-            producer.close(timeout=10)
-    except (ConfigError, ProducerError, OSError) as exc:
-        print(f"produce-api: {exc}", file=sys.stderr)
-        return 1
-    if summary.counts.get("failed polls", 0) and not summary.counts.get("good polls", 0):
-        return 1
-    return exit_code(summary)
+    def __init__(
+        self,
+        config: Config,
+        limits: SendLimits,
+        api: ApiConfig,
+        *,
+        state_file: Path | None = None,
+        polls: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """`polls` None polls until stopped; `seed` None seeds the backoff jitter at random."""
+        super().__init__(config, limits)
+        self.api = api
+        # A path given by the caller is taken from the working directory, one in conf/ from the project.
+        self.state_path = state_file or config.resolve(api.state_file)
+        self.polls = polls
+        self.rng = random.Random(seed)
+        self.publisher: Publisher  # set by open(), from the state file
 
+    def topics(self) -> list[str]:
+        return [self.api.topic]
 
-def _poll_loop(
-    api: ApiConfig,
-    args: argparse.Namespace,
-    loop: SendLoop,
-    publisher: Publisher,
-    state_path: Path,
-    rng: random.Random,
-) -> Iterator[Record]:
-    headers = origin_headers(api.source_name)
+    def open(self, resources: ExitStack) -> None:
+        self.publisher = Publisher(PollState.load(self.state_path, first_page_url(self.api)))
+        resources.callback(self.publisher.checkpoint, self.state_path, self.api.remember, None)
 
-    def retrying(problem: str, wait: float) -> None:
-        loop.summary.count("retries")
-        loop.note(f"produce-api: {problem}; retrying in {wait:.1f}s")
+    def send_loop(self, producer: KafkaProducer) -> SendLoop:
+        return SendLoop(producer, on_ack=self.publisher.ack, on_error=self.publisher.fail)
 
-    for n in range(1, (args.polls or sys.maxsize) + 1):
-        validators: tuple[str, str] | None = None
-        try:
-            result = poll(api, publisher.state, publisher.known, http_get, rng, loop.wait, retrying)
-        except Stopped:
-            return
-        except PollError as exc:
-            loop.summary.count("failed polls")
-            loop.note(f"produce-api: poll {n} failed: {exc}")
-        else:
-            loop.summary.count("good polls")
-            loop.summary.count("already published", result.old)
-            loop.summary.count("without id", result.missing_id)
-            loop.note(
-                f"produce-api: poll {n}: {result.status}, {result.records} records, {len(result.new)} new, "
-                f"{result.old} already published"
-            )
-            validators = (result.etag, result.last_modified) if result.pages else None
-            for rid, record in result.new:
-                publisher.sending(rid)
-                value = json.dumps(to_payload(record, rid, api), separators=(",", ":")).encode()
-                loop.summary.count("published")
-                yield Record(api.topic, rid, value, headers)
-        loop.flush()
-        publisher.checkpoint(state_path, api.remember, validators)
-        if n == args.polls or loop.wait(api.interval_s):
-            return
+    def run(self, loop: SendLoop) -> Iterator[Record]:
+        api, publisher = self.api, self.publisher
+        headers = origin_headers(api.source_name)
 
+        def retrying(problem: str, wait: float) -> None:
+            loop.summary.count("retries")
+            loop.note(f"{self.name}: {problem}; retrying in {wait:.1f}s")
 
-if __name__ == "__main__":
-    sys.exit(main())
+        for n in range(1, (self.polls or sys.maxsize) + 1):
+            validators: tuple[str, str] | None = None
+            try:
+                result = poll(api, publisher.state, publisher.known, http_get, self.rng, loop.wait, retrying)
+            except Stopped:
+                return
+            except PollError as exc:
+                loop.summary.count("failed polls")
+                loop.note(f"{self.name}: poll {n} failed: {exc}")
+            else:
+                loop.summary.count("good polls")
+                loop.summary.count("already published", result.old)
+                loop.summary.count("without id", result.missing_id)
+                loop.note(
+                    f"{self.name}: poll {n}: {result.status}, {result.records} records, "
+                    f"{len(result.new)} new, {result.old} already published"
+                )
+                validators = (result.etag, result.last_modified) if result.pages else None
+                for rid, record in result.new:
+                    publisher.sending(rid)
+                    value = json.dumps(to_payload(record, rid, api), separators=(",", ":")).encode()
+                    loop.summary.count("published")
+                    yield Record(api.topic, rid, value, headers)
+            loop.flush()
+            publisher.checkpoint(self.state_path, api.remember, validators)
+            if n == self.polls or loop.wait(api.interval_s):
+                return
+
+    def finish(self, summary: Summary) -> int:
+        """1 when no poll succeeded (the API is down or wrongly configured), else by the acknowledgements."""
+        if summary.counts.get("failed polls", 0) and not summary.counts.get("good polls", 0):
+            return 1
+        return super().finish(summary)

@@ -1,33 +1,26 @@
-"""Replay any CSV file into Kafka as JSON events, in file order: as fast as --rate allows, or at
-event-time pace (--speed), resumable after a crash.
-
-    python -m arus.sources.csv_replay samples/weather_stations.csv     # what `make produce-csv` runs
-    python -m arus.sources.csv_replay big.csv.gz --time-column ts --key-column id --rate 5000
-    python -m arus.sources.csv_replay log.csv --time-column when --time-format "%d/%m/%Y %H:%M" \\
-        --key-column sensor --columns sensor,when,temp --types temp=float --speed 60 --rewrite-time
-    python -m arus.sources.csv_replay big.csv.gz --time-column ts --key-column id --resume
+"""Replay any CSV file into Kafka as JSON events, in file order: as fast as the rate allows, or at
+event-time pace, resumable after a crash (the entry point, with its flags: producers/csv_replay.py,
+`arus produce csv`).
 
 Each row becomes a JSON object of its columns (numbers as numbers, empty/NA/null as null; types
 inferred from the first rows unless given), the event time normalised to ISO-8601 UTC, and an
 `event_id` (UUIDv5 of the file name, line number and row text), keyed by the key column, with
 headers source, schema_version, source_file and line. A row that cannot be read (wrong column
-count, unparseable time or number, bad UTF-8) goes to the dead-letter topic, or with
---reject-file to a JSONL file, with its line number, the reason and its text; none vanish.
+count, unparseable time or number, bad UTF-8) goes to the dead-letter topic, or to a reject file
+(JSONL), with its line number, the reason and its text; none vanish.
 
 A cursor file records the last line up to which every row is acknowledged by Kafka (or
-dead-lettered); --resume continues after it, so a crash never skips a row and re-sends only rows
-whose acknowledgement was not yet recorded (same event_id: downstream drops them). The file is
-streamed, never loaded whole; gzip input (by its magic bytes) works.
+dead-lettered); a resumed replay continues after it, so a crash never skips a row and re-sends
+only rows whose acknowledgement was not yet recorded (same event_id: downstream drops them). The
+file is streamed, never loaded whole; gzip input (by its magic bytes) works.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import gzip
 import hashlib
 import json
-import os
 import re
 import sys
 import threading
@@ -35,25 +28,26 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import IO, Any, cast
 
-from arus.config import ConfigError, CsvConfig, load_config
-from arus.io.producer import ProducerError, connect
+from kafka import KafkaProducer
+
+from arus.config import Config, ConfigError, CsvConfig
+from arus.io.producer import ProducerError
+from arus.sources.base import SendLimits, Source, write_state
 from arus.sources.send import (
     Record,
     SendLoop,
-    add_send_arguments,
-    exit_code,
+    Summary,
     format_time,
     origin_headers,
     parse_time,
-    positive_speed,
     stable_id,
     timezone,
-    with_send_arguments,
 )
 
 SOURCE = "csv-replay"
@@ -339,8 +333,6 @@ def load_cursor(path: Path, source: Path, header: tuple[str, ...]) -> tuple[int,
 
 
 def save_cursor(path: Path, source: Path, header: tuple[str, ...], line: int, offset: int) -> None:
-    """Atomically: a crash leaves the old cursor or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "file": str(source.resolve()),
         "header": list(header),
@@ -348,9 +340,7 @@ def save_cursor(path: Path, source: Path, header: tuple[str, ...], line: int, of
         "offset": offset,
         "saved_at": format_time(datetime.now(UTC)),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
+    write_state(path, state)
 
 
 def parse_types(text: str | None) -> dict[str, str]:
@@ -367,17 +357,41 @@ def parse_types(text: str | None) -> dict[str, str]:
     return types
 
 
+@dataclass(frozen=True)
+class ReplayOptions:
+    """How to read and send one file, each the flag of the same name (None: the [csv] setting).
+
+    `columns` and `types` are comma-separated, as the flags take them: "a,b", "a=int,b=float".
+    """
+
+    time_column: str | None = None
+    time_format: str | None = None
+    timezone: str | None = None
+    key_column: str | None = None  # "" for no key
+    columns: str | None = None
+    types: str | None = None
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    source_name: str | None = None
+    topic: str | None = None
+    deadletter_topic: str | None = None
+    reject_file: Path | None = None
+    rewrite_time: bool = False
+    cursor: Path | None = None
+    resume: bool = False
+
+
 def build_layout(
     header: tuple[str, ...],
     csv_config: CsvConfig,
-    args: argparse.Namespace,
+    options: ReplayOptions,
     sample: Iterable[list[str]],
 ) -> Layout:
-    """The file's layout from its header, the config, the flags and sample rows (type inference)."""
-    time_column = args.time_column or csv_config.time_column
-    key_column = csv_config.key_column if args.key_column is None else args.key_column
-    columns = tuple(c.strip() for c in args.columns.split(",")) if args.columns else header
-    declared = parse_types(args.types)
+    """The file's layout from its header, the config, the options and sample rows (type inference)."""
+    time_column = options.time_column or csv_config.time_column
+    key_column = csv_config.key_column if options.key_column is None else options.key_column
+    columns = tuple(c.strip() for c in options.columns.split(",")) if options.columns else header
+    declared = parse_types(options.types)
     wanted = {"--time-column": [time_column], "--columns": list(columns), "--types": list(declared)}
     if key_column:
         wanted["--key-column"] = [key_column]
@@ -395,111 +409,82 @@ def build_layout(
         key_column=key_column or None,
         columns=columns,
         types={**inferred, **declared},
-        time_format=args.time_format or csv_config.time_format,
-        tz=timezone(args.timezone or csv_config.timezone),
+        time_format=options.time_format or csv_config.time_format,
+        tz=timezone(options.timezone or csv_config.timezone),
         null_values=nulls,
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m arus.sources.csv_replay", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("file", type=Path, help="CSV file, plain or gzip")
-    add_send_arguments(parser)
-    group = parser.add_argument_group("reading the file (defaults: [csv])")
-    group.add_argument("--time-column", help="the event-time column")
-    group.add_argument("--time-format", help="iso, epoch_s, epoch_ms or a strptime format")
-    group.add_argument("--timezone", help="zone of times without an offset, e.g. UTC or Asia/Jakarta")
-    group.add_argument("--key-column", help='the column whose value keys each record ("" for no key)')
-    group.add_argument("--columns", help="comma-separated columns to send (default: all)")
-    group.add_argument(
-        "--types", help="comma-separated COLUMN=TYPE (int, float, bool, string); others inferred"
-    )
-    group.add_argument("--delimiter", default=",", help="field delimiter (default ,)")
-    group.add_argument("--encoding", default="utf-8", help="file encoding (default utf-8)")
-    group.add_argument("--source-name", help="the source_file header and id namespace (default: file name)")
-    group = parser.add_argument_group("sending")
-    group.add_argument("--topic", help="topic for the events (default: [csv] topic)")
-    group.add_argument("--deadletter-topic", help="topic for bad rows (default: [csv] deadletter_topic)")
-    group.add_argument(
-        "--reject-file", type=Path, help="write bad rows to this JSONL file instead of a topic"
-    )
-    group.add_argument(
-        "--speed", type=positive_speed, help="event-time replay: keep the gaps, divided by this"
-    )
-    group.add_argument(
-        "--rewrite-time", action="store_true", help="shift event times so the first row is now"
-    )
-    group.add_argument(
-        "--cursor", type=Path, help="cursor file (default: one per file under [csv] cursor_dir)"
-    )
-    group.add_argument("--resume", action="store_true", help="continue after the cursor's line")
-    args = parser.parse_args(argv)
-    try:
-        config = with_send_arguments(load_config(args.config), args)
+class CsvReplay(Source):
+    """The rows of one CSV file, read rows to the topic and bad ones to the dead-letter topic (or
+    the reject file), the cursor saved as they are acknowledged and once more at the end."""
+
+    name = "produce-csv"
+
+    def __init__(self, config: Config, limits: SendLimits, path: Path, options: ReplayOptions) -> None:
+        super().__init__(config, limits)
         settings = config.csv
-        path: Path = args.file
+        self.path = path
+        self.options = options
+        self.source_file = options.source_name or path.name
+        self.topic = options.topic or settings.topic
+        self.deadletter_topic = options.deadletter_topic or settings.deadletter_topic
+        self.cursor_path = options.cursor or default_cursor_path(config.resolve(settings.cursor_dir), path)
+        # Set by open(): the file's layout, the line and byte offset to start after, the acknowledged
+        # position and the last one saved, the stream.
+        self.layout: Layout
+        self.begin: tuple[int, int]
+        self.cursor: AckCursor
+        self.saved: tuple[int, int]
+        self.stream: IO[bytes]
+        self.reject: IO[str] | None = None
+
+    def topics(self) -> list[str]:
+        return [self.topic] if self.options.reject_file else [self.topic, self.deadletter_topic]
+
+    def open(self, resources: ExitStack) -> None:
+        options, path = self.options, self.path
         if not path.is_file():
             raise ConfigError(f"{path}: no such file")
-        source_file = args.source_name or path.name
-        header, header_end, header_line = read_header(path, args.encoding, args.delimiter)
-        sample = sample_rows(path, args.encoding, args.delimiter, settings.infer_rows)
-        layout = build_layout(header, settings, args, sample)
-        topic = args.topic or settings.topic
-        deadletter_topic = args.deadletter_topic or settings.deadletter_topic
-        cursor_path = args.cursor or default_cursor_path(config.resolve(settings.cursor_dir), path)
-        start = (header_line, header_end)
-        if args.resume:
-            saved = load_cursor(cursor_path, path, header)
+        header, header_end, header_line = read_header(path, options.encoding, options.delimiter)
+        sample = sample_rows(path, options.encoding, options.delimiter, self.config.csv.infer_rows)
+        self.layout = build_layout(header, self.config.csv, options, sample)
+        self.begin = (header_line, header_end)
+        if options.resume:
+            saved = load_cursor(self.cursor_path, path, header)
             if saved:
-                start = saved
-                print(f"produce-csv: resuming after line {start[0]} ({cursor_path})", file=sys.stderr)
-        topics = [topic] if args.reject_file else [topic, deadletter_topic]
-        producer = connect(config, topics)
-        try:
-            return _replay(
-                args, path, source_file, layout, start, cursor_path, topic, deadletter_topic, producer
-            )
-        finally:
-            producer.close(timeout=10)
-    except (ConfigError, ProducerError, OSError, ValueError) as exc:
-        print(f"produce-csv: {exc}", file=sys.stderr)
-        return 1
+                self.begin = saved
+                print(f"{self.name}: resuming after line {saved[0]} ({self.cursor_path})", file=sys.stderr)
+        self.cursor = AckCursor(*self.begin)
+        self.saved = self.begin
+        self.stream = resources.enter_context(open_input(path))
+        self.stream.seek(self.begin[1])
+        if options.reject_file:
+            self.reject = resources.enter_context(open(options.reject_file, "a", encoding="utf-8"))  # noqa: SIM115 - ExitStack
+        resources.callback(self.save, force=True)
 
+    def send_loop(self, producer: KafkaProducer) -> SendLoop:
+        return SendLoop(producer, on_ack=self.acked)
 
-def _replay(
-    args: argparse.Namespace,
-    path: Path,
-    source_file: str,
-    layout: Layout,
-    start: tuple[int, int],
-    cursor_path: Path,
-    topic: str,
-    deadletter_topic: str,
-    producer: Any,
-) -> int:
-    cursor = AckCursor(*start)
+    def acked(self, record: Record) -> None:
+        self.cursor.done(int(dict(record.headers)["line"]))
 
-    def acked(record: Record) -> None:
-        cursor.done(int(dict(record.headers)["line"]))
+    def save(self, force: bool = False) -> None:
+        position = self.cursor.position()
+        if position != self.saved or force:
+            save_cursor(self.cursor_path, self.path, self.layout.header, *position)
+            self.saved = position
 
-    loop = SendLoop(producer, on_ack=acked)
-    saved = start
-
-    def save(force: bool = False) -> None:
-        nonlocal saved
-        position = cursor.position()
-        if position != saved or force:
-            save_cursor(cursor_path, path, layout.header, *position)
-            saved = position
-
-    def records(stream: IO[bytes], reject: IO[str] | None) -> Iterator[Record]:
+    def run(self, loop: SendLoop) -> Iterator[Record]:
+        options, layout, source_file, reject = self.options, self.layout, self.source_file, self.reject
         first_time: datetime | None = None
         now = datetime.now(UTC)
         last_save = time.monotonic()
-        for row in read_rows(stream, args.encoding, args.delimiter, offset=start[1], line=start[0]):
-            cursor.hand_out(row)
+        rows = read_rows(
+            self.stream, options.encoding, options.delimiter, offset=self.begin[1], line=self.begin[0]
+        )
+        for row in rows:
+            self.cursor.hand_out(row)
             headers = origin_headers(SOURCE, source_file=source_file, line=str(row.line))
             parsed = parse_row(layout, row)
             if isinstance(parsed, BadRow):
@@ -510,14 +495,14 @@ def _replay(
                 if reject is not None:
                     reject.write(letter + "\n")
                     reject.flush()
-                    cursor.done(row.line)
+                    self.cursor.done(row.line)
                 else:
-                    yield Record(deadletter_topic, source_file, letter.encode(), headers)
+                    yield Record(self.deadletter_topic, source_file, letter.encode(), headers)
             else:
                 at = parsed.event_time
-                if args.rewrite_time:
+                if options.rewrite_time:
                     first_time = first_time or at
-                    at = now + (at - first_time) / (args.speed or 1.0)
+                    at = now + (at - first_time) / (self.limits.speed or 1.0)
                 payload = {
                     **parsed.payload,
                     layout.time_column: format_time(at),
@@ -525,30 +510,15 @@ def _replay(
                 }
                 loop.summary.count("rows")
                 value = json.dumps(payload, separators=(",", ":")).encode()
-                yield Record(topic, parsed.key, value, headers, due=parsed.event_time)
+                yield Record(self.topic, parsed.key, value, headers, due=parsed.event_time)
             if time.monotonic() - last_save >= 0.5:
-                save()
+                self.save()
                 last_save = time.monotonic()
 
-    with open_input(path) as stream:
-        stream.seek(start[1])
-        reject = open(args.reject_file, "a", encoding="utf-8") if args.reject_file else None  # noqa: SIM115
-        try:
-            summary = loop.run(
-                records(stream, reject),
-                rate=args.rate,
-                speed=args.speed,
-                count=args.count,
-                duration=args.duration,
-            )
-        finally:
-            if reject is not None:
-                reject.close()
-            save(force=True)
-    line, _ = cursor.position()
-    print(f"produce-csv: every row up to line {line} is delivered; cursor {cursor_path}", file=sys.stderr)
-    return exit_code(summary)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    def finish(self, summary: Summary) -> int:
+        line, _ = self.cursor.position()
+        print(
+            f"{self.name}: every row up to line {line} is delivered; cursor {self.cursor_path}",
+            file=sys.stderr,
+        )
+        return super().finish(summary)

@@ -1,20 +1,15 @@
-"""IoT sensor fleet simulator: seeded readings from N devices of four kinds, sent to Kafka as JSON.
-
-    python -m arus.sources.iot --count 3000                  # what `make produce-iot` runs; stops by itself
-    python -m arus.sources.iot --speed 60 --duration 120     # live: one event-time minute per second
-    python -m arus.sources.iot --rate 200 --devices 100 --seed 7 --ledger data/iot-ledger.jsonl
-    python -m arus.sources.iot --clean --count 1000          # no injected faults or delivery problems
-    python -m arus.sources.iot --inject late=0.05 --inject malformed=0
+"""IoT sensor fleet simulator: seeded readings from N devices of four kinds, sent to Kafka as JSON
+(the entry point, with its flags: producers/iot.py, `arus produce iot`).
 
 Every device has stable metadata (kind, site, unit, nominal range), published keyed by device id
 to the compacted devices topic. A reading is the middle of the device's range plus a diurnal
 cycle, a random-walk drift and noise. Sensor faults (spikes, stuck values, dropouts, battery
 decline) and delivery problems (late, out of order, duplicated, malformed) are injected at the
-rates in [iot.faults] and [iot.delivery]; `--ledger` writes the ground truth of every one (JSONL).
+rates in [iot.faults] and [iot.delivery]; a ledger file gets the ground truth of every one (JSONL).
 
 The generators are pure and seeded: the same seed and start time give the same records, byte for
 byte. Faults and delivery problems draw from their own random streams, so a reading that is not
-touched by one has the same value whatever the rates. Only `main` talks to Kafka.
+touched by one has the same value whatever the rates. Only IotSimulator, a Source, talks to Kafka.
 """
 
 from __future__ import annotations
@@ -27,32 +22,20 @@ import itertools
 import json
 import math
 import random
-import sys
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from arus.config import ConfigError, IotDeliveryConfig, IotFaultsConfig, load_config
-from arus.io.producer import ProducerError, connect
-from arus.sources.send import (
-    ChildFeed,
-    Record,
-    SendLoop,
-    add_send_arguments,
-    can_fork,
-    exit_code,
-    format_time,
-    origin_headers,
-    positive_speed,
-    with_send_arguments,
-)
+from arus.config import Config, ConfigError, IotDeliveryConfig, IotFaultsConfig
+from arus.sources.base import SendLimits, Source
+from arus.sources.send import ChildFeed, Record, SendLoop, can_fork, format_time, origin_headers
 
 SOURCE = "iot-simulator"
-SCHEMA_VERSION = "1"
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "arus/iot")
 _NAMESPACE_BYTES = NAMESPACE.bytes
 # One compact encoder for every record: json.dumps with separators builds a new one per call.
@@ -509,15 +492,8 @@ def with_rates(
     return faults, delivery
 
 
-def parse_time(text: str) -> datetime:
-    """`--start`: an ISO-8601 time with a zone."""
-    at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if at.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no time zone; add Z or +00:00")
-    return at.astimezone(UTC)
-
-
-def _inject_arg(text: str) -> tuple[str, float]:
+def parse_inject(text: str) -> tuple[str, float]:
+    """`--inject KIND=RATE`, RATE in [0, 1]; the kind is checked by with_rates."""
     kind, sep, rate = text.partition("=")
     try:
         value = float(rate)
@@ -541,36 +517,29 @@ def unpaced_messages(
     seed: int,
     faults: IotFaultsConfig,
     delivery: IotDeliveryConfig,
+    count: int | None = None,
 ) -> Iterator[tuple[None, str, bytes | None, str, tuple[dict[str, Any], ...]]]:
     """simulate() as plain tuples without the due time and event id, which nothing needs when
     nothing paces: what the generator process pipes to the sender (a datetime costs more to pickle
-    than the rest). Without delivery problems the messages are the signal's readings as they come."""
+    than the rest). Without delivery problems the messages are the signal's readings as they come.
+
+    With `count`, none after the count-th message with a value, the last the sender takes with
+    --count (dropouts carry no value and are not sent), so the generator stops where the sender will.
+    """
+    messages: Iterator[tuple[None, str, bytes | None, str, tuple[dict[str, Any], ...]]]
     if delivery_problems(delivery):
-        for m in simulate(devices, start, interval_s, seed, faults, delivery):
-            yield None, m.key, m.value, "", m.truth
-        return
-    yield from _signal(devices, start, interval_s, seed, faults, lean=True)
-
-
-def piped_messages(
-    count: int | None,
-    devices: list[Device],
-    start: datetime,
-    interval_s: float,
-    seed: int,
-    faults: IotFaultsConfig,
-    delivery: IotDeliveryConfig,
-) -> Iterator[tuple[None, str, bytes | None, str, tuple[dict[str, Any], ...]]]:
-    """unpaced_messages as the generator process pipes them: none after the `count`-th message with
-    a value, the last the sender takes with --count (dropouts carry no value and are not sent), so
-    the generator stops where the sender will."""
+        messages = (
+            (None, m.key, m.value, "", m.truth)
+            for m in simulate(devices, start, interval_s, seed, faults, delivery)
+        )
+    else:
+        messages = _signal(devices, start, interval_s, seed, faults, lean=True)
     if count is not None and count <= 0:
         return
     left = count
-    for message in unpaced_messages(devices, start, interval_s, seed, faults, delivery):
+    for message in messages:
         yield message
-        value = message[2]
-        if value is not None and left is not None:
+        if left is not None and message[2] is not None:
             left -= 1
             if not left:
                 return
@@ -583,99 +552,78 @@ def delivery_problems(delivery: IotDeliveryConfig) -> bool:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arus.sources.iot", description=__doc__.split("\n")[0])
-    add_send_arguments(parser)
-    parser.add_argument("--devices", type=int, help="fleet size (default: [iot] devices)")
-    parser.add_argument("--seed", type=int, help="random seed (default: [iot] seed)")
-    parser.add_argument("--start", type=parse_time, help="event time of the first reading (default: now)")
-    parser.add_argument("--interval", type=float, help="event-time seconds between a device's readings")
-    parser.add_argument(
-        "--speed", type=positive_speed, help="event-time speed-up: 60 = a simulated minute per second"
-    )
-    parser.add_argument("--topic", help="readings topic (default: [iot] topic)")
-    parser.add_argument(
-        "--devices-topic", help="compacted device metadata topic (default: [iot] devices_topic)"
-    )
-    parser.add_argument("--ledger", help="write the ground truth of every injected problem here (JSONL)")
-    parser.add_argument("--clean", action="store_true", help="inject no faults and no delivery problems")
-    parser.add_argument(
-        "--in-process",
-        action="store_true",
-        help="generate readings in the sending process even when nothing paces them "
-        "(by default a forked process generates while this one sends)",
-    )
-    parser.add_argument(
-        "--inject",
-        type=_inject_arg,
-        action="append",
-        default=[],
-        metavar="KIND=RATE",
-        help=f"override one rate; KIND is one of {', '.join([*FAULT_RATES, *DELIVERY_RATES])}",
-    )
-    args = parser.parse_args(argv)
-    try:
-        config = with_send_arguments(load_config(args.config), args)
+class IotSimulator(Source):
+    """The fleet's readings, with the configured faults and delivery problems, after the devices'
+    metadata; with a ledger file, the ground truth of every problem injected."""
+
+    name = "produce-iot"
+
+    def __init__(
+        self,
+        config: Config,
+        limits: SendLimits,
+        *,
+        topic: str | None = None,
+        devices_topic: str | None = None,
+        devices: int | None = None,
+        seed: int | None = None,
+        start: datetime | None = None,
+        interval_s: float | None = None,
+        ledger: Path | None = None,
+        clean: bool = False,
+        inject: dict[str, float] | None = None,
+        in_process: bool = False,
+    ) -> None:
+        """None takes the [iot] setting, and `start` None this minute. `clean` injects no faults and
+        no delivery problems; `inject` overrides single rates (--inject KIND=RATE). `in_process`
+        generates in this process even when nothing paces (by default a forked one generates)."""
         iot = config.iot
-        topic = args.topic or iot.topic
-        devices_topic = args.devices_topic or iot.devices_topic
-        seed = iot.seed if args.seed is None else args.seed
-        devices = fleet(args.devices or iot.devices, seed)
-        start = args.start or datetime.now(UTC).replace(second=0, microsecond=0)
-        speed = args.speed if args.speed is not None else (iot.speed or None)
-        faults, delivery = (NO_FAULTS, NO_DELIVERY_PROBLEMS) if args.clean else (iot.faults, iot.delivery)
-        faults, delivery = with_rates(faults, delivery, dict(args.inject))
-        interval = args.interval or iot.interval_s
-        # A path on the command line is taken from the working directory, one in conf/ from the repo.
-        ledger_path = (
-            Path(args.ledger) if args.ledger else (config.resolve(iot.ledger) if iot.ledger else None)
-        )
-        messages: Iterable[tuple[datetime | None, str, bytes | None, str, tuple[dict[str, Any], ...]]]
-        feed = None
-        if args.rate is None and speed is None and not args.in_process and can_fork():
-            # As fast as possible: another process generates while this one sends (see ChildFeed).
-            # Forked now, before the Kafka client starts its I/O thread.
-            feed = ChildFeed(
-                partial(piped_messages, args.count, devices, start, interval, seed, faults, delivery)
-            )
-            messages = feed
+        if limits.speed is None and iot.speed:
+            limits = dataclasses.replace(limits, speed=iot.speed)
+        super().__init__(config, limits)
+        self.topic = topic or iot.topic
+        self.devices_topic = devices_topic or iot.devices_topic
+        self.seed = iot.seed if seed is None else seed
+        self.devices = fleet(devices or iot.devices, self.seed)
+        self.first_time = start or datetime.now(UTC).replace(second=0, microsecond=0)
+        self.interval_s = interval_s or iot.interval_s
+        faults, delivery = (NO_FAULTS, NO_DELIVERY_PROBLEMS) if clean else (iot.faults, iot.delivery)
+        self.faults, self.delivery = with_rates(faults, delivery, inject or {})
+        # A path given by the caller is taken from the working directory, one in conf/ from the project.
+        self.ledger_path = ledger or (config.resolve(iot.ledger) if iot.ledger else None)
+        self.in_process = in_process
+        self.ledger: IO[str] | None = None
+        self.messages: Iterable[
+            tuple[datetime | None, str, bytes | None, str, tuple[dict[str, Any], ...]]
+        ] = ()
+
+    def topics(self) -> list[str]:
+        return [self.topic, self.devices_topic]
+
+    def open(self, resources: ExitStack) -> None:
+        simulation = (self.devices, self.first_time, self.interval_s, self.seed, self.faults, self.delivery)
+        if self.limits.rate is None and self.limits.speed is None and not self.in_process and can_fork():
+            # As fast as possible: another process generates while this one sends (see ChildFeed),
+            # forked now, before the Kafka client starts its I/O thread.
+            feed = ChildFeed(partial(unpaced_messages, *simulation, self.limits.count))
+            self.messages = resources.enter_context(feed)
         else:
-            messages = simulate(devices, start, interval, seed, faults, delivery)
-        try:
-            producer = connect(config, [topic, devices_topic])
-            ledger = open(ledger_path, "w") if ledger_path else None  # noqa: SIM115
-            try:
-                loop = SendLoop(producer)
-                for device in devices:
-                    loop.send(device_record(device, devices_topic))
+            self.messages = simulate(*simulation)
+        if self.ledger_path:
+            self.ledger = resources.enter_context(open(self.ledger_path, "w"))  # noqa: SIM115 - ExitStack
 
-                def records() -> Iterator[Record]:
-                    count = loop.summary.count
-                    # Record's fields in order, without its constructor's Python frame (half the cost).
-                    new = tuple.__new__
-                    for due, key, value, _, truth in messages:
-                        if truth:
-                            write_ledger(ledger, truth)
-                            for entry in truth:
-                                count(entry["kind"])
-                        if value is not None:
-                            yield new(Record, (topic, key, value, HEADERS, None, due))
+    def preamble(self) -> Iterator[Record]:
+        for device in self.devices:
+            yield device_record(device, self.devices_topic)
 
-                summary = loop.run(
-                    records(), rate=args.rate, speed=speed, count=args.count, duration=args.duration
-                )
-            finally:
-                if ledger is not None:
-                    ledger.close()
-                producer.close(timeout=10)
-        finally:
-            if feed is not None:
-                feed.close()
-    except (ConfigError, ProducerError, OSError) as exc:
-        print(f"produce-iot: {exc}", file=sys.stderr)
-        return 1
-    return exit_code(summary)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    def run(self, loop: SendLoop) -> Iterator[Record]:
+        count, topic, ledger = loop.summary.count, self.topic, self.ledger
+        # Record's fields in order, without its constructor's Python frame (half the cost).
+        new = tuple.__new__
+        for due, key, value, _, truth in self.messages:
+            if truth:
+                write_ledger(ledger, truth)
+                for entry in truth:
+                    count(entry["kind"])
+            if value is not None:
+                yield new(Record, (topic, key, value, HEADERS, None, due))

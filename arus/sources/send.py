@@ -1,16 +1,15 @@
-"""The send loop every producer shares: a kafka-python KafkaProducer with acks=all and idempotence,
-pacing (`--rate`, and `--speed` for event-time replay), bounds (`--count`, `--duration`), a live
-progress line, a summary at exit, and a clean flush on Ctrl-C or SIGTERM. Event generators stay
-pure; this module is the only one that sends.
+"""The send loop every source runs (arus.sources.base starts it): pacing (`--rate`, and `--speed`
+for event-time replay), bounds (`--count`, `--duration`), a live progress line on a terminal, a
+summary at the end, and a clean flush when asked to stop. Event generators stay pure; this module
+is the only one that sends. ChildFeed moves a generator into a forked process.
 
-Also the small pieces the producers agree on: deterministic event ids (UUIDv5), the origin
-headers, and how event times are parsed and written (timezone-aware UTC, ISO-8601 with `Z`).
+Also the small pieces the sources agree on: the Kafka record, deterministic event ids (UUIDv5),
+the origin headers, and how event times are parsed and written (timezone-aware UTC, ISO-8601 with
+`Z`).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import itertools
 import multiprocessing
 import signal
@@ -20,11 +19,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from functools import partial
-from types import FrameType
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,7 +29,6 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.future import Future
 
-from arus.config import Config
 from arus.io.producer import ConfluentProducer, ProducerError
 
 SCHEMA_VERSION = "1"
@@ -44,6 +40,8 @@ class Writer(Protocol):
 
     def flush(self) -> Any: ...
 
+    def isatty(self) -> bool: ...
+
 
 class _Stderr:
     """Whatever sys.stderr is when written to (so a test's captured stderr gets the progress line)."""
@@ -53,6 +51,9 @@ class _Stderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
 
 class Record(NamedTuple):
@@ -236,6 +237,10 @@ class SendLoop:
         self.summary = Summary()
         self.progress = progress
         self.progress_every = progress_every
+        # The line redrawn every progress_every seconds only where someone watches: in a log or a
+        # pipe it would be one record of carriage returns; the notes and the summary are written anyway.
+        self.live = progress is not None and progress.isatty()
+        self._clear = "\r\033[K" if self.live else ""
         self.on_ack = on_ack
         self.on_error = on_error
         self._stop = threading.Event()
@@ -266,7 +271,7 @@ class SendLoop:
     def note(self, text: str) -> None:
         """A log line that does not garble the progress line."""
         if self.progress:
-            self.progress.write(f"\r\033[K{text}\n")
+            self.progress.write(f"{self._clear}{text}\n")
             self.progress.flush()
 
     def _acked(self, _metadata: Any) -> None:
@@ -298,7 +303,7 @@ class SendLoop:
         duration: float | None = None,
         pacer: Pacer | None = None,
     ) -> Summary:
-        """Send until the input ends, `count` records are sent, `duration` passes or a signal comes."""
+        """Send until the input ends, `count` records are sent, `duration` passes or `stop` is called."""
         pacer = pacer or Pacer(rate, speed)
         delay = pacer.delay if pacer.interval or pacer.speed else None
         monotonic = time.monotonic
@@ -308,40 +313,40 @@ class SendLoop:
         # islice never takes the record after the last one sent: the input's records are all sent.
         iterator = iter(records) if count is None else itertools.islice(records, max(count, 0))
         send = self.send
-        with self.signals():
+        live = self.progress if self.live else None
+        try:
+            while not self._stopping:
+                if deadline is not None and monotonic() >= deadline:
+                    self.summary.stopped_by = "duration reached"
+                    break
+                record = next(iterator, None)
+                if record is None:
+                    if count is not None and taken >= count:
+                        self.summary.stopped_by = "count reached"
+                    break
+                taken += 1
+                if delay is not None:
+                    wait = delay(record.due)
+                    if deadline is not None:
+                        wait = min(wait, deadline - monotonic())
+                    if wait > 0:
+                        self._stop.wait(wait)
+                send(record)
+                if live:
+                    now = monotonic()
+                    if now - shown[0] >= self.progress_every:
+                        self.settle()
+                        rate_now = (self.summary.acked - shown[1]) / (now - shown[0])
+                        live.write(f"{self._clear}{self.summary.line(rate_now)}")
+                        live.flush()
+                        shown = (now, self.summary.acked)
+        finally:
             try:
-                while not self._stopping:
-                    if deadline is not None and monotonic() >= deadline:
-                        self.summary.stopped_by = "duration reached"
-                        break
-                    record = next(iterator, None)
-                    if record is None:
-                        if count is not None and taken >= count:
-                            self.summary.stopped_by = "count reached"
-                        break
-                    taken += 1
-                    if delay is not None:
-                        wait = delay(record.due)
-                        if deadline is not None:
-                            wait = min(wait, deadline - monotonic())
-                        if wait > 0:
-                            self._stop.wait(wait)
-                    send(record)
-                    if self.progress:
-                        now = monotonic()
-                        if now - shown[0] >= self.progress_every:
-                            self.settle()
-                            rate_now = (self.summary.acked - shown[1]) / (now - shown[0])
-                            self.progress.write(f"\r\033[K{self.summary.line(rate_now)}")
-                            self.progress.flush()
-                            shown = (now, self.summary.acked)
+                self.flush()
             finally:
-                try:
-                    self.flush()
-                finally:
-                    if self.progress:
-                        self.progress.write(f"\r\033[K{self.summary.line()} ({self.summary.stopped_by})\n")
-                        self.progress.flush()
+                if self.progress:
+                    self.progress.write(f"{self._clear}{self.summary.line()} ({self.summary.stopped_by})\n")
+                    self.progress.flush()
         return self.summary
 
     def send(self, record: Record) -> None:
@@ -391,23 +396,6 @@ class SendLoop:
             pending = self.summary.sent - self.summary.acked - self.summary.failed
             raise ProducerError(f"{pending} records were not acknowledged within {timeout:.0f}s") from None
         self.settle()
-
-    @contextmanager
-    def signals(self) -> Iterator[None]:
-        """Within the block, SIGINT and SIGTERM ask the loop to stop after the current record."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handle(signum: int, _frame: FrameType | None) -> None:
-            self.stop(signal.Signals(signum).name)
-
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 class ChildFeed(Generic[T]):
@@ -500,63 +488,3 @@ def _feed(produce: Callable[[], Iterable[Any]], reader: Any, writer: Any, batch:
         pass  # the parent has all it wanted
     finally:
         writer.close()
-
-
-def add_send_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags every producer takes."""
-    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
-    parser.add_argument("--rate", type=_rate, default=None, help="events per second, or 'unlimited'")
-    parser.add_argument("--count", type=int, default=None, help="stop after this many events")
-    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    group = parser.add_argument_group("Kafka connection and batching (default: [kafka], [producer])")
-    group.add_argument("--bootstrap-servers", help="host:port[,host:port...] (env KAFKA_BOOTSTRAP_SERVERS)")
-    group.add_argument("--acks", choices=("all", "1", "0"), help="acknowledgements to wait for")
-    group.add_argument("--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"))
-    group.add_argument("--linger-ms", type=int, help="how long a batch may wait to fill up")
-    group.add_argument("--batch-size", type=int, help="bytes per partition batch")
-
-
-def with_send_arguments(config: Config, args: argparse.Namespace) -> Config:
-    """The config with the connection and batching flags applied."""
-    kafka = config.kafka
-    if args.bootstrap_servers:
-        kafka = dataclasses.replace(kafka, bootstrap_servers=args.bootstrap_servers)
-    overrides: dict[str, Any] = {
-        "acks": args.acks,
-        "compression": "" if args.compression == "none" else args.compression,
-        "linger_ms": args.linger_ms,
-        "batch_size": args.batch_size,
-    }
-    producer = dataclasses.replace(config.producer, **{k: v for k, v in overrides.items() if v is not None})
-    if producer.acks != "all" and producer.idempotence:
-        # Kafka refuses idempotence without acks=all; a user asking for fewer acks wants speed.
-        producer = dataclasses.replace(producer, idempotence=False)
-    return dataclasses.replace(config, kafka=kafka, producer=producer)
-
-
-def exit_code(summary: Summary) -> int:
-    """0 when every record was acknowledged, 2 when some were not."""
-    return 0 if summary.failed == 0 and summary.acked == summary.sent else 2
-
-
-def _rate(text: str) -> float | None:
-    if text in ("unlimited", "0", ""):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("rate must be positive or 'unlimited'")
-    return value
-
-
-def positive_speed(text: str) -> float | None:
-    """`--speed`: 0 means no event-time pacing."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("speed must be positive (or 0: as fast as --rate allows)")
-    return value or None

@@ -51,7 +51,7 @@ def test_csv_replay_killed_mid_file_resumes_from_its_cursor(
     write_csv(source)
     cursor = tmp_path / "cursor.json"
     cmd = [
-        sys.executable, "-m", "arus.sources.csv_replay", str(source),
+        sys.executable, "-m", "producers.csv_replay", str(source),
         "--time-column", "ts", "--key-column", "station",
         "--topic", topic, "--deadletter-topic", dead, "--cursor", str(cursor),
     ]  # fmt: skip

@@ -20,10 +20,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from arus.producers.api_poller import main as produce_api
 from producers_readback import read_topic
 
 from arus.config import REPO_ROOT
-from arus.sources import api_poller
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +145,7 @@ def test_each_record_is_published_once_across_retries_pages_polls_and_a_restart(
         "--seed",
         "1",
     ]
-    assert api_poller.main([*argv, "--polls", "2"]) == 0
+    assert produce_api([*argv, "--polls", "2"]) == 0
     assert http.steps == []
     assert [s.path for s in http.seen] == ["/feed"] * 4 + ["/feed?page=2", "/feed"]
     assert http.seen[3].at - http.seen[2].at >= 1.0  # the 429's Retry-After: 1 was honoured
@@ -158,7 +158,7 @@ def test_each_record_is_published_once_across_retries_pages_polls_and_a_restart(
     http.steps = [Step("/feed", 200, {**json_headers, "ETag": '"v2"'}, page("page3"))]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "arus.sources.api_poller", *argv, "--polls", "1"],
+        [sys.executable, "-m", "producers.api_poller", *argv, "--polls", "1"],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,
@@ -200,7 +200,7 @@ def test_a_client_error_is_not_retried_and_fails_the_run(
     topic = new_topic("api")
     http.steps = [Step("/missing", 404, body=b"not found")]
     argv = ["--url", f"{http.url}/missing", "--topic", topic, "--state-file", str(tmp_path / "s.json")]
-    assert api_poller.main([*argv, "--bootstrap-servers", kafka, "--polls", "1"]) == 1
+    assert produce_api([*argv, "--bootstrap-servers", kafka, "--polls", "1"]) == 1
     assert len(http.seen) == 1
     assert "HTTP 404" in capsys.readouterr().err
     assert read_topic(kafka, topic) == []

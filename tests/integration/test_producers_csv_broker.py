@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from arus.producers.csv_replay import main as produce_csv
 from producers_readback import read_topic
 
 from arus.config import REPO_ROOT
-from arus.sources import csv_replay
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def expected_rows() -> tuple[dict[int, dict[str, object]], set[int]]:
 
 
 def replay(*argv: str) -> int:
-    return csv_replay.main([*map(str, argv)])
+    return produce_csv([*map(str, argv)])
 
 
 def test_the_sample_replays_every_row_and_dead_letters_the_bad_ones(
@@ -206,7 +206,7 @@ def test_a_replay_killed_mid_file_resumes_and_delivers_every_row(
     argv += ["--cursor", cursor, "--bootstrap-servers", kafka]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "arus.sources.csv_replay", *map(str, argv), "--rate", "1000"],
+        [sys.executable, "-m", "producers.csv_replay", *map(str, argv), "--rate", "1000"],
         stderr=subprocess.DEVNULL,
         env=env,
         cwd=REPO_ROOT,

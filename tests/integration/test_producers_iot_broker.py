@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from arus.producers.iot import main as produce_iot
 from kafka.partitioner.default import murmur2
 from producers_readback import read_topic
 
@@ -53,11 +54,11 @@ def usable(value: bytes) -> dict[str, object] | None:
 
 
 def run_cli(argv: list[str], client: str = "kafka-python") -> None:
-    """`python -m arus.sources.iot` in a fresh (single-threaded) process: its readings come from the
+    """`python -m producers.iot` in a fresh (single-threaded) process: its readings come from the
     forked generator process."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ARUS_PRODUCER_CLIENT": client}
     done = subprocess.run(
-        [sys.executable, "-m", "arus.sources.iot", *argv],
+        [sys.executable, "-m", "producers.iot", *argv],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,
@@ -81,7 +82,7 @@ def test_iot_records_read_back_exactly_as_generated(
     for kind, rate in INJECT.items():
         argv += ["--inject", f"{kind}={rate}"]
     if mode == "in-process":
-        assert iot.main([*argv, "--in-process"]) == 0
+        assert produce_iot([*argv, "--in-process"]) == 0
     else:
         run_cli(argv, client="confluent-kafka" if mode == "confluent-kafka" else "kafka-python")
 
@@ -150,7 +151,7 @@ def test_a_broker_that_is_down_fails_fast_and_clearly(
     quick_config: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     started = time.monotonic()
-    assert iot.main(["--config", quick_config, "--bootstrap-servers", "127.0.0.1:1", "--count", "1"]) == 1
+    assert produce_iot(["--config", quick_config, "--bootstrap-servers", "127.0.0.1:1", "--count", "1"]) == 1
     assert time.monotonic() - started < 5
     err = capsys.readouterr().err
     assert "produce-iot: no Kafka broker answers at 127.0.0.1:1" in err
@@ -171,7 +172,7 @@ def test_a_missing_topic_fails_fast_and_names_it(
         "--topic",
         "test.no-such-topic.x1",
     ]
-    assert iot.main(argv) == 1
+    assert produce_iot(argv) == 1
     assert time.monotonic() - started < 5
     assert "topic 'test.no-such-topic.x1' does not exist" in capsys.readouterr().err
 
@@ -184,7 +185,7 @@ def test_sigterm_flushes_and_prints_the_summary(kafka: str, new_topic: Callable[
     argv += ["--devices-topic", devices_topic, "--bootstrap-servers", kafka]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "arus.sources.iot", *argv],
+        [sys.executable, "-m", "producers.iot", *argv],
         stderr=subprocess.PIPE,
         text=True,
         env=env,

@@ -18,17 +18,16 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from arus.config import DEFAULT_CONFIG, load_config
 from arus.io.producer import KeyHashPartitioner, ProducerError
+from arus.sources.base import add_send_arguments, with_send_arguments
 from arus.sources.send import (
     ChildFeed,
     Pacer,
     Record,
     SendLoop,
-    add_send_arguments,
     format_time,
     origin_headers,
     parse_time,
     stable_id,
-    with_send_arguments,
 )
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)

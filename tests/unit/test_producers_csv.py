@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,6 +16,7 @@ from arus.sources.csv_replay import (
     BadRow,
     Event,
     Layout,
+    ReplayOptions,
     Row,
     build_layout,
     convert,
@@ -261,18 +261,14 @@ def test_event_ids_are_stable_per_file_line_and_text() -> None:
     assert event_id("f.csv", a) not in others and len(others) == 3
 
 
-def args(**flags: object) -> argparse.Namespace:
-    base: dict[str, object] = dict.fromkeys(
-        ("time_column", "key_column", "columns", "types", "time_format", "timezone")
-    )
-    return argparse.Namespace(**{**base, **flags})
-
-
 def test_layout_from_flags_with_inferred_and_declared_types() -> None:
     config = load_config(DEFAULT_CONFIG, env={}).csv
     sample = [["2024-03-01T12:00:00Z", "a", "1", "2", "true", "007"]]
     layout = build_layout(
-        HEADER, config, args(key_column="station", types="count=float", timezone="Asia/Jakarta"), sample
+        HEADER,
+        config,
+        ReplayOptions(key_column="station", types="count=float", timezone="Asia/Jakarta"),
+        sample,
     )
     assert layout.types == {
         "station": "string",
@@ -284,9 +280,9 @@ def test_layout_from_flags_with_inferred_and_declared_types() -> None:
     assert (layout.time_column, layout.key_column, layout.columns) == ("time", "station", HEADER)
     assert datetime(2024, 1, 1, tzinfo=layout.tz).utcoffset() == timedelta(hours=7)
     with pytest.raises(ConfigError, match="--key-column: no column 'sensor'"):
-        build_layout(HEADER, config, args(key_column="sensor"), sample)
+        build_layout(HEADER, config, ReplayOptions(key_column="sensor"), sample)
     with pytest.raises(ConfigError, match="--columns: no column 'x'"):
-        build_layout(HEADER, config, args(key_column="", columns="time,x"), sample)
+        build_layout(HEADER, config, ReplayOptions(key_column="", columns="time,x"), sample)
     with pytest.raises(ConfigError, match="TYPE one of"):
         parse_types("a=decimal")
     assert parse_types("a=integer, b = number") == {"a": "int", "b": "float"}

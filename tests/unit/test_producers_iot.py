@@ -24,7 +24,6 @@ from arus.sources.iot import (
     event_id,
     fleet,
     message_record,
-    piped_messages,
     readings,
     signal_with_faults,
     signal_with_values,
@@ -410,17 +409,17 @@ def test_unpaced_messages_are_simulate_without_due_times(late: float) -> None:
 
 
 @pytest.mark.parametrize("count", [0, 1, 7, 250])
-def test_piped_messages_stop_at_the_last_message_the_sender_takes(count: int) -> None:
-    """The generator process makes unpaced_messages up to the count-th message with a value (the
-    count-th record sent), dropouts before it included, and nothing after it."""
+def test_unpaced_messages_stop_at_the_last_message_the_sender_takes(count: int) -> None:
+    """With a count, the generator process makes unpaced_messages up to the count-th message with a
+    value (the count-th record sent), dropouts before it included, and nothing after it."""
     devices = fleet(5, seed=3)
     faults = IotFaultsConfig(dropout_rate=0.1)
     args = (devices, START, INTERVAL, 3, faults, IotDeliveryConfig())
     every = list(itertools.islice(unpaced_messages(*args), 1000))
     with_value = [i for i, m in enumerate(every) if m[2] is not None]
     expected = every[: with_value[count - 1] + 1] if count else []
-    got = list(piped_messages(count, *args))
+    got = list(unpaced_messages(*args, count))
     assert got == expected
     assert sum(m[2] is not None for m in got) == count
     assert any(m[2] is None for m in got) or count < 50
-    assert list(itertools.islice(piped_messages(None, *args), 1000)) == every
+    assert list(itertools.islice(unpaced_messages(*args, None), 1000)) == every
