@@ -13,6 +13,7 @@ import json
 import math
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from arus.config import Config
+from arus.runtime.queries import aggregate_query, start_aggregate_query
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -92,37 +94,26 @@ def run_load(
     created: list[str],
 ) -> dict[str, Any]:
     """One offered load: start the job live, run the producer for `seconds`, let the job catch up."""
-    from arus.jobs.aggregate import parse_args, settings_from, start_queries
-
     topic = create_topic(config, unique_topic("e2e-in"), 3)
     out = create_topic(config, unique_topic("e2e-out"), 3)
     created += [topic, out]
     table = str(work / "gold")
-    argv = [
-        "--input-topic",
-        topic,
-        "--output-topic",
-        out,
-        "--deadletter-topic",
-        out,
-        "--table",
-        table,
-        "--deadletter-table",
-        str(work / "deadletter"),
-        "--late-table",
-        str(work / "late"),
-        "--late-topic",
-        out,
-        "--checkpoint",
-        str(work / "checkpoint"),
-        "--starting-offsets",
-        "earliest",
-        "--window",
-        window,
-        "--trigger",
-        trigger,
-    ]
-    queries = start_queries(spark, config, settings_from(parse_args(argv), config))
+    # the main job's query; every output it has but gold goes to one scratch topic and folder
+    job = replace(
+        config.aggregate,
+        input_topic=topic,
+        output_topic=out,
+        deadletter_topic=out,
+        late_topic=out,
+        table=table,
+        deadletter_table=str(work / "deadletter"),
+        starting_offsets="earliest",
+        window=window,
+    )
+    spec = aggregate_query(
+        config, job, str(work / "checkpoint"), trigger=trigger, late_table=str(work / "late")
+    )
+    stream = start_aggregate_query(spark, config.kafka, spec)
     count = int(rate * seconds)
     result: dict[str, Any] = {}
 
@@ -152,11 +143,10 @@ def run_load(
         producer.start()
         producer.join()
         produced_until = time.time()
-        _wait_idle(queries[0], count, timeout=120)
+        _wait_idle(stream, count, timeout=120)
     finally:
-        for query in queries:
-            query.stop()
-    aggregates = queries[0].recentProgress
+        stream.stop()
+    aggregates = stream.recentProgress
     latencies = window_latencies(delta_versions(spark, table, config.aggregate.keys[0]), produced_until)
     figures = progress_figures(aggregates)
     return {

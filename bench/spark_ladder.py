@@ -3,10 +3,11 @@ rung run with trigger(availableNow=True) from a fresh checkpoint.
 
     read       Kafka source -> noop sink
     parse      + parse_events / valid_events (stateless)
-    aggregate  + watermark, dedup by event_id, 1-minute windows (bronze_to_silver + silver_to_gold) -> noop
+    aggregate  + watermark, dedup by id, 1-minute windows (bronze_to_silver + silver_to_gold) -> noop
     kafka      the aggregates -> the real Kafka sink
     delta      the aggregates -> the real Delta sink (merge_into_delta through foreachBatch, as the job)
-    job        jobs.aggregate.start_queries: Delta + Kafka + dead letters + late events, exactly the job
+    job        arus.runtime.queries.start_aggregate_query: Delta + Kafka + dead letters + late events,
+               exactly the job's query
 
 Events/s and CPU time per event (the Spark JVM's plus this Python driver's), batch durations from
 the streaming progress, state memory, and Delta files added per commit.
@@ -18,6 +19,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,15 @@ from pyspark.sql.streaming import StreamingQuery
 
 from arus.config import Config
 from arus.core.stages import bronze_to_silver, silver_to_gold
-from arus.core.transforms import aggregate_key, parse_events, schema_from_ddl, to_kafka_records, valid_events
+from arus.core.transforms import (
+    aggregate_key_column,
+    parse_events,
+    schema_from_ddl,
+    to_kafka_records,
+    valid_events,
+)
 from arus.io.sinks import merge_into_delta, read_kafka_stream
+from arus.runtime.queries import aggregate_query, start_aggregate_query
 
 RUNGS = ("read", "parse", "aggregate", "kafka", "delta", "job")
 
@@ -63,7 +72,7 @@ def start_rung(
     if rung == "aggregate":
         return [_noop(aggregates, "update", checkpoint)]
     if rung == "kafka":
-        records = to_kafka_records(aggregates, aggregate_key(list(job.keys)))
+        records = to_kafka_records(aggregates, aggregate_key_column(list(job.keys)))
         query = (
             records.writeStream.format("kafka")
             .options(**config.kafka.spark_options())
@@ -108,31 +117,24 @@ def _noop(df: DataFrame, mode: str, checkpoint: str) -> StreamingQuery:
 def _start_job(
     spark: SparkSession, config: Config, topic: str, out_topic: str, work: Path, max_per_trigger: int | None
 ) -> list[StreamingQuery]:
-    from arus.jobs.aggregate import parse_args, settings_from, start_queries
-
-    argv = [
-        "--input-topic",
-        topic,
-        "--output-topic",
-        out_topic,
-        "--deadletter-topic",
-        out_topic,
-        "--table",
-        str(work / "gold"),
-        "--deadletter-table",
-        str(work / "deadletter"),
-        "--late-table",
-        str(work / "late"),
-        "--late-topic",
-        out_topic,
-        "--checkpoint",
+    job = replace(
+        config.aggregate,
+        input_topic=topic,
+        output_topic=out_topic,
+        deadletter_topic=out_topic,
+        late_topic=out_topic,
+        table=str(work / "gold"),
+        deadletter_table=str(work / "deadletter"),
+        starting_offsets="earliest",
+    )
+    query = aggregate_query(
+        config,
+        job,
         str(work / "checkpoint"),
-        "--starting-offsets",
-        "earliest",
-    ]
-    if max_per_trigger:
-        argv += ["--max-offsets-per-trigger", str(max_per_trigger)]
-    return start_queries(spark, config, settings_from(parse_args(argv), config))
+        max_offsets_per_trigger=max_per_trigger or None,
+        late_table=str(work / "late"),
+    )
+    return [start_aggregate_query(spark, config.kafka, query)]
 
 
 def measure_rung(

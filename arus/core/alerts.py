@@ -4,11 +4,15 @@
     zscore_alerts   a value far from its device's previous N readings (rolling z-score)
     stuck_alerts    the same value N readings in a row
     silent_alerts   no reading from a device for N minutes of event time
+    find_alerts     all of them for one micro-batch of readings, deduplicated
 
 Each returns rows of ALERT_COLUMNS with a deterministic `alert_id`, so an alert found twice (a
 replayed micro-batch, a later batch that sees the same silence) is stored and keyed once. The
 rolling rules read a device's readings in event-time order (ties broken by event id); batch and
-stream callers pass them a frame of a device's recent readings (docs/pipeline.md).
+stream callers pass them a frame of a device's recent readings (docs/pipeline.md). The entity key
+(`key`), the readings' id (`id_field`) and event time (`time_field`) are the caller's, from config
+([alerts] key, [aggregate] dedup_field and event_time_field); whatever the input calls its id, an
+alert names the reading it is about in its `event_id` column.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 
-from arus.config import BoundRule
+from arus.config import AlertsConfig, BoundRule
 
+# An alert's column naming the reading it is about, whatever the readings call their id.
+EVENT_ID = "event_id"
 # alert_id, rule, <key>, event_id, event_time, value, detail
-ALERT_COLUMNS = ("alert_id", "rule", "event_id", "event_time", "value", "detail")
+ALERT_COLUMNS = ("alert_id", "rule", EVENT_ID, "event_time", "value", "detail")
 OPS = {"above": lambda c, limit: c > limit, "below": lambda c, limit: c < limit}
 
 
@@ -46,7 +52,7 @@ def _alerts(
         alert_id.alias("alert_id"),
         F.lit(rule).alias("rule"),
         F.col(key),
-        event_id.cast("string").alias("event_id"),
+        event_id.cast("string").alias(EVENT_ID),
         at.cast("timestamp").alias("event_time"),
         value.cast("double").alias("value"),
         detail.alias("detail"),
@@ -61,9 +67,10 @@ def _empty(readings: DataFrame, key: str) -> DataFrame:
 def bound_alerts(
     readings: DataFrame,
     rules: Sequence[BoundRule],
-    key: str = "device_id",
-    id_field: str = "event_id",
-    time_field: str = "event_time",
+    *,
+    key: str,
+    id_field: str,
+    time_field: str,
 ) -> DataFrame:
     """One alert per reading and broken bound.  # alert_id (<rule name>|<event id>), rule, ..."""
     frames = []
@@ -101,10 +108,11 @@ def zscore_alerts(
     readings: DataFrame,
     n: int,
     threshold: float,
-    value_field: str = "value",
-    key: str = "device_id",
-    id_field: str = "event_id",
-    time_field: str = "event_time",
+    value_field: str,
+    *,
+    key: str,
+    id_field: str,
+    time_field: str,
 ) -> DataFrame:
     """A reading whose |z| against its device's previous `n` readings exceeds `threshold`.
 
@@ -140,10 +148,11 @@ def zscore_alerts(
 def stuck_alerts(
     readings: DataFrame,
     n: int,
-    value_field: str = "value",
-    key: str = "device_id",
-    id_field: str = "event_id",
-    time_field: str = "event_time",
+    value_field: str,
+    *,
+    key: str,
+    id_field: str,
+    time_field: str,
 ) -> DataFrame:
     """The reading that makes a device's value the same `n` readings in a row (once per run).
 
@@ -172,8 +181,9 @@ def silent_alerts(
     readings: DataFrame,
     minutes: float,
     clock: datetime | None = None,
-    key: str = "device_id",
-    time_field: str = "event_time",
+    *,
+    key: str,
+    time_field: str,
 ) -> DataFrame:
     """A device with no reading for more than `minutes` after its reading at `event_time`.
 
@@ -208,3 +218,39 @@ def silent_alerts(
         F.lit(None),
         F.format_string(f"no reading for more than {minutes:g} minutes after %s", last_text),
     )
+
+
+def find_alerts(
+    readings: DataFrame,
+    batch_ids: DataFrame,
+    latest: DataFrame,
+    rules: AlertsConfig,
+    clock: datetime | None,
+    *,
+    id_field: str,
+    time_field: str,
+) -> DataFrame:
+    """A micro-batch's alerts.  # alert_id, rule, <key>, event_id, event_time, value, detail
+
+    `readings`: the batch's readings and the earlier ones of its devices; `batch_ids`: the batch's
+    reading ids (one column, `id_field`); `latest`: every device's latest reading time (<key>,
+    <time_field>); `clock`: the stream's latest event time. Reading rules report only the batch's
+    readings; silence is judged on the whole fleet.
+    """
+    key = rules.key
+    fields = {"key": key, "id_field": id_field, "time_field": time_field}
+    per_reading = reduce(
+        DataFrame.unionByName,
+        [
+            bound_alerts(readings, rules.bounds, **fields),
+            zscore_alerts(
+                readings, rules.zscore_readings, rules.zscore_threshold, rules.value_field, **fields
+            ),
+            stuck_alerts(readings, rules.stuck_readings, rules.value_field, **fields),
+        ],
+    )
+    in_batch = per_reading.join(batch_ids.select(F.col(id_field).alias(EVENT_ID)), EVENT_ID, "left_semi")
+    silent = silent_alerts(readings, rules.silent_minutes, key=key, time_field=time_field).unionByName(
+        silent_alerts(latest, rules.silent_minutes, clock, key=key, time_field=time_field)
+    )
+    return in_batch.unionByName(silent).dropDuplicates(["alert_id"]).select(*alert_columns(key))

@@ -18,6 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from arus.config import Config
 from arus.io import lake
 from arus.io.delta import AUTO_COMPACTION, file_counts, table_properties
+from arus.runtime.queries import start_aggregate_query
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +109,7 @@ def test_maintenance_while_the_stream_writes_breaks_neither(
             "--trigger", "1 second",
         ]
     )  # fmt: skip
-    queries = aggregate.start_queries(spark, config, aggregate.settings_from(args, config))
+    queries = [start_aggregate_query(spark, config.kafka, aggregate.settings_from(args, config))]
     outcomes: list[int] = []
     try:
         send_events(config, topic, every[: len(every) // 2])

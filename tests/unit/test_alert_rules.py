@@ -8,8 +8,8 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
-from arus.config import BoundRule
-from arus.core.alerts import bound_alerts, silent_alerts, stuck_alerts, zscore_alerts
+from arus.config import AlertsConfig, BoundRule
+from arus.core.alerts import bound_alerts, find_alerts, silent_alerts, stuck_alerts, zscore_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -19,6 +19,10 @@ ALERTS = (
     "alert_id string, rule string, device_id string, event_id string, event_time timestamp, "
     "value double, detail string"
 )
+
+
+# The rules take the field names from config ([alerts] key, [aggregate] dedup_field, event_time_field).
+FIELDS = {"key": "device_id", "id_field": "event_id", "time_field": "event_time"}
 
 
 def at(seconds: float) -> datetime:
@@ -55,19 +59,21 @@ def test_bounds_apply_to_their_kind_only(spark: SparkSession) -> None:
         ],
         ALERTS,
     )
-    assert_df_equality(bound_alerts(readings, rules), expected, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(
+        bound_alerts(readings, rules, **FIELDS), expected, ignore_row_order=True, ignore_nullable=True
+    )
 
 
 def test_a_bound_with_an_unknown_op_is_refused(spark: SparkSession) -> None:
     with pytest.raises(ValueError, match="op must be"):
-        bound_alerts(series(spark, "d", [1.0]), [BoundRule("x", "value", "over", 1.0)])
+        bound_alerts(series(spark, "d", [1.0]), [BoundRule("x", "value", "over", 1.0)], **FIELDS)
 
 
 def test_zscore_needs_n_previous_readings_and_alerts_on_the_outlier(spark: SparkSession) -> None:
     readings = series(spark, "d1", [10.0, 11.0, 10.0, 11.0, 50.0, 10.5]).unionByName(
         series(spark, "d2", [10.0, 80.0])  # too few earlier readings to judge
     )
-    result = zscore_alerts(readings, n=3, threshold=3.0)
+    result = zscore_alerts(readings, 3, 3.0, "value", **FIELDS)
     # previous three of d1-4: 11, 10, 11 -> mean 10.667, sd 0.577, z = 68.13; d1-5 against 10, 11, 50: z < 3.
     mean, sd = 32 / 3, (1 / 3) ** 0.5
     expected = spark.createDataFrame(
@@ -89,7 +95,7 @@ def test_zscore_needs_n_previous_readings_and_alerts_on_the_outlier(spark: Spark
 
 
 def test_zscore_ignores_a_flat_history(spark: SparkSession) -> None:
-    assert zscore_alerts(series(spark, "d1", [5.0, 5.0, 5.0, 9.0]), n=3, threshold=3.0).count() == 0
+    assert zscore_alerts(series(spark, "d1", [5.0, 5.0, 5.0, 9.0]), 3, 3.0, "value", **FIELDS).count() == 0
 
 
 def test_stuck_alerts_once_when_a_run_reaches_n(spark: SparkSession) -> None:
@@ -103,14 +109,16 @@ def test_stuck_alerts_once_when_a_run_reaches_n(spark: SparkSession) -> None:
         ],
         ALERTS,
     )
-    assert_df_equality(stuck_alerts(readings, n=3), expected, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(
+        stuck_alerts(readings, 3, "value", **FIELDS), expected, ignore_row_order=True, ignore_nullable=True
+    )
 
 
 def test_stuck_orders_readings_by_event_time_not_arrival(spark: SparkSession) -> None:
     readings = spark.createDataFrame(
         [("c", "d1", "t", 7.0, at(20)), ("a", "d1", "t", 7.0, at(0)), ("b", "d1", "t", 7.0, at(10))], READINGS
     )
-    assert [r.alert_id for r in stuck_alerts(readings, n=3).collect()] == ["stuck|c"]
+    assert [r.alert_id for r in stuck_alerts(readings, 3, "value", **FIELDS).collect()] == ["stuck|c"]
 
 
 def test_silent_finds_gaps_and_devices_behind_the_clock(spark: SparkSession) -> None:
@@ -131,8 +139,44 @@ def test_silent_finds_gaps_and_devices_behind_the_clock(spark: SparkSession) -> 
         return (f"silent|{device}|{text}", "silent", device, None, at(last), None, detail)
 
     expected = spark.createDataFrame([silent("d1", 0), silent("d2", 60)], ALERTS)
-    result = silent_alerts(readings, minutes=5, clock=at(410))
+    result = silent_alerts(readings, 5, at(410), key="device_id", time_field="event_time")
     assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
 
     gaps_only = spark.createDataFrame([silent("d1", 0)], ALERTS)
-    assert_df_equality(silent_alerts(readings, minutes=5), gaps_only, ignore_nullable=True)
+    assert_df_equality(
+        silent_alerts(readings, 5, key="device_id", time_field="event_time"), gaps_only, ignore_nullable=True
+    )
+
+
+def test_find_alerts_takes_its_field_names_from_config_and_reports_only_the_batch(
+    spark: SparkSession,
+) -> None:
+    readings = spark.createDataFrame(
+        [
+            ("r0", "s2", 98.0, at(0)),  # earlier readings: history, not the batch's, so no alert
+            ("r1", "s1", 1.0, at(0)),
+            ("r2", "s1", 1.0, at(10)),
+            ("r3", "s1", 1.0, at(20)),  # the third equal value in a row: stuck
+            ("r4", "s2", 99.0, at(20)),  # above the bound
+        ],
+        "rid string, sensor string, level double, ts timestamp",
+    )
+    batch_ids = readings.where("rid NOT IN ('r0', 'r1')").select("rid")
+    latest = readings.groupBy("sensor").agg({"ts": "max"}).withColumnRenamed("max(ts)", "ts")
+    rules = AlertsConfig(
+        key="sensor",
+        value_field="level",
+        zscore_readings=3,
+        stuck_readings=3,
+        silent_minutes=5,
+        bounds=(BoundRule("level_high", "level", "above", 50.0),),
+    )
+    result = find_alerts(readings, batch_ids, latest, rules, at(30), id_field="rid", time_field="ts")
+    expected = spark.createDataFrame(
+        [
+            ("stuck|r3", "stuck", "s1", "r3", at(20), 1.0, "value 1.0 unchanged over 3 readings"),
+            ("level_high|r4", "level_high", "s2", "r4", at(20), 99.0, "level 99.0 above 50"),
+        ],
+        ALERTS.replace("device_id", "sensor"),
+    )
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)

@@ -1,0 +1,218 @@
+"""The streaming queries the jobs run: what each reads and computes, and the writer it ends in.
+
+    query = aggregate_query(config, job, checkpoint)     # [aggregate] with the caller's overrides
+    preflight_aggregate(config.kafka, query)             # fail in seconds, before Spark starts
+    start_aggregate_query(spark, config.kafka, query, tally)
+    start_alerts_query(spark, config.kafka, alerts, tally)
+
+The main job runs one aggregate query; the pipeline runs one as its aggregate stage (on the clean
+topic, without dead letters) and the alerts query as its last stage (arus.runtime.pipeline).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+
+from arus.config import AggregateConfig, AlertsConfig, CleanConfig, Config, ConfigError, KafkaConfig
+from arus.core.rules import GuardError, record_limits
+from arus.core.stages import bronze_to_checked, bronze_to_silver, silver_to_gold
+from arus.core.transforms import parse_events, schema_from_ddl, valid_events
+from arus.io.kafka import check_kafka
+from arus.io.sinks import read_kafka_stream
+from arus.runtime.guards import check_lost_records
+from arus.runtime.microbatch import LateOutput
+from arus.runtime.progress import Tally
+from arus.runtime.writers import DeadLetterSink, DeltaSink, write_aggregates, write_alerts
+
+# Transaction app ids of the aggregate writes, kept from the first release so that a query resumed
+# from an existing checkpoint skips the batches it committed then. The pipeline's stages use them too.
+AGGREGATE_APP = "arus-aggregate"
+DEADLETTER_APP = "arus-aggregate-deadletter"
+
+
+def triggered(writer: DataStreamWriter, trigger: str) -> DataStreamWriter:
+    """ "available-now" catches up and stops; anything else is a processing-time interval."""
+    if trigger == "available-now":
+        return writer.trigger(availableNow=True)
+    return writer.trigger(processingTime=trigger)
+
+
+def reading_id(config: Config) -> str:
+    """The readings' id ([aggregate] dedup_field), which the pipeline and the alerts cannot do without."""
+    if not config.aggregate.dedup_field:
+        raise ConfigError(
+            "[aggregate] dedup_field is empty: the pipeline and the alerts deduplicate, publish "
+            "and name alerts by each reading's id"
+        )
+    return config.aggregate.dedup_field
+
+
+def dead_letter_sink(job: AggregateConfig, path: str) -> DeadLetterSink:
+    """[aggregate]'s dead-letter topic and circuit breaker, with the table at `path`."""
+    return DeadLetterSink(
+        DeltaSink(path, DEADLETTER_APP),
+        job.deadletter_topic,
+        job.max_deadletter_ratio,
+        job.breaker_min_records,
+    )
+
+
+@dataclass(frozen=True)
+class AggregateQuery:
+    """An aggregate query: input, schema, windows and guards from `job`, and where it writes."""
+
+    job: AggregateConfig
+    schema: str  # Spark DDL of the input records
+    checkpoint: str  # a folder; the query's own checkpoint is its `aggregates` subfolder
+    gold: DeltaSink
+    late_table: str
+    dead: DeadLetterSink | None  # None when another query handles the input's dead letters
+    slide: str | None = None
+    trigger: str = "available-now"
+    max_offsets_per_trigger: int | None = None
+    clean: CleanConfig | None = None
+    name: str = "aggregates"
+
+    @property
+    def query_checkpoint(self) -> str:
+        return f"{self.checkpoint}/aggregates"
+
+    def late(self) -> LateOutput:
+        """The first stateful operator decides what is late: deduplication by event time, else the window."""
+        job = self.job
+        return LateOutput(
+            stage=self.name,
+            checkpoint=self.query_checkpoint,
+            table_path=self.late_table,
+            topic=job.late_topic,
+            event_time=job.event_time_field,
+            id_field=job.dedup_field,
+            window=None if job.dedup_field else job.window,
+            slide=None if job.dedup_field else self.slide,
+        )
+
+
+def aggregate_query(
+    config: Config,
+    job: AggregateConfig,
+    checkpoint: str,
+    slide: str | None = None,
+    trigger: str = "available-now",
+    max_offsets_per_trigger: int | None = None,
+    late_table: str | None = None,
+) -> AggregateQuery:
+    """The main job's query over `job` ([aggregate], overrides applied): its tables under [paths]
+    lake (an absolute name is a path), late events to [batch] late_table unless `late_table` is
+    given, dead letters to Delta and Kafka, readings cleaned per [clean]."""
+    lake = config.resolve(config.paths.lake)
+    return AggregateQuery(
+        job=job,
+        schema=config.schema(job.schema),
+        checkpoint=checkpoint,
+        gold=DeltaSink(str(lake / job.table), AGGREGATE_APP),
+        late_table=str(lake / (late_table or config.batch.late_table)),
+        dead=dead_letter_sink(job, str(lake / job.deadletter_table)),
+        slide=slide,
+        trigger=trigger,
+        max_offsets_per_trigger=max_offsets_per_trigger,
+        clean=config.clean,
+    )
+
+
+def preflight_aggregate(kafka: KafkaConfig, query: AggregateQuery) -> None:
+    """Fail in seconds, naming the cause, before Spark starts (see arus.runtime.guards)."""
+    job = query.job
+    record_limits(job)
+    check_kafka(kafka, [job.input_topic, job.output_topic, job.deadletter_topic])
+    for gap in check_lost_records(
+        kafka, job.input_topic, [Path(query.query_checkpoint)], job.fail_on_data_loss
+    ):
+        print(f"aggregate: WARNING: skipping lost records: {gap}", file=sys.stderr, flush=True)
+    try:
+        check_kafka(kafka, [job.late_topic])
+    except GuardError as exc:
+        print(f"aggregate: WARNING: a late event will stop the job: {exc}", file=sys.stderr, flush=True)
+
+
+def start_aggregate_query(
+    spark: SparkSession, kafka: KafkaConfig, query: AggregateQuery, tally: Tally | None = None
+) -> StreamingQuery:
+    """Input topic -> parse, dedup, clean -> windows with watermark -> Delta MERGE + Kafka, late
+    events, and (given `query.dead`) the dead letters to Delta + Kafka and the circuit breaker."""
+    job = query.job
+    schema = schema_from_ddl(query.schema)
+    raw = read_kafka_stream(
+        spark,
+        kafka,
+        job.input_topic,
+        job.starting_offsets,
+        query.max_offsets_per_trigger,
+        fail_on_data_loss=job.fail_on_data_loss,
+    )
+    events, _ = bronze_to_silver(raw, schema, job, clean=query.clean)
+    # *keys, window_start, window_end, count, <f>_mean, <f>_min, <f>_max, <f>_stddev, <f>_p50, <f>_p95
+    aggregates = silver_to_gold(events, job, query.slide)
+    parse = functools.partial(bronze_to_checked, schema=schema, job=job)
+    write = write_aggregates(
+        kafka, query.gold, job.output_topic, job.keys, query.late(), parse, query.dead, tally
+    )
+    writer = (
+        aggregates.writeStream.queryName(query.name)
+        .outputMode("update")
+        .foreachBatch(write)
+        .option("checkpointLocation", query.query_checkpoint)
+    )
+    return triggered(writer, query.trigger).start()
+
+
+@dataclass(frozen=True)
+class AlertsQuery:
+    """The alerts query: [alerts] rules over a topic of clean readings, into a table and a topic."""
+
+    rules: AlertsConfig  # its topic is where the alerts go
+    input_topic: str
+    schema: str  # Spark DDL of the clean readings
+    event_time_field: str
+    id_field: str
+    table_path: str
+    silver_path: str  # the rolling rules look back on a device's earlier readings here
+    checkpoint: str
+    trigger: str = "available-now"
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int | None = None
+    name: str = "alerts"
+
+
+def start_alerts_query(
+    spark: SparkSession, kafka: KafkaConfig, query: AlertsQuery, tally: Tally | None = None
+) -> StreamingQuery:
+    """Clean topic -> valid readings -> rules per micro-batch -> alerts table + topic."""
+    schema = schema_from_ddl(query.schema)
+    raw = read_kafka_stream(
+        spark, kafka, query.input_topic, query.starting_offsets, query.max_offsets_per_trigger
+    )
+    # <clean schema fields...>
+    readings = valid_events(parse_events(raw, schema), schema)
+    write = write_alerts(
+        kafka,
+        query.rules,
+        query.table_path,
+        query.silver_path,
+        query.id_field,
+        query.event_time_field,
+        query.checkpoint,
+        tally,
+        query.name,
+    )
+    writer = (
+        readings.writeStream.queryName(query.name)
+        .foreachBatch(write)
+        .option("checkpointLocation", query.checkpoint)
+    )
+    return triggered(writer, query.trigger).start()

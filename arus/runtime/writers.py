@@ -1,0 +1,273 @@
+"""The per-micro-batch writers of the streaming queries (for foreachBatch), each given its sinks.
+
+    write_aggregates(kafka, gold, topic, keys, late, parse, dead)  # gold MERGE + topic, dead letters, late
+    write_bronze(kafka, bronze, dead, checkpoint)                 # records as received + dead letters
+    write_clean(kafka, silver, topic, key, id_field, late, parse) # silver + the clean topic once, late
+    write_alerts(kafka, rules, table, silver, ...)                # new alerts into Delta, then published
+
+A sink is a plain spec (a DeltaSink, a DeadLetterSink, a LateOutput, a topic name), so a query's
+writer never reads another query's settings. Delta is written once per micro-batch however often
+Spark runs it: appends and MERGEs carry (txnAppId, txnVersion) = (<sink app>-<query id>, batch id),
+the query id read from the query's checkpoint (arus.runtime.microbatch). Kafka output is
+at-least-once with deterministic keys. Kill points (arus.runtime.guards) sit between the writes,
+where the fault tests stop the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from arus.config import AlertsConfig, KafkaConfig
+from arus.core.alerts import find_alerts
+from arus.core.rules import check_deadletter_ratio, duration_us
+from arus.core.transforms import (
+    KAFKA_COLUMNS,
+    SOURCE,
+    aggregate_key_column,
+    dead_letter_records,
+    dead_letters,
+    to_kafka_records,
+)
+from arus.io.sinks import append_to_delta, merge_into_delta, write_kafka
+from arus.runtime.guards import kill_point
+from arus.runtime.microbatch import (
+    LateOutput,
+    batch_range,
+    insert_new_into_delta,
+    query_id,
+    read_batch_input,
+    txn_app_id,
+    write_kafka_once,
+    write_late_events,
+)
+from arus.runtime.progress import Tally
+
+Writer = Callable[[DataFrame, int], None]
+
+
+@dataclass(frozen=True)
+class DeltaSink:
+    """A Delta table a query writes once per micro-batch; `app` starts the transaction app id."""
+
+    path: str
+    app: str
+
+    def app_id(self, checkpoint: str) -> str:
+        return txn_app_id(self.app, checkpoint)
+
+
+@dataclass(frozen=True)
+class DeadLetterSink:
+    """Where records that fail to parse go, and the circuit breaker's limit on their share."""
+
+    table: DeltaSink
+    topic: str
+    max_ratio: float  # a micro-batch with a larger bad share stops the query
+    min_records: int  # ... when it has at least this many records
+
+
+def write_aggregates(
+    kafka: KafkaConfig,
+    gold: DeltaSink,
+    topic: str,
+    keys: Sequence[str],
+    late: LateOutput,
+    parse: Callable[[DataFrame], DataFrame],
+    dead: DeadLetterSink | None = None,
+    tally: Tally | None = None,
+) -> Writer:
+    """Upsert the aggregates into `gold` by (keys, window_start), publish them to `topic`, then the
+    batch's dead letters (given `dead`) and late events. `late` names the query and its checkpoint.
+
+    The query's own output holds only aggregates, so the batch's Kafka input is read again (its
+    offsets are in the checkpoint) and parsed once with `parse`, the query's own parsing, for both
+    the dead letters and the late events. The circuit breaker weighs that input before anything of
+    the batch is written.
+    """
+    merge_keys = [*keys, "window_start"]
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        spark = batch.sparkSession
+        checked = None
+        if dead is not None:
+            rng = batch_range(late.checkpoint, batch_id)
+            if not rng.empty:
+                checked = parse(read_batch_input(spark, kafka, rng)).persist()
+        try:
+            bad = count_dead_letters(checked, dead, batch_id, tally, late.stage) if dead else None
+            batch.persist()
+            try:
+                merge_into_delta(batch, gold.path, merge_keys, gold.app_id(late.checkpoint), batch_id)
+                kill_point("after-delta", batch_id)
+                write_kafka(to_kafka_records(batch, aggregate_key_column(keys)), kafka, topic)
+                kill_point("after-kafka", batch_id)
+            finally:
+                batch.unpersist()
+            if dead is not None and bad is not None:
+                publish_dead_letters(kafka, dead, bad, batch_id, late.checkpoint)
+            count = write_late_events(spark, kafka, late, parse, batch_id, checked)
+        finally:
+            if checked is not None:
+                checked.unpersist()
+        if tally is not None:
+            tally.set(late.stage, batch_id, late=count)
+
+    return write
+
+
+def write_bronze(
+    kafka: KafkaConfig, bronze: DeltaSink, dead: DeadLetterSink, checkpoint: str, tally: Tally, query: str
+) -> Writer:
+    """The records of a batch as received into `bronze`, and its dead letters.
+
+    Its input is parse_events rows, so the bad records among them are the dead letters.
+    """
+
+    def write(checked: DataFrame, batch_id: int) -> None:
+        checked.persist()
+        try:
+            # topic, partition, offset, timestamp, key, value: as received, bytes untouched
+            records = checked.select(f"{SOURCE}.*").select(*KAFKA_COLUMNS)
+            if not records.isEmpty():
+                append_to_delta(records, bronze.path, bronze.app_id(checkpoint), batch_id)
+            kill_point("bronze-after-delta", batch_id)
+            bad = count_dead_letters(checked, dead, batch_id, tally, query)
+            assert bad is not None
+            publish_dead_letters(kafka, dead, bad, batch_id, checkpoint)
+        finally:
+            checked.unpersist()
+
+    return write
+
+
+def write_clean(
+    kafka: KafkaConfig,
+    silver: DeltaSink,
+    topic: str,
+    key: Column,
+    id_field: str,
+    late: LateOutput,
+    parse: Callable[[DataFrame], DataFrame],
+    tally: Tally,
+) -> Writer:
+    """Clean readings appended to `silver`, then published to `topic` keyed by `key` (a replayed
+    batch does not publish them twice: readers find each `id_field` once), then the late events."""
+    marks = f"{late.checkpoint}/published"
+
+    def write(readings: DataFrame, batch_id: int) -> None:
+        readings.persist()
+        try:
+            if readings.count():
+                append_to_delta(readings, silver.path, silver.app_id(late.checkpoint), batch_id)
+                kill_point("clean-after-delta", batch_id)
+                records = to_kafka_records(readings, key)
+                write_kafka_once(records, kafka, topic, marks, batch_id, id_field)
+        finally:
+            readings.unpersist()
+        count = write_late_events(readings.sparkSession, kafka, late, parse, batch_id)
+        tally.set(late.stage, batch_id, late=count)
+
+    return write
+
+
+def count_dead_letters(
+    checked: DataFrame | None, dead: DeadLetterSink, batch_id: int, tally: Tally | None, query: str
+) -> DataFrame | None:
+    """The batch's dead letters (None when it read nothing), counted; too many trip the breaker.
+
+    It sees every checked record so the circuit breaker can weigh the bad ones against the total.
+    """
+    if checked is None:
+        if tally is not None:
+            tally.set(query, batch_id, dead=0)
+        return None
+    # topic, partition, offset, timestamp, key, value, error
+    bad = dead_letters(checked)
+    count, total = bad.count(), checked.count()
+    if tally is not None:
+        tally.set(query, batch_id, dead=count)
+    check_deadletter_ratio(count, total, dead.max_ratio, dead.min_records, batch_id)
+    return bad
+
+
+def publish_dead_letters(
+    kafka: KafkaConfig, dead: DeadLetterSink, bad: DataFrame, batch_id: int, checkpoint: str
+) -> None:
+    """Dead letters: appended to Delta once per batch; to Kafka with the original bytes as value."""
+    append_to_delta(bad, dead.table.path, dead.table.app_id(checkpoint), batch_id)
+    kill_point("deadletter-after-delta", batch_id)
+    write_kafka(dead_letter_records(bad), kafka, dead.topic)
+
+
+def write_alerts(
+    kafka: KafkaConfig,
+    rules: AlertsConfig,
+    table: str,
+    silver: str,
+    id_field: str,
+    time_field: str,
+    checkpoint: str,
+    tally: Tally | None = None,
+    query: str = "alerts",
+) -> Writer:
+    """Find a batch's alerts (rules over it and its devices' earlier readings in the `silver`
+    table), insert the new ones into `table` by alert_id, publish what this batch found to
+    [alerts] topic (`rules.topic`)."""
+    key = rules.key
+    lookback_s = duration_us(rules.lookback) / 1_000_000
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        spark = batch.sparkSession
+        cached: list[DataFrame] = []
+
+        def cache(df: DataFrame) -> DataFrame:
+            cached.append(df.persist())
+            return df
+
+        try:
+            batch = cache(batch.dropDuplicates([id_field]))
+            span = batch.agg(F.min(time_field).alias("first")).first()
+            if span is None or span["first"] is None:
+                return
+            if DeltaTable.isDeltaTable(spark, silver):
+                history_table = spark.read.format("delta").load(silver)
+                since = F.lit(span["first"]) - F.make_dt_interval(secs=F.lit(lookback_s))
+                devices = batch.select(key).distinct()
+                history = history_table.where(F.col(time_field) >= since).join(devices, key, "left_semi")
+                everyone = history_table.select(key, time_field).unionByName(batch.select(key, time_field))
+            else:
+                history = batch.limit(0)
+                everyone = batch.select(key, time_field)
+            # Every rule scans these, so each is computed once.
+            readings = cache(history.unionByName(batch, allowMissingColumns=True).dropDuplicates([id_field]))
+            # <key>, <time_field>: each device's latest reading
+            latest = cache(everyone.groupBy(key).agg(F.max(time_field).alias(time_field)))
+            newest = latest.agg(F.max(time_field)).first()[0]  # type: ignore[index]
+            # collect() gives naive local datetimes; astimezone reads them as such.
+            clock = newest.astimezone(UTC) if newest is not None else None
+            batch_ids = batch.select(id_field)
+            found = find_alerts(
+                readings, batch_ids, latest, rules, clock, id_field=id_field, time_field=time_field
+            )
+            detected = f"{query_id(checkpoint)}/{batch_id}"
+            found = cache(found.withColumn("detected_in", F.lit(detected)))
+            insert_new_into_delta(found, table, "alert_id")
+            # What this batch inserted, again after a replay: a crash before publishing loses nothing.
+            stored = spark.read.format("delta").load(table)
+            new = cache(stored.where(F.col("detected_in") == detected).drop("detected_in"))
+            count = new.count()
+            if count:
+                write_kafka(to_kafka_records(new, F.col("alert_id")), kafka, rules.topic)
+            if tally is not None:
+                tally.set(query, batch_id, alerts=count)
+        finally:
+            for df in cached:
+                df.unpersist()
+
+    return write
