@@ -64,14 +64,11 @@ def producer_perf(
 ) -> dict[str, Any]:
     """ProducerPerformance with the [producer] settings, IoT payloads and `devices` distinct keys."""
     props = [f"{k}={v}" for k, v in producer_properties(config.producer).items()]
-    cmd = java_command(
+    cmd = _perf_command(
         PRODUCER,
-        "--bootstrap-server",
-        config.kafka.bootstrap_servers,
-        "--topic",
+        config,
         topic,
-        "--num-records",
-        str(count),
+        count,
         "--throughput",
         "-1",
         "--payload-file",
@@ -88,20 +85,31 @@ def producer_perf(
 
 def consumer_perf(config: Config, topic: str, count: int, baseline_cpu_s: float = 0.0) -> dict[str, Any]:
     """ConsumerPerformance reading `count` records of `topic` in a new group."""
-    cmd = java_command(
+    cmd = _perf_command(
         CONSUMER,
-        "--bootstrap-server",
-        config.kafka.bootstrap_servers,
-        "--topic",
+        config,
         topic,
-        "--num-records",
-        str(count),
+        count,
         "--group",
         f"bench-perf-{uuid.uuid4().hex[:8]}",
         "--timeout",
         "60000",
     )
     return _measure(cmd, "ConsumerPerformance", parse_consumer_output, baseline_cpu_s)
+
+
+def _perf_command(main_class: str, config: Config, topic: str, count: int, *args: str) -> list[str]:
+    """A perf tool's command line for `count` records of `topic` on the configured brokers."""
+    return java_command(
+        main_class,
+        "--bootstrap-server",
+        config.kafka.bootstrap_servers,
+        "--topic",
+        topic,
+        "--num-records",
+        str(count),
+        *args,
+    )
 
 
 def _measure(

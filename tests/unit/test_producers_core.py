@@ -239,6 +239,9 @@ class SettlingProducer:
         timestamp_ms: int | None,
     ) -> Future:
         self.sent.append((topic, key, value, headers))
+        return self.deliver(key, value)
+
+    def deliver(self, key: bytes | None, value: bytes | None) -> Future:
         future = Future()
         if value is not None and value.startswith(b"bad"):
             return future.failure(KafkaTimeoutError("no room"))
@@ -308,8 +311,8 @@ def test_a_stopped_loop_sends_nothing_more_and_says_why() -> None:
     assert (summary.stopped_by, loop.stopped) == ("SIGTERM", True)
 
 
-class LateProducer:
-    """kafka-python's send surface with futures that settle later, out of send order, the way a
+class LateProducer(SettlingProducer):
+    """SettlingProducer with futures that settle later, out of send order, the way a
     real client's do (batches per partition, acknowledged as responses come): every `every` sends
     the unsettled ones are settled newest first, and flush settles the rest. Records whose value
     starts with b"bad" fail, each with its own error type by its key's last digit."""
@@ -317,24 +320,15 @@ class LateProducer:
     ERRORS = (KafkaTimeoutError, KafkaConnectionError, NotLeaderForPartitionError)
 
     def __init__(self, every: int = 5, settle_on_flush: bool = True) -> None:
+        super().__init__()
         self.every = every
         self.settle_on_flush = settle_on_flush
         self.unsettled: list[tuple[Future, bytes | None, bytes | None]] = []
-        self.sent = 0
 
-    def send(
-        self,
-        topic: str,
-        *,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]],
-        timestamp_ms: int | None,
-    ) -> Future:
+    def deliver(self, key: bytes | None, value: bytes | None) -> Future:
         future = Future()
         self.unsettled.append((future, key, value))
-        self.sent += 1
-        if not self.sent % self.every:
+        if not len(self.sent) % self.every:
             self.settle()
         return future
 
