@@ -484,12 +484,15 @@ def reset(config: Config, cluster: int = 1, security: Security | None = None) ->
 
 
 def status(config: Config, cluster: int = 1, security: Security | None = None) -> int:
+    """1 when a node neither runs here nor answers; a broker started elsewhere still counts as up."""
     code = 0
     for node in nodes_for(config, cluster, security):
         pid = _pid(node)
-        state = "answering" if answers(node.address) else "not answering"
-        print(f"kafka node {node.node_id}: pid {pid or '-'}, {node.address} {state}")
-        code |= pid is None
+        answering = answers(node.address)
+        state = "answering" if answering else "not answering"
+        owner = f"pid {pid}" if pid else f"not started from {project_root()}"
+        print(f"kafka node {node.node_id}: {node.address} {state}, {owner}")
+        code |= pid is None and not answering
     return code
 
 

@@ -95,7 +95,7 @@ def test_a_broker_pid_is_trusted_only_with_its_own_config_file(tmp_path: Path) -
     ours = sleeper(broker.MAIN_CLASS, str(node.properties_file))
     try:
         node.pid_file.write_text(str(other_node.pid))
-        assert broker.status(config) == 1
+        assert owned(node.pid_file, broker.MAIN_CLASS, str(node.properties_file)) is None
         broker.down(config)
         assert other_node.poll() is None
         node.pid_file.write_text(str(ours.pid))
