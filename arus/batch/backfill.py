@@ -20,12 +20,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from arus.batch.sources import BatchInput, read_devices, read_input
+from arus.batch.sources import POSITION, BatchInput, read_devices, read_input
 from arus.config import AggregateConfig, CleanConfig, Config
 from arus.core.clean import with_schema
 from arus.core.stages import bronze_to_silver, silver_to_gold
 from arus.core.transforms import schema_from_ddl
-from arus.io.delta import Span, UpsertResult, upsert_changes, with_changed_rows
+from arus.io.delta import DEFAULT_TOLERANCE, Span, UpsertResult, upsert_changes, with_changed_rows
 from arus.io.lake import is_table
 
 
@@ -44,7 +44,7 @@ class BackfillSettings:
     retries: int
     clean: CleanConfig | None = None
     devices: bool = False
-    tolerance: float = 1e-9
+    tolerance: float = DEFAULT_TOLERANCE
 
 
 # --- pure transforms ----------------------------------------------------------------------------------
@@ -153,9 +153,7 @@ def backfill(spark: SparkSession, config: Config, settings: BackfillSettings) ->
             targets.append(("silver", silver, settings.silver_path, silver_keys, job.event_time_field))
         if settings.deadletter_path:
             # Dead letters are only ever added: a record that parses now was still bad when it came.
-            targets.append(
-                ("dead letters", dead, settings.deadletter_path, ["topic", "partition", "offset"], "")
-            )
+            targets.append(("dead letters", dead, settings.deadletter_path, POSITION, ""))
         results: dict[str, UpsertResult] = {}
         for name, df, path, keys, span_column in targets:
             if settings.dry_run:

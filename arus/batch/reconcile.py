@@ -27,14 +27,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from arus.batch.backfill import recompute, with_complete_windows
-from arus.batch.sources import BatchInput
+from arus.batch.sources import POSITION, BatchInput
 from arus.config import AggregateConfig, CleanConfig
 from arus.core.transforms import ERROR, SOURCE, parse_events
 from arus.io.checkpoints import StreamBatch, read_stream_batches
 from arus.io.delta import close
 from arus.io.lake import is_table
 
-POSITION = ["topic", "partition", "offset"]
 FLOAT_TYPES = (T.DoubleType, T.FloatType)
 
 

@@ -30,6 +30,7 @@ from arus.io.sinks import read_kafka_batch
 
 NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
 JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+POSITION = ["topic", "partition", "offset"]  # a bronze row's place: the key of dead letters and late events
 
 
 @dataclass(frozen=True)

@@ -113,10 +113,7 @@ def test_maintenance_while_the_stream_writes_breaks_neither(
     outcomes: list[int] = []
     try:
         send_events(config, topic, every[: len(every) // 2])
-        while (
-            not DeltaTable.isDeltaTable(spark, gold)
-            or DeltaTable.forPath(spark, gold).history(1).count() == 0
-        ):
+        while not lake.is_table(gold) or DeltaTable.forPath(spark, gold).history(1).count() == 0:
             time.sleep(0.5)
         # The second half arrives while maintenance compacts the table the stream merges into.
         sender = threading.Thread(target=send_events, args=(config, topic, every[len(every) // 2 :]))
