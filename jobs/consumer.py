@@ -28,6 +28,23 @@ from arus.io.kafka import check_kafka
 from arus.io.producer import ProducerError
 from arus.pyengine.consumer import ConsumerSettings, consumer_settings, run
 
+# Options that override a key of [aggregate] or [consumer] of the same name, with their help.
+AGGREGATE_FLAGS = {
+    "input_topic": "topic to read (default: [aggregate] input_topic)",
+    "window": 'window length, e.g. "1 minute"',
+    "watermark": 'how late events may be, e.g. "2 minutes"',
+    "keys": "comma-separated key fields",
+    "value_fields": "comma-separated numeric fields to aggregate",
+    "event_time_field": "the event-time field",
+}
+CONSUMER_FLAGS = {
+    "output_topic": "topic for the aggregates",
+    "deadletter_topic": "topic for records that fail to parse",
+    "late_topic": 'topic for events behind the watermark ("" to only count them)',
+    "group_id": "consumer group",
+}
+LISTS = ("keys", "value_fields")
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -35,16 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="The main job's window aggregates in plain Python, in a kafka-python consumer group.",
     )
     parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
-    parser.add_argument("--input-topic", help="topic to read (default: [aggregate] input_topic)")
-    parser.add_argument("--output-topic", help="topic for the aggregates")
-    parser.add_argument("--deadletter-topic", help="topic for records that fail to parse")
-    parser.add_argument("--late-topic", help='topic for events behind the watermark ("" to only count them)')
-    parser.add_argument("--group-id", help="consumer group")
-    parser.add_argument("--window", help='window length, e.g. "1 minute"')
-    parser.add_argument("--watermark", help='how late events may be, e.g. "2 minutes"')
-    parser.add_argument("--keys", help="comma-separated key fields")
-    parser.add_argument("--value-fields", help="comma-separated numeric fields to aggregate")
-    parser.add_argument("--event-time-field", help="the event-time field")
+    for name, text in {**AGGREGATE_FLAGS, **CONSUMER_FLAGS}.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", help=text)
     parser.add_argument("--starting-offsets", choices=("earliest", "latest"), help="for a new group")
     parser.add_argument(
         "--where",
@@ -64,35 +73,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace, config: Config) -> ConsumerSettings:
     """Flags over config; ConfigError for anything the consumer cannot run with."""
 
-    def given(**values: Any) -> dict[str, Any]:
+    def given(names: list[str], **more: Any) -> dict[str, Any]:
+        values = {name: getattr(args, name) for name in names} | more
+        for name in [n for n in LISTS if values.get(n)]:
+            values[name] = tuple(s.strip() for s in values[name].split(",") if s.strip())
         return {k: v for k, v in values.items() if v is not None}
 
-    def csv(text: str | None) -> tuple[str, ...] | None:
-        return tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
-
-    job = replace(
-        config.aggregate,
-        **given(
-            input_topic=args.input_topic,
-            window=args.window,
-            watermark=args.watermark,
-            keys=csv(args.keys),
-            value_fields=csv(args.value_fields),
-            event_time_field=args.event_time_field,
-            starting_offsets=args.starting_offsets,
-        ),
-    )
-    consumer = replace(
-        config.consumer,
-        **given(
-            group_id=args.group_id,
-            output_topic=args.output_topic,
-            deadletter_topic=args.deadletter_topic,
-            late_topic=args.late_topic,
-            view_rows=args.view_rows,
-            view_refresh_s=args.refresh,
-        ),
-    )
+    job = replace(config.aggregate, **given([*AGGREGATE_FLAGS], starting_offsets=args.starting_offsets))
+    view = {"view_rows": args.view_rows, "view_refresh_s": args.refresh}
+    consumer = replace(config.consumer, **given([*CONSUMER_FLAGS], **view))
     where: list[tuple[str, str]] = []
     for condition in args.where:
         name, sep, value = condition.partition("=")
