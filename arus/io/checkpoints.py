@@ -40,6 +40,11 @@ class StreamBatch:
     start: Offsets  # first offset read, inclusive; missing when unknown
     end: Offsets  # next offset to read, exclusive
 
+    @property
+    def empty(self) -> bool:
+        """Whether the batch read no record (a partition missing from `start` was read from 0)."""
+        return all(end <= self.start.get(tp, 0) for tp, end in self.end.items())
+
 
 def checkpoint_path(checkpoint: str | Path) -> Path:
     """A checkpoint location as Spark takes it (a path or a file: URI) as a local path."""

@@ -63,7 +63,9 @@ def test_a_folder_without_an_offset_log_is_refused(tmp_path: Path) -> None:
 def test_one_batch_is_read_committed_or_not_as_foreach_batch_sees_it(tmp_path: Path) -> None:
     root = write_checkpoint(tmp_path, {0: (0, {"0": 9}), 1: (1000, {"0": 12})}, committed={0})
     assert read_stream_batch(root, 0) == StreamBatch(0, 0, 0, {("t", 0): 5, ("t", 1): 0}, {("t", 0): 9})
-    assert read_stream_batch(f"file:{root}", 1) == StreamBatch(1, 1000, 0, {("t", 0): 9}, {("t", 0): 12})
+    second = read_stream_batch(f"file:{root}", 1)
+    assert second == StreamBatch(1, 1000, 0, {("t", 0): 9}, {("t", 0): 12})
+    assert not second.empty and StreamBatch(2, 1000, 1000, {("t", 0): 12}, {("t", 0): 12}).empty
 
 
 def test_one_batch_whose_predecessor_log_was_purged_is_refused(tmp_path: Path) -> None:
