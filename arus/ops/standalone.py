@@ -28,7 +28,7 @@ from typing import Any
 import pyspark
 
 from arus.config import ConfigError, SparkClusterConfig, load_config
-from arus.ops.processes import owned, stop
+from arus.ops.processes import alive, owned, stop
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -179,7 +179,10 @@ def up(cluster: Cluster) -> None:
 def _wait(cluster: Cluster, ready: Callable[[], bool], what: str, log: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ready():
-        dead = [p.stem for p in cluster.pid_files() if p.exists() and cluster.running(p) is None]
+        # Alive, not `running`: `up` recorded these PIDs a moment ago, and matching the command line
+        # of a daemon still starting (spark-class execs env, bash, then the JVM) once took the master
+        # for dead.
+        dead = [p.stem for p in cluster.pid_files() if p.exists() and not alive(int(p.read_text()))]
         if dead or time.monotonic() > deadline:
             down(cluster)
             reason = f"{', '.join(dead)} exited" if dead else f"not ready in {START_TIMEOUT_S:.0f}s"
