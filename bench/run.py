@@ -1,14 +1,14 @@
 """Run the benchmark suite and write its results to bench/results/<profile>-<time>.json.
 
-    python -m bench.run                       # quick profile on the benchmarks' own broker (make bench)
-    python -m bench.run --profile full        # larger sizes, 10^7-event growth (make bench-full)
-    python -m bench.run --bootstrap 127.0.0.1:9092   # against a running broker instead
-    python -m bench.run --only producers,consumers   # some sections only
-    python -m bench.run --profile smoke --only producers  # toy sizes (the smoke test)
+    arus bench run                       # quick profile on the benchmarks' own broker (make bench)
+    arus bench run --profile full        # larger sizes, 10^7-event growth (make bench-full)
+    arus bench run --bootstrap 127.0.0.1:9092   # against a running broker instead
+    arus bench run --only producers,consumers   # some sections only
+    arus bench run --profile smoke --only producers  # toy sizes (the smoke test)
 
 Sections: producers, sweep (throughput against record size), consumers, spark (the ladder),
 e2e (end to end at fixed offered loads), growth. Cases alternate within each repetition, so load
-from other processes on the machine falls on all of them alike. `python -m bench.report FILE`
+from other processes on the machine falls on all of them alike. `arus bench report FILE`
 turns the JSON into docs/benchmarks.md and the plot.
 """
 
@@ -548,7 +548,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="arus bench run", description=__doc__.split("\n")[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     parser.add_argument("--bootstrap", help="use this running broker instead of starting the bench broker")
     parser.add_argument("--only", help=f"comma-separated sections (default: all of {', '.join(SECTIONS)})")
@@ -568,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS_DIR / f"{args.profile}-{started:%Y%m%dT%H%M%SZ}.json"
     results: dict[str, Any] = {
         "profile": args.profile,
-        "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "arus bench run " + " ".join(argv if argv is not None else sys.argv[1:]),
         "started": started.isoformat(),
         "broker": {
             "bootstrap": config.kafka.bootstrap_servers,
