@@ -11,8 +11,8 @@ from faultkit import failures_at_once, free_ports, job_args, make_topics, write_
 from kafka import KafkaConsumer
 
 from arus.config import Config, KafkaConfig
+from arus.io.kafka import explained_connection_errors
 from arus.io.producer import make_producer
-from arus.runtime.guards import explained_connection_errors
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 import secrets
 from pathlib import Path
@@ -12,14 +11,10 @@ from pathlib import Path
 import pytest
 
 from arus.config import DEFAULT_CONFIG, ConfigError, KafkaConfig, load_config
+from arus.core.rules import GuardError, check_deadletter_ratio
+from arus.io.kafka import connection_problem
 from arus.ops import broker
-from arus.runtime.guards import (
-    GuardError,
-    check_deadletter_ratio,
-    checkpointed_offsets,
-    connection_problem,
-    lost_ranges,
-)
+from arus.runtime.guards import lost_ranges
 
 pytestmark = pytest.mark.faults
 
@@ -62,18 +57,6 @@ def test_scram_credentials_carry_the_salted_password_only() -> None:
 
 def test_lost_ranges_are_offsets_deleted_before_they_were_read() -> None:
     assert lost_ranges({0: 40, 1: 10, 2: 5}, {0: 60, 1: 10, 2: 0}) == {0: (40, 60)}
-
-
-def test_checkpointed_offsets_come_from_the_last_committed_batch(tmp_path: Path) -> None:
-    for batch, offsets in [(0, {"0": 10}), (1, {"0": 25}), (2, {"0": 40})]:
-        (tmp_path / "offsets").mkdir(exist_ok=True)
-        body = ["v1", json.dumps({"batchWatermarkMs": 0}), json.dumps({"in": offsets})]
-        (tmp_path / "offsets" / str(batch)).write_text("\n".join(body))
-    (tmp_path / "commits").mkdir()
-    for batch in (0, 1):  # batch 2 was planned but never committed: it will be replayed
-        (tmp_path / "commits" / str(batch)).write_text("v1\n{}")
-    assert checkpointed_offsets(tmp_path) == {"in": {0: 25}}
-    assert checkpointed_offsets(tmp_path / "nothing-yet") == {}
 
 
 def test_circuit_breaker_trips_only_past_the_share_and_the_minimum() -> None:

@@ -36,9 +36,9 @@ from faultkit import (
 from kafka import KafkaConsumer
 
 from arus.config import DEFAULT_CONFIG, BrokerConfig, Config, KafkaConfig, load_config
+from arus.io.kafka import explained_connection_errors
 from arus.io.producer import ProducerError, make_producer
 from arus.ops import broker
-from arus.runtime.guards import explained_connection_errors
 from arus.sources.send import SendLoop
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(900)]
