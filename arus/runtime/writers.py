@@ -100,7 +100,7 @@ def write_aggregates(
             if not rng.empty:
                 checked = parse(read_batch_input(spark, kafka, rng)).persist()
         try:
-            bad = count_dead_letters(checked, dead, batch_id, tally, late.stage) if dead else None
+            bad = count_dead_letters(checked, dead, batch_id, tally, late.stage) if dead is not None else None
             batch.persist()
             try:
                 merge_into_delta(batch, gold.path, merge_keys, gold.app_id(late.checkpoint), batch_id)
@@ -156,8 +156,8 @@ def write_clean(
     parse: Callable[[DataFrame], DataFrame],
     tally: Tally,
 ) -> Writer:
-    """Clean readings appended to `silver`, then published to `topic` keyed by `key` (a replayed
-    batch does not publish them twice: readers find each `id_field` once), then the late events."""
+    """Clean readings appended to `silver`, then published to `topic` keyed by `key`, then the late
+    events. A replayed batch leaves out the readings (by `id_field`) an earlier attempt published."""
     marks = f"{late.checkpoint}/published"
 
     def write(readings: DataFrame, batch_id: int) -> None:
