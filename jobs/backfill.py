@@ -21,7 +21,7 @@ import argparse
 import sys
 
 from arus.batch.backfill import BackfillSettings, backfill
-from arus.batch.sources import add_input_arguments, check_input_arguments, input_from
+from arus.batch.sources import input_from, input_parser, parse_input_args
 from arus.config import Config, ConfigError, load_config
 from arus.io.lake import is_table, table_location
 from arus.runtime.session import build_session
@@ -30,11 +30,9 @@ APP = "arus-backfill"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="arus backfill",
-        description="Recompute silver and gold from bronze, a Kafka range or a file, idempotently.",
+    parser = input_parser(
+        "arus backfill", "Recompute silver and gold from bronze, a Kafka range or a file, idempotently."
     )
-    add_input_arguments(parser)
     parser.add_argument("--gold-table", help="gold table name or path (default [aggregate] table)")
     parser.add_argument("--silver-table", help="silver table name or path (default [batch] silver_table)")
     parser.add_argument("--no-silver", action="store_true", help="write gold only")
@@ -48,9 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--replace", action="store_true", help="delete rows in the span that the recompute lacks"
     )
     parser.add_argument("--dry-run", action="store_true", help="count what would change; write nothing")
-    args = parser.parse_args(argv)
-    check_input_arguments(parser, args)
-    return args
+    return parse_input_args(parser, argv)
 
 
 def settings_from(args: argparse.Namespace, config: Config) -> BackfillSettings:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from arus.batch.reconcile import ReconcileSettings, print_report, reconcile
-from arus.batch.sources import add_input_arguments, check_input_arguments, input_from, read_input
+from arus.batch.sources import input_from, input_parser, parse_input_args, read_input
 from arus.config import Config, ConfigError, load_config
 from arus.core.transforms import schema_from_ddl
 from arus.io.lake import is_table, table_location
@@ -27,11 +27,9 @@ APP = "arus-reconcile"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="arus reconcile",
-        description="Compare the streaming gold table with a batch recompute over the same bronze data.",
+    parser = input_parser(
+        "arus reconcile", "Compare the streaming gold table with a batch recompute over the same bronze data."
     )
-    add_input_arguments(parser)
     parser.add_argument("--gold-table", help="the streaming gold table (default [aggregate] table)")
     parser.add_argument(
         "--checkpoint",
@@ -41,9 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tolerance", type=float, help="relative tolerance for floats (default [batch])")
     parser.add_argument("--json", help="also write the full report to this file")
     parser.add_argument("--show", type=int, default=20, help="how many differences to print")
-    args = parser.parse_args(argv)
-    check_input_arguments(parser, args)
-    return args
+    return parse_input_args(parser, argv)
 
 
 def settings_from(args: argparse.Namespace, config: Config) -> ReconcileSettings:

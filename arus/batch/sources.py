@@ -1,8 +1,8 @@
 """What a batch recompute reads: the bronze table, a bounded range of a Kafka topic, or a file.
 
 Every input is brought to bronze's shape (topic, partition, offset, timestamp, key, value), so the
-streaming stages run on it unchanged. `add_input_arguments` gives `arus backfill` and
-`arus reconcile` the same flags for choosing it.
+streaming stages run on it unchanged. `input_parser` gives `arus backfill` and `arus reconcile`
+the same flags for choosing it.
 
     bronze  the bronze Delta table, optionally cut to a Kafka range of its own columns
     kafka   a bounded read of a topic: offsets (Spark's JSON) or record timestamps, end exclusive
@@ -54,8 +54,9 @@ class BatchInput:
 # --- arguments --------------------------------------------------------------------------------------
 
 
-def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags that pick the input and the event-time span, shared by backfill and reconcile."""
+def input_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with the flags that pick the input and the event-time span (backfill, reconcile)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
     parser.add_argument("--source", choices=("bronze", "kafka", "file"), default="bronze")
     parser.add_argument("--bronze-table", help="bronze table name or path (default [batch] bronze_table)")
@@ -75,9 +76,12 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--slide", help="slide of sliding windows, as the streaming job was run (default: tumbling)"
     )
+    return parser
 
 
-def check_input_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def parse_input_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, then refuse the input flags' combinations that cannot mean anything."""
+    args = parser.parse_args(argv)
     by_offsets = args.starting_offsets != "earliest" or args.ending_offsets != "latest"
     if by_offsets and (args.starting_timestamp or args.ending_timestamp):
         parser.error("give a range by offsets or by timestamps, not both")
@@ -85,6 +89,7 @@ def check_input_arguments(parser: argparse.ArgumentParser, args: argparse.Namesp
         parser.error("--source file needs --path")
     if args.since and args.until and args.since >= args.until:
         parser.error("--since must be before --until")
+    return args
 
 
 def input_from(args: argparse.Namespace, config: Config) -> BatchInput:
