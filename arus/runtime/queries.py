@@ -30,8 +30,8 @@ from arus.runtime.microbatch import LateOutput
 from arus.runtime.progress import Tally
 from arus.runtime.writers import DeadLetterSink, DeltaSink, write_aggregates, write_alerts
 
-# Transaction app ids of the aggregate writes, kept from the first release so that a query resumed
-# from an existing checkpoint skips the batches it committed then. The pipeline's stages use them too.
+# Transaction app ids of the aggregate and dead-letter writes, the job's and the pipeline's alike. They
+# are what the jobs wrote before, so a query resumed from an existing checkpoint skips what it committed.
 AGGREGATE_APP = "arus-aggregate"
 DEADLETTER_APP = "arus-aggregate-deadletter"
 
