@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from arus.config import KafkaConfig
 from arus.io.delta import retry_on_conflict
+from arus.io.lake import is_table
 
 # Delta's idempotent DML: a MERGE under an (app id, version) it has committed before is skipped.
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
@@ -73,7 +74,7 @@ def merge_into_delta(
     merge as (txnAppId, txnVersion) and skips one it has already seen.
     """
     spark = df.sparkSession
-    if not DeltaTable.isDeltaTable(spark, path):
+    if not is_table(path):
         df.limit(0).write.format("delta").mode("ignore").save(path)
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
 

@@ -1,21 +1,14 @@
 """What a micro-batch of a Kafka-reading query read, from its checkpoint; and writes safe to replay.
 
-    batch_range(checkpoint, batch_id)         # the offsets the batch read, its watermarks
-    read_batch_input(spark, kafka, rng)       # exactly those Kafka records again
-    query_id(checkpoint)                      # stable across restarts, new with a new checkpoint
+    read_batch_input(spark, kafka, batch)     # exactly the Kafka records a batch read, again
     write_kafka_once(records, ..., marks)     # a replayed batch does not publish its records twice
     write_late_events(spark, kafka, out, ...) # what a batch dropped behind the watermark, to Delta + Kafka
     insert_new_into_delta(df, path, key)      # rows found again change nothing
 
 A query's foreachBatch sees only its own output, so the input rows its stateful operators dropped
-as late are gone; arus.core.late finds them in the re-read input. The checkpoint files it reads:
-
-    offsets/<N>   v1 / {"batchWatermarkMs": ..., ...} / {"<topic>": {"<partition>": <next offset>}}
-    sources/0/0   NUL v1 / the offsets a new query started from
-
-They are written before batch N runs, so they are there inside its foreachBatch, and a batch Spark
-runs again after a crash reads the same offsets with the same watermark. Checkpoints must be on a
-local (or locally mounted) file system.
+as late are gone; arus.core.late finds them in the re-read input. What a batch read comes from
+its checkpoint through arus.io.checkpoints (read_stream_batch), which is logged before the batch
+runs, so it is there inside its foreachBatch and the same when Spark runs the batch again.
 """
 
 from __future__ import annotations
@@ -33,81 +26,27 @@ from pyspark.sql import functions as F
 
 from arus.config import KafkaConfig
 from arus.core.late import LATE_COLUMNS, late_events, late_records
+from arus.io.checkpoints import StreamBatch, checkpoint_path, query_id, read_stream_batch
 from arus.io.delta import retry_on_conflict
+from arus.io.lake import is_table
 from arus.io.sinks import append_to_delta, read_kafka_batch, write_kafka
 
-Offsets = dict[str, dict[str, int]]  # Spark's JSON shape: topic -> partition -> offset
 
-
-@dataclass(frozen=True)
-class BatchRange:
-    batch_id: int
-    start: Offsets  # first offset read, inclusive
-    end: Offsets  # next offset to read, exclusive
-    watermark_ms: int  # in force in this batch (it evicts state)
-    late_watermark_ms: int  # events at or before it were dropped as late (batch N-1's watermark)
-
-    @property
-    def empty(self) -> bool:
-        return all(self.end[t][p] <= self.start.get(t, {}).get(p, 0) for t in self.end for p in self.end[t])
-
-
-def _checkpoint(path: str | Path) -> Path:
-    text = str(path)
-    return Path(text.removeprefix("file://").removeprefix("file:"))
-
-
-def _offset_entry(path: Path) -> tuple[int, Offsets]:
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    if not lines or lines[0] != "v1" or len(lines) < 3:
-        raise ValueError(f"{path}: not a v1 offset log entry with one source")
-    metadata = json.loads(lines[1])
-    return int(metadata.get("batchWatermarkMs", 0)), json.loads(lines[2])
-
-
-def _initial_offsets(checkpoint: Path) -> Offsets:
-    text = (checkpoint / "sources" / "0" / "0").read_bytes().lstrip(b"\x00").decode()
-    lines = [line for line in text.splitlines() if line.startswith("{")]
-    if not lines:
-        raise ValueError(f"{checkpoint}/sources/0/0 holds no starting offsets")
-    offsets: Offsets = json.loads(lines[0])
-    return offsets
-
-
-def batch_range(checkpoint: str | Path, batch_id: int) -> BatchRange:
-    """The Kafka offsets micro-batch `batch_id` read and the watermarks it ran with."""
-    root = _checkpoint(checkpoint)
-    watermark, end = _offset_entry(root / "offsets" / str(batch_id))
-    if batch_id == 0:
-        return BatchRange(0, _initial_offsets(root), end, watermark, 0)
-    previous = root / "offsets" / str(batch_id - 1)
-    if not previous.exists():
-        raise FileNotFoundError(f"{previous} is gone: cannot tell what batch {batch_id} read")
-    late_watermark, start = _offset_entry(previous)
-    return BatchRange(batch_id, start, end, watermark, late_watermark)
-
-
-def query_id(checkpoint: str | Path) -> str:
-    """The query's id from its checkpoint: the same after a restart, new for a new checkpoint.
-
-    Delta transaction ids built on it never collide with those of an earlier, deleted checkpoint
-    whose batch numbers started from 0 too.
-    """
-    metadata = json.loads((_checkpoint(checkpoint) / "metadata").read_text())
-    return str(metadata["id"])
-
-
-def read_batch_input(spark: SparkSession, kafka: KafkaConfig, rng: BatchRange) -> DataFrame:
-    """The Kafka records batch `rng` read.  # key, value, topic, partition, offset, timestamp, ..."""
-    partitions = {t: sorted(int(p) for p in parts) for t, parts in rng.end.items()}
-    # A partition that appeared during the batch was read from its beginning.
-    start = {t: {str(p): rng.start.get(t, {}).get(str(p), -2) for p in ps} for t, ps in partitions.items()}
+def read_batch_input(spark: SparkSession, kafka: KafkaConfig, batch: StreamBatch) -> DataFrame:
+    """The Kafka records `batch` read.  # key, value, topic, partition, offset, timestamp, ..."""
+    partitions: dict[str, list[int]] = {}
+    for topic, partition in sorted(batch.end):
+        partitions.setdefault(topic, []).append(partition)
+    # Spark's offsets JSON: topic -> partition (a string) -> offset. A partition that appeared
+    # during the batch was read from its beginning (-2: earliest).
+    start = {t: {str(p): batch.start.get((t, p), -2) for p in ps} for t, ps in partitions.items()}
+    end = {t: {str(p): batch.end[(t, p)] for p in ps} for t, ps in partitions.items()}
     return (
         spark.read.format("kafka")
         .options(**kafka.spark_options())
         .option("assign", json.dumps(partitions))
         .option("startingOffsets", json.dumps(start))
-        .option("endingOffsets", json.dumps(rng.end))
+        .option("endingOffsets", json.dumps(end))
         # The stream already applied the job's fail_on_data_loss to this range; records deleted
         # since (or skipped under fail_on_data_loss = false) are simply not there to re-judge.
         .option("failOnDataLoss", "false")
@@ -138,11 +77,11 @@ def write_kafka_once(
     can still arrive late, so readers deduplicate by id all the same (Kafka output stays
     at-least-once; this keeps replays from doubling it).
     """
-    folder = _checkpoint(marks)
+    folder = checkpoint_path(marks)
     folder.mkdir(parents=True, exist_ok=True)
     mark = folder / f"{batch_id}.json"
     if mark.exists():
-        before: Offsets = {topic: json.loads(mark.read_text())}
+        before = {topic: json.loads(mark.read_text())}  # Spark's offsets JSON
         spark = records.sparkSession
         published = (
             read_kafka_batch(spark, kafka, topic, json.dumps(before), "latest")
@@ -192,15 +131,15 @@ def write_late_events(
     # late table: topic, partition, offset, timestamp, key, value, event_id, event_time, watermark,
     #             stage, batch_id
     """
-    rng = batch_range(out.checkpoint, batch_id)
-    if rng.late_watermark_ms <= 0 or rng.empty:
+    batch = read_stream_batch(out.checkpoint, batch_id)
+    if not batch.late_watermark_ms or batch.empty:
         return 0
     if checked is None:
-        checked = parse(read_batch_input(spark, kafka, rng))
+        checked = parse(read_batch_input(spark, kafka, batch))
     late = late_events(
         checked,
         out.event_time,
-        rng.late_watermark_ms,
+        batch.late_watermark_ms,
         out.id_field,
         out.window,
         out.slide,
@@ -222,7 +161,7 @@ def insert_new_into_delta(df: DataFrame, path: str, key: str) -> None:
     Finding a row again (a replayed batch, a later batch that sees the same thing) changes nothing.
     """
     spark = df.sparkSession
-    if not DeltaTable.isDeltaTable(spark, path):
+    if not is_table(path):
         df.limit(0).write.format("delta").mode("ignore").save(path)
 
     def merge() -> None:

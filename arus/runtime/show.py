@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from arus.config import KafkaConfig
+from arus.io.lake import is_table
 from arus.io.sinks import read_kafka_batch
 from arus.runtime.pipeline import Tables, Topics
 from arus.runtime.queries import AggregateQuery
 
 
 def _count(spark: SparkSession, path: str) -> int:
-    return spark.read.format("delta").load(path).count() if DeltaTable.isDeltaTable(spark, path) else 0
+    return spark.read.format("delta").load(path).count() if is_table(path) else 0
 
 
 def show_aggregates(spark: SparkSession, kafka: KafkaConfig, query: AggregateQuery) -> None:
@@ -55,7 +55,7 @@ def show_pipeline(
     print("\nTopics:")
     for topic in (topics.raw, topics.clean, topics.deadletter, topics.late, topics.aggregates, topics.alerts):
         print(f"  {topic:<20} {read_kafka_batch(spark, kafka, topic).count():>7} records")
-    if DeltaTable.isDeltaTable(spark, tables.gold):
+    if is_table(tables.gold):
         gold = spark.read.format("delta").load(tables.gold)
         print(f"\nGold aggregates in Delta (latest {rows} windows):")
         gold.orderBy(F.col("window_start").desc(), *keys).limit(rows).orderBy("window_start", *keys).show(
@@ -74,7 +74,7 @@ def show_pipeline(
 
 
 def show_alerts(spark: SparkSession, path: str, rows: int = 20) -> None:
-    if not DeltaTable.isDeltaTable(spark, path):
+    if not is_table(path):
         print(f"Alerts: none yet ({path} does not exist)")
         return
     alerts = spark.read.format("delta").load(path)

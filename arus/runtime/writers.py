@@ -8,7 +8,7 @@
 A sink is a plain spec (a DeltaSink, a DeadLetterSink, a LateOutput, a topic name), so a query's
 writer never reads another query's settings. Delta is written once per micro-batch however often
 Spark runs it: appends and MERGEs carry (txnAppId, txnVersion) = (<sink app>-<query id>, batch id),
-the query id read from the query's checkpoint (arus.runtime.microbatch). Kafka output is
+the query id read from the query's checkpoint (arus.io.checkpoints). Kafka output is
 at-least-once with deterministic keys. Kill points (arus.runtime.guards) sit between the writes,
 where the fault tests stop the process.
 """
@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 
-from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -34,13 +33,13 @@ from arus.core.transforms import (
     dead_letters,
     to_kafka_records,
 )
+from arus.io.checkpoints import query_id, read_stream_batch
+from arus.io.lake import is_table
 from arus.io.sinks import append_to_delta, merge_into_delta, write_kafka
 from arus.runtime.guards import kill_point
 from arus.runtime.microbatch import (
     LateOutput,
-    batch_range,
     insert_new_into_delta,
-    query_id,
     read_batch_input,
     txn_app_id,
     write_kafka_once,
@@ -96,9 +95,9 @@ def write_aggregates(
         spark = batch.sparkSession
         checked = None
         if dead is not None:
-            rng = batch_range(late.checkpoint, batch_id)
-            if not rng.empty:
-                checked = parse(read_batch_input(spark, kafka, rng)).persist()
+            read = read_stream_batch(late.checkpoint, batch_id)
+            if not read.empty:
+                checked = parse(read_batch_input(spark, kafka, read)).persist()
         try:
             bad = count_dead_letters(checked, dead, batch_id, tally, late.stage) if dead is not None else None
             batch.persist()
@@ -235,7 +234,7 @@ def write_alerts(
             span = batch.agg(F.min(time_field).alias("first")).first()
             if span is None or span["first"] is None:
                 return
-            if DeltaTable.isDeltaTable(spark, silver):
+            if is_table(silver):
                 history_table = spark.read.format("delta").load(silver)
                 since = F.lit(span["first"]) - F.make_dt_interval(secs=F.lit(lookback_s))
                 devices = batch.select(key).distinct()
