@@ -20,13 +20,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from arus.batch.sources import POSITION, BatchInput, read_devices, read_input
+from arus.batch.sources import POSITION, BatchInput, read_input
 from arus.config import AggregateConfig, CleanConfig, Config
 from arus.core.clean import with_schema
 from arus.core.stages import bronze_to_silver, silver_to_gold
 from arus.core.transforms import schema_from_ddl
 from arus.io.delta import DEFAULT_TOLERANCE, Span, UpsertResult, upsert_changes, with_changed_rows
-from arus.io.lake import is_table
+from arus.io.lake import is_table, table_location
+from arus.io.sinks import read_devices
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,12 @@ def backfill(spark: SparkSession, config: Config, settings: BackfillSettings) ->
     schema = schema_from_ddl(config.schema(job.schema))
     bronze = read_input(spark, config.kafka, settings.source, schema).persist()
     try:
-        devices = read_devices(spark, config) if settings.devices else None
+        devices = None
+        if settings.devices:
+            pipeline = config.pipeline
+            table = table_location(config, pipeline.device_table) if pipeline.device_table else ""
+            ddl = config.schema(pipeline.device_schema)
+            devices = read_devices(spark, config.kafka, table, pipeline.devices_topic, ddl)
         silver, gold, dead = recompute(
             bronze, schema, job, settings.slide, settings.since, settings.until, settings.clean, devices
         )

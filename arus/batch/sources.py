@@ -22,9 +22,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from arus.config import Config, KafkaConfig
-from arus.core.clean import parse_device_dimension
 from arus.core.rules import aware_time
-from arus.core.transforms import KAFKA_COLUMNS, schema_from_ddl
+from arus.core.transforms import KAFKA_COLUMNS
 from arus.io.lake import table_location
 from arus.io.sinks import read_kafka_batch
 
@@ -150,16 +149,6 @@ def read_file(spark: SparkSession, path: str, file_format: str, schema: T.Struct
         F.lit(None).cast("timestamp").alias("timestamp"),
         F.lit(None).cast("binary").alias("key"),
         "value",
-    )
-
-
-def read_devices(spark: SparkSession, config: Config) -> DataFrame:
-    """The device dimension as the pipeline reads it: a Delta table, or the compacted topic."""
-    if config.pipeline.device_table:
-        return spark.read.format("delta").load(table_location(config, config.pipeline.device_table))
-    schema = schema_from_ddl(config.schema(config.pipeline.device_schema))
-    return parse_device_dimension(
-        read_kafka_batch(spark, config.kafka, config.pipeline.devices_topic), schema
     )
 
 

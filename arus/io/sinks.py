@@ -12,6 +12,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from arus.config import KafkaConfig
+from arus.core.clean import parse_device_dimension
+from arus.core.transforms import schema_from_ddl
 from arus.io.delta import retry_on_conflict
 from arus.io.lake import is_table
 
@@ -57,6 +59,17 @@ def read_kafka_batch(
         .option("endingOffsets", ending_offsets)
         .load()
     )
+
+
+def read_devices(spark: SparkSession, kafka: KafkaConfig, table: str, topic: str, ddl: str) -> DataFrame:
+    """The device dimension, one row per device: the Delta `table` if given, else the compacted
+    `topic` parsed with the schema `ddl`. The pipeline's clean stage and backfill both read it here.
+
+    Static, so a stream-static join reads it afresh for every micro-batch.
+    """
+    if table:
+        return spark.read.format("delta").load(table)
+    return parse_device_dimension(read_kafka_batch(spark, kafka, topic), schema_from_ddl(ddl))
 
 
 def write_kafka(df: DataFrame, kafka: KafkaConfig, topic: str) -> None:

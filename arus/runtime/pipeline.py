@@ -23,12 +23,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from arus.config import AggregateConfig, Config
-from arus.core.clean import parse_device_dimension, with_schema
+from arus.core.clean import with_schema
 from arus.core.rules import duration_us, record_limits
 from arus.core.stages import bronze_to_checked, bronze_to_silver
 from arus.core.transforms import schema_from_ddl
 from arus.io.kafka import check_kafka
-from arus.io.sinks import read_kafka_batch, read_kafka_stream
+from arus.io.sinks import read_devices, read_kafka_stream
 from arus.runtime.microbatch import LateOutput
 from arus.runtime.progress import Tally, await_queries
 from arus.runtime.queries import (
@@ -125,17 +125,6 @@ def read_raw(spark: SparkSession, config: Config, plan: PipelinePlan) -> DataFra
     )
 
 
-def read_devices(spark: SparkSession, config: Config, plan: PipelinePlan) -> DataFrame:
-    """The device dimension, one row per device: a Delta table, or the compacted devices topic.
-
-    Static, so the clean stage's stream-static join reads it afresh for every micro-batch.
-    """
-    if plan.tables.devices:
-        return spark.read.format("delta").load(plan.tables.devices)
-    schema = schema_from_ddl(config.schema(config.pipeline.device_schema))
-    return parse_device_dimension(read_kafka_batch(spark, config.kafka, plan.topics.devices), schema)
-
-
 def start_bronze(spark: SparkSession, config: Config, plan: PipelinePlan, tally: Tally) -> StreamingQuery:
     job = raw_job(config, plan)
     checkpoint = plan.checkpoint("bronze")
@@ -179,7 +168,13 @@ def start_clean(spark: SparkSession, config: Config, plan: PipelinePlan, tally: 
         parse,
         tally,
     )
-    devices = read_devices(spark, config, plan)
+    devices = read_devices(
+        spark,
+        config.kafka,
+        plan.tables.devices,
+        plan.topics.devices,
+        config.schema(config.pipeline.device_schema),
+    )
     events, _ = bronze_to_silver(
         read_raw(spark, config, plan), raw_schema, job, devices=devices, clean=config.clean
     )
