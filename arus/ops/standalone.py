@@ -37,36 +37,19 @@ START_TIMEOUT_S = 90.0
 
 @dataclass(frozen=True)
 class Cluster:
-    host: str
-    port: int
-    webui_port: int
-    workers: int
-    worker_cores: int
-    worker_memory: str
-    daemon_memory: str
-    home: Path
+    """The cluster `[spark_cluster]` describes, with its folder (`dir`) resolved to `home`."""
 
-    @classmethod
-    def from_config(cls, config: SparkClusterConfig, home: Path) -> Cluster:
-        return cls(
-            config.host,
-            config.port,
-            config.webui_port,
-            config.workers,
-            config.worker_cores,
-            config.worker_memory,
-            config.daemon_memory,
-            home,
-        )
+    settings: SparkClusterConfig
+    home: Path
 
     @property
     def url(self) -> str:
-        return f"spark://{self.host}:{self.port}"
+        return f"spark://{self.settings.host}:{self.settings.port}"
 
     def pid_files(self) -> list[Path]:
         return [
             self.home / "master.pid",
-            *(self.home / f"worker-{i}.pid" for i in range(1, self.workers + 1)),
+            *(self.home / f"worker-{i}.pid" for i in range(1, self.settings.workers + 1)),
         ]
 
     def running(self, pid_file: Path) -> int | None:
@@ -75,7 +58,7 @@ class Cluster:
         The master is its class on this cluster's port; a worker, its class with its own work dir.
         """
         if pid_file.stem == "master":
-            return owned(pid_file, MASTER_CLASS, "--port", str(self.port))
+            return owned(pid_file, MASTER_CLASS, "--port", str(self.settings.port))
         return owned(
             pid_file, WORKER_CLASS, self.url, str(self.home / f"work-{pid_file.stem.removeprefix('worker-')}")
         )
@@ -94,8 +77,8 @@ def _env(cluster: Cluster) -> dict[str, str]:
     return {
         **os.environ,
         "SPARK_HOME": str(Path(pyspark.__file__).parent),
-        "SPARK_LOCAL_IP": cluster.host,
-        "SPARK_DAEMON_MEMORY": cluster.daemon_memory,
+        "SPARK_LOCAL_IP": cluster.settings.host,
+        "SPARK_DAEMON_MEMORY": cluster.settings.daemon_memory,
         # The master and workers only coordinate: one GC thread and the quick JIT spare the cores.
         "SPARK_DAEMON_JAVA_OPTS": "-XX:+UseSerialGC -XX:TieredStopAtLevel=1",
         "SPARK_LOCAL_DIRS": str(cluster.home / "tmp"),
@@ -122,7 +105,7 @@ def master_state(cluster: Cluster, timeout: float = 2.0) -> dict[str, Any] | Non
     """The master's JSON status (workers, applications), or None if it does not answer."""
     try:
         with urllib.request.urlopen(
-            f"http://{cluster.host}:{cluster.webui_port}/json/", timeout=timeout
+            f"http://{cluster.settings.host}:{cluster.settings.webui_port}/json/", timeout=timeout
         ) as r:
             state: dict[str, Any] = json.load(r)
             return state
@@ -137,10 +120,10 @@ def alive_workers(cluster: Cluster) -> int:
 
 def up(cluster: Cluster) -> None:
     """Start the master, then the workers; return once every worker has registered."""
-    if alive_workers(cluster) >= cluster.workers:
+    if alive_workers(cluster) >= cluster.settings.workers:
         print(f"spark cluster: already running at {cluster.url}")
         return
-    for sub in ("tmp", *(f"work-{i}" for i in range(1, cluster.workers + 1))):
+    for sub in ("tmp", *(f"work-{i}" for i in range(1, cluster.settings.workers + 1))):
         (cluster.home / sub).mkdir(parents=True, exist_ok=True)
     _start(
         cluster,
@@ -148,31 +131,31 @@ def up(cluster: Cluster) -> None:
         [
             MASTER_CLASS,
             "--host",
-            cluster.host,
+            cluster.settings.host,
             "--port",
-            str(cluster.port),
+            str(cluster.settings.port),
             "--webui-port",
-            str(cluster.webui_port),
+            str(cluster.settings.webui_port),
         ],
     )
     _wait(cluster, lambda: master_state(cluster) is not None, "the master", "master.log")
-    for i in range(1, cluster.workers + 1):
+    for i in range(1, cluster.settings.workers + 1):
         _start(
             cluster,
             f"worker-{i}",
             [
                 WORKER_CLASS,
                 cluster.url,
-                "--host", cluster.host,
-                "--cores", str(cluster.worker_cores),
-                "--memory", cluster.worker_memory,
+                "--host", cluster.settings.host,
+                "--cores", str(cluster.settings.worker_cores),
+                "--memory", cluster.settings.worker_memory,
                 "--webui-port", "0",
                 "--work-dir", str(cluster.home / f"work-{i}"),
             ],
         )  # fmt: skip
-    _wait(cluster, lambda: alive_workers(cluster) >= cluster.workers, "the workers", "worker-*.log")
+    _wait(cluster, lambda: alive_workers(cluster) >= cluster.settings.workers, "the workers", "worker-*.log")
     print(
-        f"spark cluster: {cluster.url} with {cluster.workers} workers (UI http://{cluster.host}:{cluster.webui_port})"
+        f"spark cluster: {cluster.url} with {cluster.settings.workers} workers (UI http://{cluster.settings.host}:{cluster.settings.webui_port})"
     )
 
 
@@ -221,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"spark cluster: {exc}", file=sys.stderr)
         return 1
-    cluster = Cluster.from_config(config.spark_cluster, config.resolve(config.spark_cluster.dir))
+    cluster = Cluster(config.spark_cluster, config.resolve(config.spark_cluster.dir))
     if args.command == "up":
         try:
             up(cluster)

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from deltalake import DeltaTable
 
-from arus.config import REPO_ROOT, Config
+from arus.config import REPO_ROOT, Config, SparkClusterConfig
 from arus.io.producer import make_producer
 from arus.ops.standalone import Cluster, down, free_port, master_state, up
 from arus.sources.iot import fleet, readings, to_record
@@ -85,13 +85,16 @@ def test_aggregate_job_runs_unchanged_on_a_standalone_cluster(
         producer.close()
 
     cluster = Cluster(
-        host="127.0.0.1",
-        port=free_port(),
-        webui_port=free_port(),
-        workers=2,
-        worker_cores=1,
-        worker_memory="640m",
-        daemon_memory="256m",
+        SparkClusterConfig(
+            host="127.0.0.1",
+            port=free_port(),
+            webui_port=free_port(),
+            workers=2,
+            worker_cores=1,
+            worker_memory="640m",
+            daemon_memory="256m",
+            dir="cluster",
+        ),
         home=tmp_path / "cluster",
     )
     started = time.monotonic()
@@ -119,7 +122,7 @@ def test_aggregate_job_runs_unchanged_on_a_standalone_cluster(
                 "--checkpoint", str(tmp_path / "checkpoint"),
             ],
             cwd=run_dir,
-            env={**os.environ, "SPARK_LOCAL_IP": cluster.host, "PYSPARK_PYTHON": sys.executable},
+            env={**os.environ, "SPARK_LOCAL_IP": cluster.settings.host, "PYSPARK_PYTHON": sys.executable},
             capture_output=True,
             text=True,
             timeout=840,  # measured 200 s with the 2 cores shared at load ~20; generous on purpose

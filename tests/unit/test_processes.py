@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from arus.config import DEFAULT_CONFIG, Config, load_config
+from arus.config import DEFAULT_CONFIG, Config, SparkClusterConfig, load_config
 from arus.ops import broker
 from arus.ops.processes import alive, owned, stop
 from arus.ops.standalone import Cluster, down
@@ -109,7 +109,8 @@ def test_a_broker_pid_is_trusted_only_with_its_own_config_file(tmp_path: Path) -
 
 
 def test_a_stale_cluster_pid_naming_an_unrelated_process_is_never_signalled(tmp_path: Path) -> None:
-    cluster = Cluster("127.0.0.1", 7077, 8080, 1, 1, "512m", "256m", tmp_path / "cluster")
+    settings = SparkClusterConfig("127.0.0.1", 7077, 8080, 1, 1, "512m", "256m", "cluster")
+    cluster = Cluster(settings, tmp_path / "cluster")
     cluster.home.mkdir()
     unrelated = subprocess.Popen(["sleep", "60"])
     try:
