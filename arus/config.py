@@ -11,6 +11,7 @@ relative paths in the config (data/, .run/, .jars/) are taken from it.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.resources
 import os
@@ -50,6 +51,21 @@ def find_config(
         return Path(chosen)
     local = project_root(env) / "conf" / "arus.toml"
     return local if local.is_file() else DEFAULT_CONFIG
+
+
+def job_parser(prog: str, doc: str, *examples: str) -> argparse.ArgumentParser:
+    """The parser every arus command starts from: its name, the first line of its docstring `doc`,
+    its examples, and --config (found as find_config says), so each command takes the file alike."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=doc.split("\n")[0],
+        epilog="examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", help="config file (default: $ARUS_CONFIG, else conf/arus.toml, else the shipped defaults)"
+    )
+    return parser
 
 
 class ConfigError(ValueError):

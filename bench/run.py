@@ -14,7 +14,6 @@ turns the JSON into docs/benchmarks.md and the plot.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import shutil
@@ -46,7 +45,7 @@ from arus.bench.common import (
 )
 from arus.bench.payloads import write_csv, write_payload_file
 
-from arus.config import Config, load_config
+from arus.config import Config, job_parser, load_config
 
 CONSUMER_PARTITIONS = 3
 SECTIONS = ("producers", "sweep", "consumers", "spark", "e2e", "growth")
@@ -548,12 +547,11 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="arus bench run", description=__doc__.split("\n")[0])
+    parser = job_parser("arus bench run", __doc__)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     parser.add_argument("--bootstrap", help="use this running broker instead of starting the bench broker")
     parser.add_argument("--only", help=f"comma-separated sections (default: all of {', '.join(SECTIONS)})")
     parser.add_argument("--out", type=Path, help="result file (default: bench/results/<profile>-<time>.json)")
-    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
     parser.add_argument(
         "--e2e-max-rate", type=float, help="the 100%% load for e2e when producers/spark do not run"
     )

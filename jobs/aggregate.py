@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import replace
 
-from arus.config import Config, ConfigError, load_config
+from arus.config import Config, ConfigError, job_parser, load_config
 from arus.core.rules import GuardError
 from arus.runtime.progress import Tally, await_queries
 from arus.runtime.queries import AggregateQuery, aggregate_query, preflight_aggregate, start_aggregate_query
@@ -48,11 +48,9 @@ OVERRIDES = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="arus aggregate",
-        description="Event-time window aggregates of a JSON Kafka topic, into Kafka and Delta.",
+    parser = job_parser(
+        "arus aggregate", "Event-time window aggregates of a JSON Kafka topic, into Kafka and Delta."
     )
-    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
     for name, text in OVERRIDES.items():
         parser.add_argument(f"--{name.replace('_', '-')}", help=text)
     parser.add_argument("--late-table", help="late-events Delta table name or path ([batch] late_table)")

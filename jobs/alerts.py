@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import replace
 
-from arus.config import Config, ConfigError, load_config
+from arus.config import Config, ConfigError, job_parser, load_config
 from arus.core.rules import GuardError, duration_us
 from arus.io.kafka import check_kafka
 from arus.runtime.progress import Tally, await_queries
@@ -33,8 +33,7 @@ APP = "arus-alerts"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="arus alerts", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
+    parser = job_parser("arus alerts", __doc__)
     parser.add_argument("--input-topic", help="clean readings topic (default: [pipeline] clean_topic)")
     parser.add_argument("--alerts-topic", help="topic for the alerts (default: [alerts] topic)")
     parser.add_argument("--table", help="alerts Delta table name (under [paths] lake) or path")

@@ -22,7 +22,7 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
-from arus.config import Config, ConfigError, load_config
+from arus.config import Config, ConfigError, job_parser, load_config
 from arus.core.rules import GuardError
 from arus.io.kafka import check_kafka
 from arus.io.producer import ProducerError
@@ -47,11 +47,9 @@ LISTS = ("keys", "value_fields")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="arus consume",
-        description="The main job's window aggregates in plain Python, in a kafka-python consumer group.",
+    parser = job_parser(
+        "arus consume", "The main job's window aggregates in plain Python, in a kafka-python consumer group."
     )
-    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
     for name, text in {**AGGREGATE_FLAGS, **CONSUMER_FLAGS}.items():
         parser.add_argument(f"--{name.replace('_', '-')}", help=text)
     parser.add_argument("--starting-offsets", choices=("earliest", "latest"), help="for a new group")

@@ -16,15 +16,14 @@ import sys
 
 import pandas as pd
 
-from arus.config import ConfigError, load_config
+from arus.config import ConfigError, job_parser, load_config
 from arus.core.rules import aware_time
 from arus.io import lake
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="arus history", description=__doc__.split("\n")[0])
+    parser = job_parser("arus history", __doc__)
     parser.add_argument("table", help="table name under the lake, or a path")
-    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--version", type=int, help="read the table as of this version")
     when.add_argument("--timestamp", type=aware_time, help="read the table as of this time (UTC if Z)")

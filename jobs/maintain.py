@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from arus.batch.maintain import SAFE_RETENTION_HOURS, maintain, print_outcome, table_paths
-from arus.config import ConfigError, load_config
+from arus.config import ConfigError, job_parser, load_config
 from arus.io.lake import is_table, lake_dir
 from arus.runtime.session import build_session
 
@@ -23,12 +23,11 @@ APP = "arus-maintain"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="arus maintain",
-        description="OPTIMIZE and VACUUM the lake's Delta tables, reporting file counts before and after.",
+    parser = job_parser(
+        "arus maintain",
+        "OPTIMIZE and VACUUM the lake's Delta tables, reporting file counts before and after.",
     )
     parser.add_argument("tables", nargs="*", help="table names or paths (default: every table in the lake)")
-    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
     parser.add_argument(
         "--retain-hours", type=float, help="VACUUM retention (default [batch] vacuum_retain_hours)"
     )

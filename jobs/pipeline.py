@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from arus.config import Config, ConfigError, load_config
+from arus.config import Config, ConfigError, job_parser, load_config
 from arus.core.rules import GuardError
 from arus.runtime.pipeline import STAGES, PipelinePlan, Topics, preflight_pipeline, run_pipeline, tables_under
 from arus.runtime.progress import Tally
@@ -33,8 +33,7 @@ APP = "arus-pipeline"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="arus pipeline", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
+    parser = job_parser("arus pipeline", __doc__)
     parser.add_argument(
         "--available-now",
         action="store_true",

@@ -18,13 +18,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from arus.config import Config
+from arus.config import Config, job_parser
 from arus.sources.api_poller import ApiPoller
 from arus.sources.base import SendLimits, add_send_arguments, launch
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="arus produce api", description=__doc__.split("\n")[0])
+    parser = job_parser("arus produce api", __doc__)
     add_send_arguments(parser)
     parser.add_argument("--polls", type=int, help="stop after this many polls (default: poll until stopped)")
     group = parser.add_argument_group("the API (defaults: [api])")

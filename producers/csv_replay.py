@@ -20,13 +20,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from arus.config import Config
+from arus.config import Config, job_parser
 from arus.sources.base import SendLimits, add_send_arguments, launch
 from arus.sources.csv_replay import CsvReplay, ReplayOptions
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="arus produce csv", description=__doc__.split("\n")[0])
+    parser = job_parser("arus produce csv", __doc__)
     parser.add_argument("file", type=Path, help="CSV file, plain or gzip")
     add_send_arguments(parser, speed="event-time replay: keep the gaps, divided by this")
     group = parser.add_argument_group("reading the file (defaults: [csv])")

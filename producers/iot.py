@@ -18,14 +18,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from arus.config import Config
+from arus.config import Config, job_parser
 from arus.core.rules import aware_time
 from arus.sources.base import SendLimits, add_send_arguments, launch
 from arus.sources.iot import DELIVERY_RATES, FAULT_RATES, IotSimulator, parse_inject
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="arus produce iot", description=__doc__.split("\n")[0])
+    parser = job_parser("arus produce iot", __doc__)
     add_send_arguments(parser, speed="event-time speed-up: 60 = a simulated minute per second")
     parser.add_argument("--devices", type=int, help="fleet size (default: [iot] devices)")
     parser.add_argument("--seed", type=int, help="random seed (default: [iot] seed)")

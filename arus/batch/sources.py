@@ -21,7 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from arus.config import Config, KafkaConfig
+from arus.config import Config, KafkaConfig, job_parser
 from arus.core.rules import aware_time
 from arus.core.transforms import KAFKA_COLUMNS
 from arus.io.lake import table_location
@@ -55,8 +55,7 @@ class BatchInput:
 
 def input_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser with the flags that pick the input and the event-time span (backfill, reconcile)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
+    parser = job_parser(prog, description)
     parser.add_argument("--source", choices=("bronze", "kafka", "file"), default="bronze")
     parser.add_argument("--bronze-table", help="bronze table name or path (default [batch] bronze_table)")
     parser.add_argument("--topic", help="topic to read with --source kafka (default [aggregate] input_topic)")

@@ -23,7 +23,6 @@ SASL_SSL on `[secure_broker] ssl_port`.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import dataclasses
 import hashlib
@@ -40,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from arus.config import Config, ConfigError, KafkaConfig, load_config, project_root
+from arus.config import Config, ConfigError, KafkaConfig, job_parser, load_config, project_root
 from arus.ops.processes import owned, stop
 from arus.ops.topics import ensure_topics
 
@@ -497,16 +496,12 @@ def status(config: Config, cluster: int = 1, security: Security | None = None) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="arus broker",
-        description=__doc__.split("\n")[0],
-        epilog="examples:\n  arus broker up\n  arus broker status\n  arus broker up --cluster 3",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = job_parser(
+        "arus broker", __doc__, "arus broker up", "arus broker status", "arus broker up --cluster 3"
     )
     parser.add_argument("action", choices=["up", "down", "reset", "status"])
     parser.add_argument("--cluster", type=int, default=1, help="number of brokers (1 or 3)")
     parser.add_argument("--sasl", action="store_true", help="the SASL/SCRAM broker of [secure_broker]")
-    parser.add_argument("--config", help="config file (default: see `arus --help`)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)

@@ -11,7 +11,6 @@ in its own folder, with ARUS_HOME set so that its config's relative paths mean t
 
 from __future__ import annotations
 
-import argparse
 import base64
 import os
 import sys
@@ -21,7 +20,7 @@ import jupytext
 import nbformat
 from nbclient import NotebookClient
 
-from arus.config import ConfigError, load_config, project_root
+from arus.config import ConfigError, job_parser, load_config, project_root
 
 FIGURE_TAG = "readme-figure"
 
@@ -80,18 +79,15 @@ def text_output(notebook: nbformat.NotebookNode) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="arus notebooks",
-        description=__doc__.split("\n")[0],
-        epilog="examples:\n  arus notebooks\n  arus notebooks --lake /tmp/lake --images docs/img",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = job_parser(
+        "arus notebooks", __doc__, "arus notebooks", "arus notebooks --lake /tmp/lake --images docs/img"
     )
     parser.add_argument("--lake", help="the lake to read (default: [paths] lake, or ARUS_LAKE_DIR)")
     parser.add_argument("--images", help="save each notebook's tagged figure here as <notebook>.png")
     parser.add_argument("--executed", help="also save the executed notebooks (.ipynb, with outputs) here")
     args = parser.parse_args(argv)
     try:
-        config = load_config()
+        config = load_config(args.config)
     except ConfigError as exc:
         print(f"notebooks: {exc}", file=sys.stderr)
         return 2

@@ -12,7 +12,6 @@ driver. Settings come from `[spark_cluster]` in conf/arus.toml.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -27,7 +26,7 @@ from typing import Any
 
 import pyspark
 
-from arus.config import ConfigError, SparkClusterConfig, load_config
+from arus.config import ConfigError, SparkClusterConfig, job_parser, load_config
 from arus.ops.processes import alive, owned, stop
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
@@ -190,14 +189,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="arus cluster",
-        description=__doc__.split("\n")[0],
-        epilog="examples:\n  arus cluster up\n  arus cluster status\n  arus cluster down",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = job_parser(
+        "arus cluster", __doc__, "arus cluster up", "arus cluster status", "arus cluster down"
     )
     parser.add_argument("command", choices=("up", "down", "status"))
-    parser.add_argument("--config", help="config file (default: see `arus --help`)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)

@@ -123,9 +123,9 @@ def launch(name: str, args: argparse.Namespace, make: Callable[[Config, SendLimi
 
 
 def add_send_arguments(parser: argparse.ArgumentParser, *, speed: str | None = None) -> None:
-    """The flags every source takes: the config file, the limits, the Kafka connection; --speed
-    too, with `speed` as its help, for a source whose records have event times to pace by."""
-    parser.add_argument("--config", help="config file (default: $ARUS_CONFIG or conf/arus.toml)")
+    """The flags every source takes besides --config (job_parser): the limits, the Kafka
+    connection; --speed too, with `speed` as its help, for a source whose records have event times
+    to pace by."""
     parser.add_argument("--rate", type=_rate, default=None, help="events per second, or 'unlimited'")
     parser.add_argument("--count", type=int, default=None, help="stop after this many events")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
