@@ -1,5 +1,5 @@
 """The consumer's parsing, record keys and JSON, checked against what the Spark job produces
-(the expected reasons are those of tests/unit/test_transforms.py's parse test)."""
+(the expected reasons are those of tests/integration/test_transforms.py's parse test)."""
 
 from __future__ import annotations
 

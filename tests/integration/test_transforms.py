@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
-from pyspark.sql import types as T
+from support import kafka_rows
 
 from arus.core.transforms import (
     aggregate_key_column,
@@ -21,16 +21,6 @@ DDL = (
     "event_id STRING NOT NULL, device_id STRING NOT NULL, value DOUBLE NOT NULL, "
     "event_time TIMESTAMP NOT NULL, site STRING"
 )
-RAW = T.StructType(
-    [
-        T.StructField("key", T.BinaryType()),
-        T.StructField("value", T.BinaryType()),
-        T.StructField("topic", T.StringType()),
-        T.StructField("partition", T.IntegerType()),
-        T.StructField("offset", T.LongType()),
-        T.StructField("timestamp", T.TimestampType()),
-    ]
-)
 KAFKA_TS = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -39,7 +29,7 @@ def ts(minute: int, second: int = 0) -> datetime:
 
 
 def raw_rows(spark: SparkSession, values: list[bytes | None]):
-    return spark.createDataFrame([(b"k", v, "in", 0, i, KAFKA_TS) for i, v in enumerate(values)], RAW)
+    return kafka_rows(spark, values, KAFKA_TS)
 
 
 @pytest.mark.integration

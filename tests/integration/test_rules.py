@@ -10,6 +10,7 @@ import pytest
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from support import kafka_rows
 
 from arus.core.late import late_records
 from arus.core.rules import (
@@ -162,15 +163,11 @@ def test_both_engines_read_and_refuse_the_same_durations(spark: SparkSession) ->
     assert spark_accepts_watermark(spark, "0 seconds") and duration_us("0 seconds") == 0
 
 
-def kafka_rows(spark: SparkSession, values: list[bytes | None]) -> DataFrame:
-    rows = [(b"k", value, "in", 0, offset, KAFKA_TIME) for offset, value in enumerate(values)]
-    schema = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
-    return spark.createDataFrame(rows, schema)
-
-
 @pytest.mark.integration
 def test_both_engines_dead_letter_the_same_records_for_the_same_reasons(spark: SparkSession) -> None:
-    checked = parse_events(kafka_rows(spark, [v for v, _ in RECORDS]), schema_from_ddl(DDL), LIMITS)
+    checked = parse_events(
+        kafka_rows(spark, [v for v, _ in RECORDS], KAFKA_TIME), schema_from_ddl(DDL), LIMITS
+    )
     spark_reasons = [r["_error"] for r in checked.orderBy("_source.offset").collect()]
     fields = parse_schema(DDL)
     python_reasons = []
@@ -210,7 +207,7 @@ def headers_of(records: DataFrame) -> list[list[tuple[str, bytes]]]:
 
 @pytest.mark.integration
 def test_both_engines_write_the_same_headers(spark: SparkSession) -> None:
-    checked = parse_events(kafka_rows(spark, [b"", b"[1]"]), schema_from_ddl(DDL))
+    checked = parse_events(kafka_rows(spark, [b"", b"[1]"], KAFKA_TIME), schema_from_ddl(DDL))
     assert headers_of(dead_letter_records(dead_letters(checked).orderBy("offset"))) == [
         dead_letter_headers("empty value", ("in", 0, 0)),
         dead_letter_headers("not a JSON object", ("in", 0, 1)),

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
-from pyspark.sql import types as T
+from support import kafka_rows
 
 from arus.config import AggregateConfig, CleanConfig
 from arus.core.clean import (
@@ -144,16 +144,6 @@ def test_with_schema_casts_orders_and_fills_missing_columns(spark: SparkSession)
     assert_df_equality(result, expected)
 
 
-RAW = T.StructType(
-    [
-        T.StructField("key", T.BinaryType()),
-        T.StructField("value", T.BinaryType()),
-        T.StructField("topic", T.StringType()),
-        T.StructField("partition", T.IntegerType()),
-        T.StructField("offset", T.LongType()),
-        T.StructField("timestamp", T.TimestampType()),
-    ]
-)
 JOB = AggregateConfig(
     input_topic="in",
     output_topic="out",
@@ -183,7 +173,7 @@ def test_bronze_to_silver_deduplicates_enriches_and_cleans(spark: SparkSession) 
         reading("e2", "d2", "kW", 0.25, None),
         b"not json",
     ]
-    bronze = spark.createDataFrame([(b"k", v, "in", 0, i, at) for i, v in enumerate(values)], RAW)
+    bronze = kafka_rows(spark, values, at)
     devices = spark.createDataFrame(
         [("d1", "temperature", "jakarta", "C", 15.0, 30.0), ("d2", "power", "Bandung", "W", 50.0, 500.0)],
         DEVICES,

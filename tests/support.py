@@ -1,0 +1,122 @@
+"""Set-up shared by every test folder: Kafka's raw record schema and inline rows in it, sending
+records and reading topics back, the main job run to the end, and the pandas oracle of its gold table.
+
+tests/conftest.py sits beside this module, so pytest puts tests/ on the path and every folder's tests
+`import support`. Suite-specific helpers stay with their suite (tests/faults/faultkit.py,
+tests/integration/streaming_data.py and batch_support.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from arus.jobs import aggregate
+from kafka import KafkaConsumer, TopicPartition
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from arus.config import Config, KafkaConfig
+from arus.io.producer import make_producer
+from arus.sources.send import Record, SendLoop
+
+# The columns spark.read.format("kafka") gives, before any parsing.
+RAW_KAFKA = T.StructType(
+    [
+        T.StructField("key", T.BinaryType()),
+        T.StructField("value", T.BinaryType()),
+        T.StructField("topic", T.StringType()),
+        T.StructField("partition", T.IntegerType()),
+        T.StructField("offset", T.LongType()),
+        T.StructField("timestamp", T.TimestampType()),
+    ]
+)
+
+
+def kafka_rows(spark: SparkSession, values: Sequence[bytes | None], at: datetime) -> DataFrame:
+    """Raw Kafka rows of `values`: key b"k", topic "in", partition 0, offsets 0, 1, ..., timestamp `at`."""
+    return spark.createDataFrame([(b"k", v, "in", 0, i, at) for i, v in enumerate(values)], RAW_KAFKA)
+
+
+def produce(config: Config, records: Sequence[Record], kafka: KafkaConfig | None = None) -> None:
+    """Send every record through arus's own send loop and check each one was acknowledged."""
+    producer = make_producer(kafka or config.kafka, config.producer)
+    try:
+        summary = SendLoop(producer, progress=None).run(records)
+    finally:
+        producer.close(timeout=10)
+    assert (summary.acked, summary.failed) == (len(records), 0), summary.line()
+
+
+def topic_records(config: Config, topic: str) -> list[Any]:
+    """Every record of `topic` from the start up to its end offsets at the time of the call."""
+    reader = KafkaConsumer(enable_auto_commit=False, **config.kafka.client_kwargs())
+    try:
+        deadline = time.monotonic() + 30
+        # A topic a job has just created may not be in this client's metadata yet.
+        while not (ids := reader.partitions_for_topic(topic)):
+            assert time.monotonic() < deadline, f"no metadata for {topic}"
+            time.sleep(0.2)
+        partitions = [TopicPartition(topic, p) for p in sorted(ids)]
+        reader.assign(partitions)
+        reader.seek_to_beginning()
+        end = reader.end_offsets(partitions)
+        records: list[Any] = []
+        while any(reader.position(tp) < end[tp] for tp in partitions):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for batch in reader.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        reader.close()
+
+
+def job_args(topics: dict[str, str], folder: Path, *extra: str) -> list[str]:
+    """The main job's arguments for topics {"in", "out", "dead"}, with its tables under `folder`."""
+    return [
+        "--input-topic", topics["in"],
+        "--output-topic", topics["out"],
+        "--deadletter-topic", topics["dead"],
+        "--table", str(folder / "gold"),
+        "--deadletter-table", str(folder / "deadletter"),
+        "--late-table", str(folder / "late"),
+        "--checkpoint", str(folder / "checkpoint"),
+        *extra,
+    ]  # fmt: skip
+
+
+def run_aggregate(topics: dict[str, str], folder: Path, *extra: str) -> None:
+    """The main job in this process, to the end of its input (its default availableNow trigger)."""
+    assert aggregate.main(job_args(topics, folder, *extra)) == 0
+
+
+def gold_oracle(events: Sequence[dict[str, object]], keys: Sequence[str] = ("device_id",)) -> pd.DataFrame:
+    """Tumbling 1-minute aggregates of `events` (repeats already dropped) with pandas alone."""
+    df = pd.DataFrame(list(events))
+    df["window_start"] = pd.to_datetime(df["event_time"], utc=True).dt.floor("1min")
+    groups = df.groupby([*keys, "window_start"])["value"]
+    out = groups.agg(
+        count="count",
+        value_mean="mean",
+        value_min="min",
+        value_max="max",
+        value_stddev=lambda v: v.std(ddof=1),
+        # Spark's percentile_approx on few values: the smallest value with at least p of them <= it.
+        value_p50=lambda v: np.percentile(v, 50, method="inverted_cdf"),
+        value_p95=lambda v: np.percentile(v, 95, method="inverted_cdf"),
+    )
+    return out.reset_index().sort_values([*keys, "window_start"]).reset_index(drop=True)
+
+
+def gold_frame(
+    table: pd.DataFrame, expected: pd.DataFrame, keys: Sequence[str] = ("device_id",)
+) -> pd.DataFrame:
+    """A gold Delta table as read into pandas, in the oracle's order and columns."""
+    table = table.copy()
+    table["window_start"] = pd.to_datetime(table["window_start"], utc=True)
+    return table.sort_values([*keys, "window_start"]).reset_index(drop=True)[expected.columns]
