@@ -24,7 +24,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from arus.config import AggregateConfig, Config
 from arus.core.clean import with_schema
-from arus.core.rules import duration_us, record_limits
+from arus.core.rules import KEY_SEPARATOR, duration_us, record_limits
 from arus.core.stages import bronze_to_checked, bronze_to_silver
 from arus.core.transforms import schema_from_ddl
 from arus.io.kafka import check_kafka
@@ -156,7 +156,7 @@ def start_clean(spark: SparkSession, config: Config, plan: PipelinePlan, tally: 
         id_field=job.dedup_field,
     )
     # keyed by entity, as the producers key the raw topic
-    key = F.concat_ws("|", *[F.col(k).cast("string") for k in job.keys])
+    key = F.concat_ws(KEY_SEPARATOR, *[F.col(k).cast("string") for k in job.keys])
     parse = functools.partial(bronze_to_checked, schema=raw_schema, job=job)
     write = write_clean(
         config.kafka,
