@@ -8,7 +8,7 @@
     DEAD_LETTER_HEADERS, LATE_HEADERS            # Kafka header names, in the order both write them
 
 The Spark side builds Columns from these (arus.core.transforms, arus.core.late); the kafka-python
-side (arus.pyengine) builds values; tests/unit/test_rules.py feeds the same edge cases to both.
+side (arus.pyengine) builds values; tests/integration/test_rules.py feeds the same edge cases to both.
 Standard library and arus.config only (neither imports Spark), so the kafka-python engine and the
 producers never start a JVM for them.
 """
