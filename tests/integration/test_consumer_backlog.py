@@ -10,7 +10,6 @@ has records to read; partitions with nothing to read (empty, or caught up) do no
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,8 @@ from typing import Any
 
 import pytest
 from arus.jobs import consumer
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
+from support import topic_records
 
 from arus.config import Config
 from arus.io.producer import make_producer
@@ -53,24 +53,6 @@ def send(config: Config, topic: str, by_partition: dict[int, list[dict[str, Any]
             future.get(timeout=60)
     finally:
         producer.close()
-
-
-def read_all(config: Config, topic: str) -> list[Any]:
-    reader = KafkaConsumer(enable_auto_commit=False, **config.kafka.client_kwargs())
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or [])]
-        reader.assign(partitions)
-        reader.seek_to_beginning()
-        end = reader.end_offsets(partitions)
-        records: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(reader.position(tp) < end[tp] for tp in partitions):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            for batch in reader.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        reader.close()
 
 
 def committed_watermarks(config: Config, group: str) -> set[int | None]:
@@ -126,9 +108,9 @@ def test_a_backlog_on_three_partitions_and_an_empty_one_has_no_late_events_spark
     # each): nothing in it is behind its watermark, so nothing may be late here either.
     assert (first.records, first.aggregated, first.late, first.dead) == (len(events), len(events), 0, 0)
     counts = Counter(f"{r['device_id']}|{r['event_time'][:16]}:00Z" for r in events)
-    latest = {r.key.decode(): json.loads(r.value) for r in read_all(config, topics["out"])}
+    latest = {r.key.decode(): json.loads(r.value) for r in topic_records(config, topics["out"])}
     assert {k: row["count"] for k, row in latest.items()} == dict(counts)
-    assert read_all(config, topics["late"]) == []
+    assert topic_records(config, topics["late"]) == []
     # Caught up on every partition: the empty one did not hold the watermark back, it is Spark's
     # (the largest event time less the delay).
     newest = START + timedelta(seconds=10 * 179)
@@ -146,13 +128,13 @@ def test_a_backlog_on_three_partitions_and_an_empty_one_has_no_late_events_spark
     second = run(config, topics, group)  # same group: restarts from its commits
 
     assert (second.records, second.late, second.aggregated) == (3, 2, 1)
-    late = read_all(config, topics["late"])
+    late = topic_records(config, topics["late"])
     assert sorted(json.loads(r.value)["event_id"] for r in late) == sorted(
         [closed["event_id"], at_watermark["event_id"]]
     )
     assert {dict(r.headers)["watermark"] for r in late} == {b"2026-03-01T12:27:50.000Z"}
     key = f"p1-d2|{on_time['event_time'][:16]}:00Z"
-    latest = {r.key.decode(): json.loads(r.value) for r in read_all(config, topics["out"])}
+    latest = {r.key.decode(): json.loads(r.value) for r in topic_records(config, topics["out"])}
     assert latest[key]["count"] == counts[key] + 1
 
     # Once more: the replay now also reads the late event in that open window, which the commit
@@ -161,5 +143,5 @@ def test_a_backlog_on_three_partitions_and_an_empty_one_has_no_late_events_spark
     send(config, topics["in"], {1: [again]})
     third = run(config, topics, group)
     assert (third.records, third.late, third.aggregated) == (1, 0, 1)
-    latest = {r.key.decode(): json.loads(r.value) for r in read_all(config, topics["out"])}
+    latest = {r.key.decode(): json.loads(r.value) for r in topic_records(config, topics["out"])}
     assert latest[key]["count"] == counts[key] + 2

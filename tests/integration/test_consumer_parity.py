@@ -13,37 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from arus.jobs import aggregate, consumer
-from kafka import KafkaConsumer, TopicPartition
+from arus.jobs import consumer
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
+from support import RAW_KAFKA, produce, run_aggregate, topic_records
 
 from arus.config import Config
 from arus.core.rules import record_limits, window_us
 from arus.core.stages import bronze_to_checked
 from arus.core.transforms import aggregate_windows, schema_from_ddl
-from arus.io.producer import make_producer
 from arus.pyengine.consumer import run
 from arus.pyengine.records import InvalidRecord, parse_record, parse_schema
 from arus.pyengine.windowing import Aggregator, WindowSpec, to_us
 from arus.sources.iot import fleet, readings, to_record
-from arus.sources.send import Record, SendLoop
+from arus.sources.send import Record
 
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 KAFKA_TIME = datetime(2026, 3, 2, tzinfo=UTC)
-RAW = T.StructType(
-    [
-        T.StructField("key", T.BinaryType()),
-        T.StructField("value", T.BinaryType()),
-        T.StructField("topic", T.StringType()),
-        T.StructField("partition", T.IntegerType()),
-        T.StructField("offset", T.LongType()),
-        T.StructField("timestamp", T.TimestampType()),
-    ]
-)
 
 
 def doc(**fields: Any) -> bytes:
@@ -166,7 +154,7 @@ def test_consumer_gives_every_record_the_spark_jobs_verdict(spark: SparkSession,
     job = config.aggregate
     ddl = config.schema(job.schema)
     rows = [(b"k", v, "in", 0, i, KAFKA_TIME) for i, v in enumerate(EDGE_CASES)]
-    checked = bronze_to_checked(spark.createDataFrame(rows, RAW), schema_from_ddl(ddl), job)
+    checked = bronze_to_checked(spark.createDataFrame(rows, RAW_KAFKA), schema_from_ddl(ddl), job)
     fields = parse_schema(ddl)
     timestamps = [f.name for f in fields if f.type == "timestamp"]
     spark_rows = (
@@ -266,40 +254,9 @@ ODD_BUT_VALID = [
 ]
 
 
-def produce(config: Config, records: list[Record]) -> None:
-    producer = make_producer(config.kafka, config.producer)
-    try:
-        summary = SendLoop(producer, progress=None).run(records)
-    finally:
-        producer.close()
-    assert (summary.acked, summary.failed) == (len(records), 0)
-
-
-def read_topic(config: Config, topic: str) -> list[Any]:
-    """Every record of `topic`, up to its end offsets at the time of the call."""
-    reader = KafkaConsumer(enable_auto_commit=False, **config.kafka.client_kwargs())
-    try:
-        deadline = time.monotonic() + 30
-        while not (ids := reader.partitions_for_topic(topic)):
-            assert time.monotonic() < deadline, f"no metadata for {topic}"
-            time.sleep(0.2)
-        partitions = [TopicPartition(topic, p) for p in sorted(ids)]
-        reader.assign(partitions)
-        reader.seek_to_beginning()
-        end = reader.end_offsets(partitions)
-        records: list[Any] = []
-        while any(reader.position(tp) < end[tp] for tp in partitions):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            for batch in reader.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        reader.close()
-
-
 def latest_by_key(config: Config, topic: str) -> dict[str, dict[str, Any]]:
     """What a reader of the at-least-once output keeps: the last record per key."""
-    return {r.key.decode(): json.loads(r.value) for r in read_topic(config, topic)}
+    return {r.key.decode(): json.loads(r.value) for r in topic_records(config, topic)}
 
 
 def dead_letter_set(config: Config, topic: str) -> set[tuple[Any, ...]]:
@@ -309,7 +266,7 @@ def dead_letter_set(config: Config, topic: str) -> set[tuple[Any, ...]]:
             r.value,
             *(dict(r.headers)[h] for h in ("error", "source_topic", "source_partition", "source_offset")),
         )
-        for r in read_topic(config, topic)
+        for r in topic_records(config, topic)
     }
 
 
@@ -346,17 +303,7 @@ def test_consumer_and_spark_job_agree_on_one_topic(
     produce(config, records)
 
     started = time.monotonic()
-    code = aggregate.main(
-        [
-            "--input-topic", topics["in"],
-            "--output-topic", topics["spark_out"],
-            "--deadletter-topic", topics["spark_dead"],
-            "--table", str(tmp_path / "gold"),
-            "--deadletter-table", str(tmp_path / "deadletter"),
-            "--checkpoint", str(tmp_path / "checkpoint"),
-        ]
-    )  # fmt: skip
-    assert code == 0
+    run_aggregate({"in": topics["in"], "out": topics["spark_out"], "dead": topics["spark_dead"]}, tmp_path)
     spark_s = time.monotonic() - started
     print(f"\nspark job {spark_s:.1f}s", flush=True)
 
@@ -396,4 +343,4 @@ def test_consumer_and_spark_job_agree_on_one_topic(
     consumer_dead = dead_letter_set(config, topics["dead"])
     assert sorted(d[1] for d in consumer_dead) == sorted(malformed)
     assert consumer_dead == spark_dead
-    assert read_topic(config, topics["late"]) == []
+    assert topic_records(config, topics["late"]) == []
