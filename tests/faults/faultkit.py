@@ -175,19 +175,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {"SPARK_SUBMIT_OPTS": QUICK_JVM, **env, **extra}
 
 
-def job_args(topics: dict[str, str], folder: Path, *extra: str) -> list[str]:
-    return [
-        "--input-topic", topics["in"],
-        "--output-topic", topics["out"],
-        "--deadletter-topic", topics["dead"],
-        "--table", str(folder / "gold"),
-        "--deadletter-table", str(folder / "deadletter"),
-        "--late-table", str(folder / "late"),
-        "--checkpoint", str(folder / "checkpoint"),
-        *extra,
-    ]  # fmt: skip
-
-
 def run_job_process(
     args: Sequence[str], env: dict[str, str], timeout: float = 480
 ) -> subprocess.CompletedProcess[str]:

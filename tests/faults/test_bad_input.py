@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 from arus.jobs import aggregate
 from faultkit import (
-    job_args,
     json_record,
     make_topics,
     produce,
@@ -25,6 +24,7 @@ from faultkit import (
     write_config,
 )
 from pyspark.sql import SparkSession
+from support import job_args
 
 from arus.config import Config
 from arus.sources.send import Record

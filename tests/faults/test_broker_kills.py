@@ -23,7 +23,6 @@ from arus.jobs import aggregate
 from faultkit import (
     HEAP,
     free_port_block,
-    job_args,
     json_record,
     make_topics,
     read_delta,
@@ -34,6 +33,7 @@ from faultkit import (
 )
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
+from support import job_args
 
 from arus.config import BrokerConfig, Config, KafkaConfig
 from arus.io.producer import make_producer

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from arus.jobs import aggregate
-from faultkit import failures_at_once, free_ports, job_args, make_topics, write_config
+from faultkit import failures_at_once, free_ports, make_topics, write_config
 from kafka import KafkaConsumer
+from support import job_args
 
 from arus.config import Config, KafkaConfig
 from arus.io.kafka import explained_connection_errors

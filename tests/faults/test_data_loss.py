@@ -12,9 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from arus.jobs import aggregate
-from faultkit import job_args, json_record, make_topics, produce, read_delta, reading, write_config
+from faultkit import json_record, make_topics, produce, read_delta, reading, write_config
 from kafka import KafkaAdminClient, TopicPartition
 from pyspark.sql import SparkSession
+from support import job_args
 
 from arus.config import Config
 

@@ -18,7 +18,6 @@ import pytest
 from arus.jobs import aggregate
 from faultkit import (
     clean_env,
-    job_args,
     json_record,
     make_topics,
     produce,
@@ -29,6 +28,7 @@ from faultkit import (
     write_config,
 )
 from pyspark.sql import SparkSession
+from support import job_args
 
 from arus.config import Config
 from arus.runtime.guards import FAULT_ENV

@@ -23,7 +23,6 @@ from faultkit import (
     clean_env,
     failures_at_once,
     free_ports,
-    job_args,
     json_record,
     make_ca,
     make_topics,
@@ -34,6 +33,7 @@ from faultkit import (
     write_config,
 )
 from kafka import KafkaConsumer
+from support import job_args
 
 from arus.config import DEFAULT_CONFIG, BrokerConfig, Config, KafkaConfig, load_config
 from arus.io.kafka import explained_connection_errors
