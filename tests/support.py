@@ -1,5 +1,6 @@
 """Set-up shared by every test folder: Kafka's raw record schema and inline rows in it, sending
-records and reading topics back, and the main job run to the end.
+records and reading topics back, the main job run to the end, and the pandas oracle of its gold
+table.
 
 tests/conftest.py sits beside this module, so pytest puts tests/ on the path and every folder's tests
 `import support`. Suite-specific helpers stay with their suite (tests/faults/faultkit.py,
@@ -14,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from arus.jobs import aggregate
 from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import DataFrame, SparkSession
@@ -91,3 +94,30 @@ def job_args(topics: dict[str, str], folder: Path, *extra: str) -> list[str]:
 def run_aggregate(topics: dict[str, str], folder: Path, *extra: str) -> None:
     """The main job in this process, to the end of its input (its default availableNow trigger)."""
     assert aggregate.main(job_args(topics, folder, *extra)) == 0
+
+
+def gold_oracle(events: Sequence[dict[str, object]], keys: Sequence[str] = ("device_id",)) -> pd.DataFrame:
+    """Tumbling 1-minute aggregates computed with pandas alone, after dropping repeated event ids."""
+    df = pd.DataFrame(list(events)).drop_duplicates("event_id")
+    df["window_start"] = pd.to_datetime(df["event_time"], utc=True).dt.floor("1min")
+    groups = df.groupby([*keys, "window_start"])["value"]
+    out = groups.agg(
+        count="count",
+        value_mean="mean",
+        value_min="min",
+        value_max="max",
+        value_stddev=lambda v: v.std(ddof=1),
+        # Spark's percentile_approx on few values: the smallest value with at least p of them <= it.
+        value_p50=lambda v: np.percentile(v, 50, method="inverted_cdf"),
+        value_p95=lambda v: np.percentile(v, 95, method="inverted_cdf"),
+    )
+    return out.reset_index().sort_values([*keys, "window_start"]).reset_index(drop=True)
+
+
+def gold_frame(
+    table: pd.DataFrame, expected: pd.DataFrame, keys: Sequence[str] = ("device_id",)
+) -> pd.DataFrame:
+    """A gold Delta table as read into pandas, in the oracle's order and columns."""
+    table = table.copy()
+    table["window_start"] = pd.to_datetime(table["window_start"], utc=True)
+    return table.sort_values([*keys, "window_start"]).reset_index(drop=True)[expected.columns]

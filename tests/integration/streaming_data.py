@@ -1,4 +1,5 @@
-"""Seeded test data for the streaming jobs, and the pandas/Python oracles that judge their output.
+"""Seeded test data for the streaming jobs, and the Python oracles of which events are late (the
+gold table's pandas oracle is support.gold_oracle, shared with the other folders).
 
 The data is built by hand here (not by the producers) so the tests say exactly what was sent: every
 record in send order with what it is meant to be (a good reading, a repeated send, a late event,
@@ -12,9 +13,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-
-import numpy as np
-import pandas as pd
 
 from arus.config import Config
 from arus.io.producer import make_producer
@@ -115,30 +113,3 @@ def on_time_events(sent: Iterable[Sent], late: Sequence[dict[str, object]]) -> l
 def round_half_up(value: float, decimals: int = 3) -> float:
     """Spark's round(): half-up on the decimal the double prints as."""
     return float(Decimal(repr(value)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
-
-
-def gold_oracle(events: Sequence[dict[str, object]], keys: Sequence[str] = ("device_id",)) -> pd.DataFrame:
-    """Tumbling 1-minute aggregates with pandas alone."""
-    df = pd.DataFrame(list(events))
-    df["window_start"] = pd.to_datetime(df["event_time"], utc=True).dt.floor("1min")
-    groups = df.groupby([*keys, "window_start"])["value"]
-    out = groups.agg(
-        count="count",
-        value_mean="mean",
-        value_min="min",
-        value_max="max",
-        value_stddev=lambda v: v.std(ddof=1),
-        # Spark's percentile_approx on few values: the smallest value with at least p of them <= it.
-        value_p50=lambda v: np.percentile(v, 50, method="inverted_cdf"),
-        value_p95=lambda v: np.percentile(v, 95, method="inverted_cdf"),
-    )
-    return out.reset_index().sort_values([*keys, "window_start"]).reset_index(drop=True)
-
-
-def gold_frame(
-    table: pd.DataFrame, expected: pd.DataFrame, keys: Sequence[str] = ("device_id",)
-) -> pd.DataFrame:
-    """A gold Delta table as read into pandas, in the oracle's order and columns."""
-    table = table.copy()
-    table["window_start"] = pd.to_datetime(table["window_start"], utc=True)
-    return table.sort_values([*keys, "window_start"]).reset_index(drop=True)[expected.columns]

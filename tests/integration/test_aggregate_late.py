@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from arus.jobs import aggregate
 from kafka import KafkaConsumer
 from pyspark.sql import SparkSession
 from streaming_data import (
@@ -22,14 +21,13 @@ from streaming_data import (
     START,
     Sent,
     bad,
-    gold_frame,
-    gold_oracle,
     good,
     on_time_events,
     produce,
     reading,
     spark_late,
 )
+from support import gold_frame, gold_oracle, run_aggregate
 
 from arus.config import Config
 
@@ -75,20 +73,9 @@ def test_late_events_go_to_the_late_table_and_topic_and_are_counted(
     sent = dataset()
     produce(config, topics["in"], sent)
 
-    code = aggregate.main(
-        [
-            "--input-topic", topics["in"],
-            "--output-topic", topics["out"],
-            "--deadletter-topic", topics["dead"],
-            "--late-topic", topics["late"],
-            "--table", str(tmp_path / "gold"),
-            "--deadletter-table", str(tmp_path / "deadletter"),
-            "--late-table", str(tmp_path / "late"),
-            "--checkpoint", str(tmp_path / "checkpoint"),
-            "--max-offsets-per-trigger", str(PER_BATCH),
-        ]
-    )  # fmt: skip
-    assert code == 0
+    run_aggregate(
+        topics, tmp_path, "--late-topic", topics["late"], "--max-offsets-per-trigger", str(PER_BATCH)
+    )
     output = capsys.readouterr().out
     print(output)
 

@@ -7,17 +7,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from arus.jobs import aggregate
 from kafka import KafkaConsumer
 from pyspark.sql import SparkSession
+from support import gold_frame, gold_oracle, produce, run_aggregate
 
 from arus.config import Config
-from arus.io.producer import make_producer
 from arus.sources.iot import fleet, readings, to_record
-from arus.sources.send import Record, SendLoop
+from arus.sources.send import Record
 
 pytestmark = pytest.mark.integration
 
@@ -26,48 +24,6 @@ MALFORMED = [
     b"{not json",
     b'{"event_id":"x","device_id":"d","value":"hot","event_time":"2026-03-01T12:00:00Z"}',
 ]
-
-
-def produce(config: Config, records: list[Record]) -> None:
-    producer = make_producer(config.kafka, config.producer)
-    try:
-        summary = SendLoop(producer, progress=None).run(records)
-    finally:
-        producer.close()
-    assert (summary.acked, summary.failed) == (len(records), 0)
-
-
-def oracle(events: list[dict[str, object]]) -> pd.DataFrame:
-    """Tumbling 1-minute aggregates computed with pandas alone, after dropping repeated event ids."""
-    df = pd.DataFrame(events).drop_duplicates("event_id")
-    df["window_start"] = pd.to_datetime(df["event_time"], utc=True).dt.floor("1min")
-    groups = df.groupby(["device_id", "window_start"])["value"]
-    out = groups.agg(
-        count="count",
-        value_mean="mean",
-        value_min="min",
-        value_max="max",
-        value_stddev=lambda v: v.std(ddof=1),
-        # Spark's percentile_approx on few values: the smallest value with at least p of them <= it.
-        value_p50=lambda v: np.percentile(v, 50, method="inverted_cdf"),
-        value_p95=lambda v: np.percentile(v, 95, method="inverted_cdf"),
-    )
-    return out.reset_index().sort_values(["device_id", "window_start"]).reset_index(drop=True)
-
-
-def run_job(config: Config, tmp_path: Path, topics: dict[str, str], *extra: str) -> None:
-    code = aggregate.main(
-        [
-            "--input-topic", topics["in"],
-            "--output-topic", topics["out"],
-            "--deadletter-topic", topics["dead"],
-            "--table", str(tmp_path / "gold"),
-            "--deadletter-table", str(tmp_path / "deadletter"),
-            "--checkpoint", str(tmp_path / "checkpoint"),
-            *extra,
-        ]
-    )  # fmt: skip
-    assert code == 0
 
 
 def test_aggregate_job_matches_pandas_oracle(
@@ -81,12 +37,11 @@ def test_aggregate_job_matches_pandas_oracle(
     records += [Record(topics["in"], "bad", value) for value in MALFORMED]
     produce(config, records)
 
-    run_job(config, tmp_path, topics)
+    run_aggregate(topics, tmp_path)
 
     gold = spark.read.format("delta").load(str(tmp_path / "gold")).toPandas()
-    gold["window_start"] = pd.to_datetime(gold["window_start"], utc=True)
-    got = gold.sort_values(["device_id", "window_start"]).reset_index(drop=True)[oracle(events).columns]
-    expected = oracle(events)
+    expected = gold_oracle(events)
+    got = gold_frame(gold, expected)
     pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=1e-9)
     assert int(got["count"].sum()) == len(events)
 
@@ -115,21 +70,19 @@ def test_restart_on_the_same_checkpoint_writes_each_row_once(
     second = [next(gen) for _ in range(4 * 12)]
 
     produce(config, [to_record(e, topics["in"]) for e in first])
-    run_job(config, tmp_path, topics, "--max-offsets-per-trigger", "20")
+    run_aggregate(topics, tmp_path, "--max-offsets-per-trigger", "20")
     version_after_first = delta_version(spark, tmp_path / "gold")
 
-    run_job(config, tmp_path, topics)  # nothing new: the table must not change
+    run_aggregate(topics, tmp_path)  # nothing new: the table must not change
     assert delta_version(spark, tmp_path / "gold") == version_after_first
 
     produce(config, [to_record(e, topics["in"]) for e in second])
-    run_job(config, tmp_path, topics, "--max-offsets-per-trigger", "20")
+    run_aggregate(topics, tmp_path, "--max-offsets-per-trigger", "20")
 
     gold = spark.read.format("delta").load(str(tmp_path / "gold")).toPandas()
     assert not gold.duplicated(["device_id", "window_start"]).any()
-    gold["window_start"] = pd.to_datetime(gold["window_start"], utc=True)
-    got = gold.sort_values(["device_id", "window_start"]).reset_index(drop=True)
-    expected = oracle(first + second)
-    pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False, rtol=1e-9)
+    expected = gold_oracle(first + second)
+    pd.testing.assert_frame_equal(gold_frame(gold, expected), expected, check_dtype=False, rtol=1e-9)
 
 
 def delta_version(spark: SparkSession, path: Path) -> int:

@@ -30,8 +30,6 @@ from streaming_data import (
     START,
     Sent,
     bad,
-    gold_frame,
-    gold_oracle,
     good,
     iso,
     on_time_events,
@@ -40,6 +38,7 @@ from streaming_data import (
     round_half_up,
     spark_late,
 )
+from support import gold_frame, gold_oracle
 
 from arus.config import Config, TopicConfig
 from arus.ops.topics import ensure_topics

@@ -16,18 +16,16 @@ import zipfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
+from support import gold_frame, gold_oracle, job_args, produce
 
 from arus.config import REPO_ROOT, Config, SparkClusterConfig
-from arus.io.producer import make_producer
 from arus.ops.standalone import Cluster, down, free_port, master_state, up
 from arus.sources.iot import fleet, readings, to_record
-from arus.sources.send import Record, SendLoop
+from arus.sources.send import Record
 
 pytestmark = pytest.mark.integration
 
@@ -48,22 +46,6 @@ def package(dist: Path) -> Path:
     return wheel
 
 
-def oracle(events: list[dict[str, Any]]) -> pd.DataFrame:
-    """Tumbling 1-minute aggregates per device with pandas alone, repeated event ids dropped."""
-    df = pd.DataFrame(events).drop_duplicates("event_id")
-    df["window_start"] = pd.to_datetime(df["event_time"], utc=True).dt.floor("1min")
-    out = df.groupby(["device_id", "window_start"])["value"].agg(
-        count="count",
-        value_mean="mean",
-        value_min="min",
-        value_max="max",
-        value_stddev=lambda v: v.std(ddof=1),
-        value_p50=lambda v: np.percentile(v, 50, method="inverted_cdf"),
-        value_p95=lambda v: np.percentile(v, 95, method="inverted_cdf"),
-    )
-    return out.reset_index().sort_values(["device_id", "window_start"]).reset_index(drop=True)
-
-
 @pytest.mark.timeout(900)
 def test_aggregate_job_runs_unchanged_on_a_standalone_cluster(
     config: Config, new_topic: Callable[..., str], tmp_path: Path
@@ -78,11 +60,7 @@ def test_aggregate_job_runs_unchanged_on_a_standalone_cluster(
     run_dir.mkdir()
     driver = run_dir / "aggregate.py"
     driver.write_bytes(zipfile.ZipFile(wheel).read("arus/jobs/aggregate.py"))
-    producer = make_producer(config.kafka, config.producer)
-    try:
-        assert SendLoop(producer, progress=None).run(records).acked == len(records)
-    finally:
-        producer.close()
+    produce(config, records)
 
     cluster = Cluster(
         SparkClusterConfig(
@@ -114,12 +92,7 @@ def test_aggregate_job_runs_unchanged_on_a_standalone_cluster(
                 "--conf", f"spark.executor.extraJavaOptions={SMALL_JVM}",
                 "--py-files", str(wheel),
                 str(driver),
-                "--input-topic", topics["in"],
-                "--output-topic", topics["out"],
-                "--deadletter-topic", topics["dead"],
-                "--table", str(tmp_path / "gold"),
-                "--deadletter-table", str(tmp_path / "deadletter"),
-                "--checkpoint", str(tmp_path / "checkpoint"),
+                *job_args(topics, tmp_path),
             ],
             cwd=run_dir,
             env={**os.environ, "SPARK_LOCAL_IP": cluster.settings.host, "PYSPARK_PYTHON": sys.executable},
@@ -145,8 +118,7 @@ def test_aggregate_job_runs_unchanged_on_a_standalone_cluster(
     assert not any(p.exists() for p in cluster.pid_files())
 
     gold = DeltaTable(str(tmp_path / "gold")).to_pandas()
-    gold["window_start"] = pd.to_datetime(gold["window_start"], utc=True)
-    expected = oracle(events)
-    got = gold.sort_values(["device_id", "window_start"]).reset_index(drop=True)[expected.columns]
+    expected = gold_oracle(events)
+    got = gold_frame(gold, expected)
     pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=1e-9)
     assert int(got["count"].sum()) == len(events)
