@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from faultkit import ARUS_ENV, FIGURES_FILE, HEAP, QUICK_JVM, free_ports
+from faultkit import ARUS_ENV, FIGURES_FILE, HEAP, QUICK_JVM, MainJob, free_ports, make_topics
 
 from arus.config import DEFAULT_CONFIG, BrokerConfig, Config, KafkaConfig, load_config
 from arus.ops import broker
@@ -115,3 +115,12 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
             monkeypatch.setenv(var, value)
 
     return apply
+
+
+@pytest.fixture
+def main_job(private_broker: Config, isolated_env: Callable[..., None]) -> MainJob:
+    """The main job on the private broker, run in this process: new topics of one partition each
+    (no test reads another's records), and none of arus's variables from the outer environment."""
+    isolated_env()
+    names = make_topics(private_broker.kafka, ("in", 1), ("out", 1), ("dead", 1))
+    return MainJob(private_broker, dict(zip(["in", "out", "dead"], names, strict=True)))

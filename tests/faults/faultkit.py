@@ -91,6 +91,14 @@ def make_topics(kafka: KafkaConfig, *specs: tuple[str, int], replication: int = 
     return names
 
 
+@dataclass(frozen=True)
+class MainJob:
+    """Where a test runs the main job: the private broker's config and the job's own topics."""
+
+    config: Config
+    topics: dict[str, str]  # "in", "out", "dead"
+
+
 def reading(i: int, devices: int = 4, **changes: object) -> dict[str, object]:
     """Reading i of a small fleet: device i % devices, one every 10 s of event time per device."""
     at = START + timedelta(seconds=10 * (i // devices))

@@ -14,19 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from arus.jobs import aggregate
-from faultkit import (
-    json_record,
-    make_topics,
-    produce,
-    read_delta,
-    read_topic,
-    reading,
-    write_config,
-)
+from faultkit import MainJob, json_record, produce, read_delta, read_topic, reading, write_config
 from pyspark.sql import SparkSession
 from support import job_args
 
-from arus.config import Config
 from arus.sources.send import Record
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -120,17 +111,13 @@ def oracle(events: list[dict[str, object]]) -> pd.DataFrame:
 
 
 def test_every_class_of_bad_input_is_contained(
-    private_broker: Config, spark: SparkSession, tmp_path: Path, isolated_env, figures: dict[str, object]
+    main_job: MainJob, spark: SparkSession, tmp_path: Path, figures: dict[str, object]
 ) -> None:
-    config = private_broker
-    topics = dict(
-        zip(["in", "out", "dead"], make_topics(config.kafka, ("in", 1), ("out", 1), ("dead", 1)), strict=True)
-    )
+    config, topics = main_job.config, main_job.topics
     records, events, classes = bad_input(topics["in"])
     produce(config.kafka, config, records)
     conf = write_config(tmp_path / "arus.toml", config, **{"aggregate.max_record_bytes": str(MAX_BYTES)})
 
-    isolated_env()
     assert aggregate.main(["--config", str(conf), *job_args(topics, tmp_path)]) == 0
 
     dead = read_delta(tmp_path / "deadletter")
@@ -160,19 +147,15 @@ def test_every_class_of_bad_input_is_contained(
 
 
 def test_a_flood_of_bad_records_trips_the_circuit_breaker(
-    private_broker: Config, spark: SparkSession, tmp_path: Path, isolated_env, figures: dict[str, object]
+    main_job: MainJob, spark: SparkSession, tmp_path: Path, figures: dict[str, object]
 ) -> None:
-    config = private_broker
-    topics = dict(
-        zip(["in", "out", "dead"], make_topics(config.kafka, ("in", 1), ("out", 1), ("dead", 1)), strict=True)
-    )
+    config, topics = main_job.config, main_job.topics
     good = [json_record(topics["in"], reading(i)) for i in range(15)]
     broken = [raw(topics["in"], f"<html>502 Bad Gateway {i}</html>".encode()) for i in range(45)]
     produce(config.kafka, config, good[:5] + broken + good[5:])
     breaker = {"aggregate.max_deadletter_ratio": "0.5", "aggregate.breaker_min_records": "20"}
     args = job_args(topics, tmp_path)
 
-    isolated_env()
     tight = write_config(tmp_path / "tight.toml", config, **breaker)
     with pytest.raises(
         RuntimeError, match=r"circuit breaker: 45 of 60 records in micro-batch 0 are bad \(75%"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from arus.jobs import aggregate
-from faultkit import failures_at_once, free_ports, make_topics, write_config
+from faultkit import MainJob, failures_at_once, free_ports, write_config
 from kafka import KafkaConsumer
 from support import job_args
 
-from arus.config import Config, KafkaConfig
+from arus.config import KafkaConfig
 from arus.io.kafka import explained_connection_errors
 from arus.io.producer import make_producer
 
@@ -27,16 +27,9 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def test_config_mistakes_fail_fast_naming_the_cause(
-    private_broker: Config,
-    tmp_path: Path,
-    isolated_env,
-    capsys: pytest.CaptureFixture[str],
-    figures: dict[str, object],
+    main_job: MainJob, tmp_path: Path, capsys: pytest.CaptureFixture[str], figures: dict[str, object]
 ) -> None:
-    config = private_broker
-    topics = dict(
-        zip(["in", "out", "dead"], make_topics(config.kafka, ("in", 1), ("out", 1), ("dead", 1)), strict=True)
-    )
+    config, topics = main_job.config, main_job.topics
     good = write_config(tmp_path / "good.toml", config)
     text = good.read_text()
     (dead_port,) = free_ports(1)
@@ -67,7 +60,6 @@ def test_config_mistakes_fail_fast_naming_the_cause(
             f"no Kafka broker answers at 127.0.0.1:{dead_port}",
         ),
     }
-    isolated_env()
     seen = {}
     for name, (toml, extra, message) in mistakes.items():
         path = tmp_path / f"{name.replace(' ', '-')}.toml"

@@ -12,34 +12,27 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from arus.jobs import aggregate
-from faultkit import json_record, make_topics, produce, read_delta, reading, write_config
+from faultkit import MainJob, json_record, produce, read_delta, reading, write_config
 from kafka import KafkaAdminClient, TopicPartition
 from pyspark.sql import SparkSession
 from support import job_args
-
-from arus.config import Config
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 
 def test_records_deleted_past_the_checkpoint(
-    private_broker: Config,
+    main_job: MainJob,
     spark: SparkSession,
     tmp_path: Path,
-    isolated_env,
     capsys: pytest.CaptureFixture[str],
     figures: dict[str, object],
 ) -> None:
-    config = private_broker
-    topics = dict(
-        zip(["in", "out", "dead"], make_topics(config.kafka, ("in", 1), ("out", 1), ("dead", 1)), strict=True)
-    )
+    config, topics = main_job.config, main_job.topics
     first = [reading(i) for i in range(40)]
     second = [reading(i) for i in range(40, 80)]
     produce(config.kafka, config, [json_record(topics["in"], e) for e in first])
     strict = write_config(tmp_path / "strict.toml", config)
     args = job_args(topics, tmp_path)
-    isolated_env()
     assert aggregate.main(["--config", str(strict), *args]) == 0
     capsys.readouterr()
 
