@@ -1,6 +1,6 @@
 """Set-up shared by every test folder: Kafka's raw record schema and inline rows in it, sending
-records and reading topics back, the main job run to the end, and the pandas oracle of its gold
-table.
+records and reading topics back, the main job run to the end, the pandas oracle of its gold
+table, and the kafka-python consumer's settings.
 
 tests/conftest.py sits beside this module, so pytest puts tests/ on the path and every folder's tests
 `import support`. Suite-specific helpers stay with their suite (tests/faults/faultkit.py,
@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from arus.jobs import aggregate
+from arus.jobs import aggregate, consumer
 from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from arus.config import Config, KafkaConfig
 from arus.io.producer import make_producer
+from arus.pyengine.consumer import ConsumerSettings
 from arus.sources.send import Record, SendLoop
 
 # The columns spark.read.format("kafka") gives, before any parsing.
@@ -94,6 +95,21 @@ def job_args(topics: dict[str, str], folder: Path, *extra: str) -> list[str]:
 def run_aggregate(topics: dict[str, str], folder: Path, *extra: str) -> None:
     """The main job in this process, to the end of its input (its default availableNow trigger)."""
     assert aggregate.main(job_args(topics, folder, *extra)) == 0
+
+
+def consumer_settings(config: Config, topics: dict[str, str], group: str, *extra: str) -> ConsumerSettings:
+    """The kafka-python consumer's settings for topics {"in", "out", "dead", "late"} in `group`,
+    without its live view, as `arus consume` would parse them."""
+    argv = [
+        "--input-topic", topics["in"],
+        "--output-topic", topics["out"],
+        "--deadletter-topic", topics["dead"],
+        "--late-topic", topics["late"],
+        "--group-id", group,
+        "--no-view",
+        *extra,
+    ]  # fmt: skip
+    return consumer.settings_from(consumer.parse_args(argv), config)
 
 
 def gold_oracle(events: Sequence[dict[str, object]], keys: Sequence[str] = ("device_id",)) -> pd.DataFrame:

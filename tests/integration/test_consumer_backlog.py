@@ -16,9 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from arus.jobs import consumer
 from kafka import KafkaAdminClient
-from support import topic_records
+from support import consumer_settings, topic_records
 
 from arus.config import Config
 from arus.io.producer import make_producer
@@ -65,18 +64,10 @@ def committed_watermarks(config: Config, group: str) -> set[int | None]:
 
 
 def run(config: Config, topics: dict[str, str], group: str) -> engine.Counters:
-    argv = [
-        "--input-topic", topics["in"],
-        "--output-topic", topics["out"],
-        "--deadletter-topic", topics["dead"],
-        "--late-topic", topics["late"],
-        "--group-id", group,
-        "--window", "1 minute",
-        "--watermark", "2 minutes",
-        "--until-idle", "3",
-        "--no-view",
-    ]  # fmt: skip
-    return engine.run(config, consumer.settings_from(consumer.parse_args(argv), config))
+    settings = consumer_settings(
+        config, topics, group, "--window", "1 minute", "--watermark", "2 minutes", "--until-idle", "3"
+    )
+    return engine.run(config, settings)
 
 
 def test_a_backlog_on_three_partitions_and_an_empty_one_has_no_late_events_spark_would_not_have(

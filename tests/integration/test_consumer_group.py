@@ -17,11 +17,12 @@ import pytest
 from arus.jobs import consumer
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
+from support import consumer_settings
 
 from arus.config import Config, TopicConfig
 from arus.io.producer import make_producer
 from arus.ops.topics import ensure_topics
-from arus.pyengine.consumer import ConsumerSettings, WindowConsumer, make_consumer, run
+from arus.pyengine.consumer import WindowConsumer, make_consumer, run
 from arus.sources.iot import fleet, readings, to_record
 from arus.sources.send import SendLoop
 
@@ -91,19 +92,6 @@ def assert_matches_oracle(got: dict[str, dict[str, Any]], expected: dict[str, di
             assert math.isclose(got[key][name], value, rel_tol=1e-9), (key, name)
 
 
-def settings(config: Config, topics: dict[str, str], group: str, *extra: str) -> ConsumerSettings:
-    argv = [
-        "--input-topic", topics["in"],
-        "--output-topic", topics["out"],
-        "--deadletter-topic", topics["dead"],
-        "--late-topic", topics["late"],
-        "--group-id", group,
-        "--no-view",
-        *extra,
-    ]  # fmt: skip
-    return consumer.settings_from(consumer.parse_args(argv), config)
-
-
 @pytest.fixture
 def topics(new_topic: Callable[..., str]) -> dict[str, str]:
     return {
@@ -129,13 +117,13 @@ def test_a_restart_mid_window_replays_and_completes_every_window(
     events = produce_events(config, topics["in"], devices=12, per_device=100)
     group = f"restart-{topics['in']}"
 
-    first = run(config, settings(config, topics, group, "--max-records", "700"))
+    first = run(config, consumer_settings(config, topics, group, "--max-records", "700"))
     assert (first.records, first.replayed) == (700, 0)
     held_back = committed(config, group)
     # Open windows hold the commit back, so fewer than the 700 records read are committed.
     assert sum(held_back.values()) < 700
 
-    second = run(config, settings(config, topics, group, "--until-idle", "2"))
+    second = run(config, consumer_settings(config, topics, group, "--until-idle", "2"))
     # Replays start at the commit; a rebalance while joining may make them start over once more.
     assert second.replayed >= 700 - sum(held_back.values())
     assert second.records == len(events) - 700
@@ -155,11 +143,11 @@ def test_nothing_is_committed_when_the_output_cannot_be_delivered(
     assert consumer.main(["--input-topic", missing["in"], "--output-topic", missing["out"], *argv]) == 1
     # Past that check (say the topic is deleted while it runs), a send that fails stops the run.
     with pytest.raises(KafkaError):
-        run(config, settings(config, missing, group, *argv))
+        run(config, consumer_settings(config, missing, group, *argv))
     assert committed(config, group) == {}
 
     ensure_topics(config, topics=(TopicConfig(missing["out"], 3, -1, "delete"),))
-    counters = run(config, settings(config, missing, group, *argv))
+    counters = run(config, consumer_settings(config, missing, group, *argv))
     assert counters.records == len(events)  # everything again: at least once
     assert_matches_oracle(latest_by_key(config, missing["out"]), oracle(events))
 
@@ -172,7 +160,7 @@ def test_a_member_joining_mid_stream_takes_over_partitions_without_losing_window
     gen = readings(fleet(12, seed=4), START, 10.0, seed=4)
     halves = [[next(gen) for _ in range(12 * 50)] for _ in range(2)]
     group = f"rebalance-{topics['in']}"
-    live = settings(config, topics, group)
+    live = consumer_settings(config, topics, group)
     producers = [make_producer(config.kafka, config.producer) for _ in range(2)]
     members = [WindowConsumer(live, make_consumer(config.kafka, live), producer) for producer in producers]
     threads = [threading.Thread(target=member.run) for member in members]

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from arus.jobs import consumer
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from support import RAW_KAFKA, produce, run_aggregate, topic_records
+from support import RAW_KAFKA, consumer_settings, produce, run_aggregate, topic_records
 
 from arus.config import Config
 from arus.core.rules import record_limits, window_us
@@ -307,16 +306,7 @@ def test_consumer_and_spark_job_agree_on_one_topic(
     spark_s = time.monotonic() - started
     print(f"\nspark job {spark_s:.1f}s", flush=True)
 
-    argv = [
-        "--input-topic", topics["in"],
-        "--output-topic", topics["out"],
-        "--deadletter-topic", topics["dead"],
-        "--late-topic", topics["late"],
-        "--group-id", f"parity-{topics['in']}",
-        "--until-idle", "3",
-        "--no-view",
-    ]  # fmt: skip
-    counters = run(config, consumer.settings_from(consumer.parse_args(argv), config))
+    counters = run(config, consumer_settings(config, topics, f"parity-{topics['in']}", "--until-idle", "3"))
     print(counters.line())
 
     unique = len(events) + len(ODD_BUT_VALID)
