@@ -1,6 +1,7 @@
 """Running Spark jobs: the session, progress lines, guards, and the streaming queries with their writers.
 
-    session     the one Spark session factory
+    job         what every job's main does first: settle its settings or refuse; the exit codes
+    session     the one Spark session factory, and a job's timed run on it
     progress    a line per micro-batch, a summary per query
     guards      checks before Spark starts, kill points for the fault tests
     microbatch  what a micro-batch read (from its checkpoint); writes safe to replay

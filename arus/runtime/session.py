@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from arus.config import ConfigError, SparkConfig, project_root
+from arus.runtime.progress import Tally
 
 LOG4J_CONFIG = importlib.resources.files("arus.conf") / "spark" / "log4j2.properties"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
@@ -75,3 +78,12 @@ def build_session(app_name: str, config: SparkConfig, extra: dict[str, str] | No
 def _under_spark_submit() -> bool:
     """spark-submit starts the JVM first and hands the Python driver its gateway port."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def run_timed(name: str, config: SparkConfig, run: Callable[[SparkSession, Tally], object]) -> SparkSession:
+    """Build the session (app `arus-<name>`), run the job's queries on it, then say how long they took."""
+    spark = build_session(f"arus-{name}", config)
+    started = time.monotonic()
+    run(spark, Tally())
+    print(f"{name}: done in {time.monotonic() - started:.1f}s")
+    return spark
