@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"spark cluster: {exc}", file=sys.stderr)
-        return 1
+        return 2  # refused to start, as every arus command (arus.runtime.job)
     cluster = Cluster(config.spark_cluster, config.resolve(config.spark_cluster.dir))
     if args.command == "up":
         try:
