@@ -44,6 +44,11 @@ COMMANDS: dict[str, Command] = {
         "arus.ops.standalone", "the Spark standalone cluster on this machine", "up|down|status"
     ),
     "notebooks": Command("arus.ops.notebooks", "run the notebooks headless against the lake"),
+    "topics": Command(
+        "arus.ops.topics", "topics, their partitions and offsets; create, alter", "[describe|create|alter]"
+    ),
+    "tail": Command("arus.ops.tail", "print a topic's records (--from-beginning, -n, --follow, --json)"),
+    "send": Command("arus.ops.send", "send JSON records to a topic, each acknowledged (stdin or --value)"),
     "bench run": Command("arus.bench.run", "run the benchmarks (own broker on 29092)"),
     "bench report": Command("arus.bench.report", "render docs/benchmarks.md from the newest results"),
 }
