@@ -154,8 +154,8 @@ class IotDeliveryConfig:
 
 @dataclass(frozen=True)
 class IotConfig:
-    topic: str
-    devices_topic: str
+    """The device simulator; it writes [stream] topic and devices_topic."""
+
     devices: int
     seed: int
     interval_s: float
@@ -247,33 +247,52 @@ class PathsConfig:
 
 
 @dataclass(frozen=True)
-class AggregateConfig:
-    input_topic: str
-    output_topic: str
-    deadletter_topic: str
-    table: str
-    deadletter_table: str
-    schema: str
+class StreamGuards:
+    """[stream.guards] (docs/reliability.md): records past these limits are dead-lettered with the
+    reason, and a micro-batch with too many bad records stops the job."""
+
+    max_record_bytes: int  # 0: no limit
+    min_event_time: str  # ISO-8601 with a zone; "": no limit
+    max_event_ahead_s: int  # of the record's Kafka timestamp; 0: no limit
+    max_deadletter_ratio: float  # a micro-batch with a larger bad share stops the job; 1: never
+    breaker_min_records: int  # smaller micro-batches never trip it
+    fail_on_data_loss: bool  # false: skip records deleted before the job read them, with a warning
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """[stream]: the raw stream as every stage and both engines read it, and where what they cannot
+    process goes. Tables are folders under [paths] lake."""
+
+    topic: str
+    devices_topic: str  # compacted device metadata, joined into silver by device_key
+    device_key: str
+    schema: str  # a name in [schemas]
     event_time_field: str
+    id_field: str  # drops repeated sends of one event; "": keep all (main job only)
+    watermark: str
+    starting_offsets: str
+    deadletter_topic: str
+    deadletter_table: str
+    late_topic: str  # events behind the watermark, as received
+    late_table: str
+    guards: StreamGuards
+
+
+@dataclass(frozen=True)
+class AggregateConfig:
+    """[aggregate]: the main job's windows over [stream] (its topic, schema, event time, watermark)."""
+
     keys: tuple[str, ...]
     value_fields: tuple[str, ...]
     window: str
-    watermark: str
-    dedup_field: str = ""
-    starting_offsets: str = "earliest"
-    # Guards (docs/reliability.md): records past these limits are dead-lettered, not aggregated.
-    max_record_bytes: int = 1048576  # 0: no limit
-    min_event_time: str = "2000-01-01T00:00:00Z"  # "": no limit
-    max_event_ahead_s: int = 86400  # of the record's Kafka timestamp; 0: no limit
-    max_deadletter_ratio: float = 0.5  # a micro-batch with a larger bad share stops the job; 1: never
-    breaker_min_records: int = 100  # smaller micro-batches never trip it
-    fail_on_data_loss: bool = True  # false: skip records deleted before the job read them, with a warning
-    late_topic: str = "iot.late"  # events behind the watermark, as received (table: [batch] late_table)
+    output_topic: str
+    table: str
 
 
 @dataclass(frozen=True)
 class ConsumerConfig:
-    """The kafka-python consumer (jobs/consumer.py); what it aggregates comes from [aggregate]."""
+    """The kafka-python consumer (jobs/consumer.py); what it aggregates: [stream] and [aggregate]."""
 
     group_id: str
     output_topic: str
@@ -322,17 +341,15 @@ class AlertsConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The multi-topic pipeline (jobs/pipeline.py). Its tables are [batch]'s and [aggregate]'s."""
+    """The multi-topic pipeline (jobs/pipeline.py) over [stream]. Its tables are [batch]'s, [stream]'s
+    and [aggregate]'s."""
 
-    raw_topic: str = "iot.readings"
-    clean_topic: str = "iot.clean"
-    devices_topic: str = "iot.devices"
-    device_table: str = ""
-    raw_schema: str = "iot_reading"
-    clean_schema: str = "iot_clean"
-    device_schema: str = "iot_device"
-    trigger: str = "10 seconds"
-    max_offsets_per_trigger: int = 0
+    clean_topic: str
+    device_table: str  # a Delta device dimension; "": the [stream] devices_topic
+    clean_schema: str
+    device_schema: str
+    trigger: str
+    max_offsets_per_trigger: int  # 0: none
 
 
 @dataclass(frozen=True)
@@ -344,7 +361,6 @@ class BatchConfig:
 
     bronze_table: str = "bronze"
     silver_table: str = "silver"
-    late_table: str = "late"
     alerts_table: str = "alerts"
     tolerance: float = 1e-9
     vacuum_retain_hours: float = 168.0
@@ -371,7 +387,9 @@ class Config:
     spark: SparkConfig
     spark_cluster: SparkClusterConfig
     paths: PathsConfig
+    stream: StreamConfig
     aggregate: AggregateConfig
+    pipeline: PipelineConfig
     consumer: ConsumerConfig
     topics: tuple[TopicConfig, ...]
     schemas: dict[str, str]
@@ -379,7 +397,6 @@ class Config:
     batch: BatchConfig = dataclasses.field(default_factory=BatchConfig)
     clean: CleanConfig = dataclasses.field(default_factory=CleanConfig)
     alerts: AlertsConfig = dataclasses.field(default_factory=AlertsConfig)
-    pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
     source: str = ""
 
     def schema(self, name: str) -> str:
@@ -414,6 +431,23 @@ ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("ARUS_LAKE_DIR", "paths", "lake"),
     ("ARUS_CHECKPOINT_DIR", "paths", "checkpoints"),
 )
+# Keys that moved when [stream] took what every stage reads, so an older file's error says where.
+MOVED = {
+    **{
+        f"aggregate.{k}": f"stream.{k}"
+        for k in ("schema", "event_time_field", "watermark", "starting_offsets")
+    },
+    **{f"aggregate.{k}": f"stream.{k}" for k in ("deadletter_topic", "deadletter_table", "late_topic")},
+    **{f"aggregate.{k}": f"stream.guards.{k}" for k in StreamGuards.__dataclass_fields__},
+    "aggregate.input_topic": "stream.topic",
+    "aggregate.dedup_field": "stream.id_field",
+    "pipeline.raw_topic": "stream.topic",
+    "pipeline.raw_schema": "stream.schema",
+    "pipeline.devices_topic": "stream.devices_topic",
+    "iot.topic": "stream.topic",
+    "iot.devices_topic": "stream.devices_topic",
+    "batch.late_table": "stream.late_table",
+}
 SECRET_KEYS = frozenset({("kafka", "sasl_username"), ("kafka", "sasl_password")})
 
 T = TypeVar("T")
@@ -440,7 +474,32 @@ def load_config(
             raw.setdefault(section, {})[key] = env[var]
 
     config = build(Config, raw, "", file)
+    check_topics_declared(config, file)
     return dataclasses.replace(config, source=str(file))
+
+
+def check_topics_declared(config: Config, file: Traversable) -> None:
+    """Every topic a section names (a key `topic` or `*_topic`; "" names none) is one of [[topics]],
+    so a topic is declared once and a misspelt reference fails here rather than at the broker."""
+    declared = {topic.name for topic in config.topics}
+    undeclared = [
+        f"{file}: {key!r} names topic {name!r}, which no [[topics]] entry declares"
+        for key, name in _topic_keys(config, "")
+        if name and name not in declared
+    ]
+    if undeclared:
+        raise ConfigError("\n".join(undeclared))
+
+
+def _topic_keys(section: Any, where: str) -> list[tuple[str, str]]:
+    found = []
+    for field in dataclasses.fields(section):
+        value, key = getattr(section, field.name), _join(where, field.name)
+        if dataclasses.is_dataclass(value):
+            found += _topic_keys(value, key)
+        elif field.name == "topic" or field.name.endswith("_topic"):
+            found.append((key, value))
+    return found
 
 
 def build(cls: type[T], data: Any, where: str, file: Traversable) -> T:
@@ -452,7 +511,9 @@ def build(cls: type[T], data: Any, where: str, file: Traversable) -> T:
     known = {name for name in fields if name != "source"}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{file}: unknown key {_join(where, key)!r}")
+            moved = MOVED.get(_join(where, key))
+            hint = f" (now {moved!r})" if moved else ""
+            raise ConfigError(f"{file}: unknown key {_join(where, key)!r}{hint}")
     values: dict[str, Any] = {}
     for name in known:
         field = fields[name]

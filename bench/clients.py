@@ -327,7 +327,7 @@ def arus_consumer(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 def quix_aggregate(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """Quix Streams doing the arus aggregation: per device (the record key), 1-minute tumbling
-    windows on event time with [aggregate] watermark as grace; count, mean, min and max of value;
+    windows on event time with [stream] watermark as grace; count, mean, min and max of value;
     each closed window published to a topic. No changelog topics (the arus consumer has none)."""
     from quixstreams import Application
     from quixstreams.dataframe.windows import Count, Max, Mean, Min
@@ -363,7 +363,7 @@ def quix_aggregate(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     sdf = app.dataframe(topic)
     sdf = sdf.update(count)
     sdf = (
-        sdf.tumbling_window(_duration(job.window), grace_ms=_duration(job.watermark))
+        sdf.tumbling_window(_duration(job.window), grace_ms=_duration(config.stream.watermark))
         .agg(count=Count(), mean=Mean("value"), min=Min("value"), max=Max("value"))
         .final()
     )

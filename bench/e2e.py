@@ -13,17 +13,16 @@ import json
 import math
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from arus.bench.common import create_topic, run_client, unique_topic
-from arus.bench.spark_ladder import progress_figures
+from arus.bench.spark_ladder import progress_figures, scratch_query
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from arus.config import Config
-from arus.runtime.queries import aggregate_query, start_aggregate_query
+from arus.runtime.queries import start_aggregate_query
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -98,21 +97,7 @@ def run_load(
     out = create_topic(config, unique_topic("e2e-out"), 3)
     created += [topic, out]
     table = str(work / "gold")
-    # the main job's query; every output it has but gold goes to one scratch topic and folder
-    job = replace(
-        config.aggregate,
-        input_topic=topic,
-        output_topic=out,
-        deadletter_topic=out,
-        late_topic=out,
-        table=table,
-        deadletter_table=str(work / "deadletter"),
-        starting_offsets="earliest",
-        window=window,
-    )
-    spec = aggregate_query(
-        config, job, str(work / "checkpoint"), trigger=trigger, late_table=str(work / "late")
-    )
+    spec = scratch_query(config, topic, out, work, window, trigger=trigger)
     stream = start_aggregate_query(spark, config.kafka, spec)
     count = int(rate * seconds)
     result: dict[str, Any] = {}

@@ -582,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
                 "shuffle_partitions": config.spark.shuffle_partitions,
                 "driver_memory": config.spark.driver_memory,
             },
-            "aggregate": {"window": config.aggregate.window, "watermark": config.aggregate.watermark},
+            "aggregate": {"window": config.aggregate.window, "watermark": config.stream.watermark},
         },
         "versions": versions(),
         "load_average_start": load_average(),

@@ -37,7 +37,7 @@ from arus.core.transforms import (
     valid_events,
 )
 from arus.io.sinks import merge_into_delta, read_kafka_stream
-from arus.runtime.queries import aggregate_query, start_aggregate_query
+from arus.runtime.queries import AggregateQuery, aggregate_query, start_aggregate_query
 
 RUNGS = ("read", "parse", "aggregate", "kafka", "delta", "job")
 
@@ -56,18 +56,18 @@ def start_rung(
     max_per_trigger: int | None,
 ) -> list[StreamingQuery]:
     """Start one rung's query (queries, for `job`) with availableNow and a fresh checkpoint."""
-    job = config.aggregate
+    stream, job = config.stream, config.aggregate
     checkpoint = str(work / "checkpoint")
     if rung == "job":
         return _start_job(spark, config, topic, out_topic, work, max_per_trigger)
-    schema = schema_from_ddl(config.schema(job.schema))
+    schema = schema_from_ddl(config.schema(stream.schema))
     raw = read_kafka_stream(spark, config.kafka, topic, "earliest", max_per_trigger)
     if rung == "read":
         return [_noop(raw, "append", checkpoint)]
     if rung == "parse":
         return [_noop(valid_events(parse_events(raw, schema), schema), "append", checkpoint)]
-    events, _dead = bronze_to_silver(raw, schema, job)
-    aggregates = silver_to_gold(events, job)
+    events, _dead = bronze_to_silver(raw, schema, stream)
+    aggregates = silver_to_gold(events, stream, job)
     # *keys, window_start, window_end, count, value_mean, value_min, value_max, value_stddev, value_p50, ...
     if rung == "aggregate":
         return [_noop(aggregates, "update", checkpoint)]
@@ -114,26 +114,32 @@ def _noop(df: DataFrame, mode: str, checkpoint: str) -> StreamingQuery:
     )
 
 
+def scratch_query(
+    config: Config, topic: str, out_topic: str, work: Path, window: str | None = None, **options: Any
+) -> AggregateQuery:
+    """The main job's query on `topic`, gold in `work`; every other output goes to `out_topic` and `work`."""
+    stream = replace(
+        config.stream,
+        topic=topic,
+        deadletter_topic=out_topic,
+        late_topic=out_topic,
+        deadletter_table=str(work / "deadletter"),
+        late_table=str(work / "late"),
+        starting_offsets="earliest",
+    )
+    job = replace(
+        config.aggregate,
+        output_topic=out_topic,
+        table=str(work / "gold"),
+        window=window or config.aggregate.window,
+    )
+    return aggregate_query(config, stream, job, str(work / "checkpoint"), **options)
+
+
 def _start_job(
     spark: SparkSession, config: Config, topic: str, out_topic: str, work: Path, max_per_trigger: int | None
 ) -> list[StreamingQuery]:
-    job = replace(
-        config.aggregate,
-        input_topic=topic,
-        output_topic=out_topic,
-        deadletter_topic=out_topic,
-        late_topic=out_topic,
-        table=str(work / "gold"),
-        deadletter_table=str(work / "deadletter"),
-        starting_offsets="earliest",
-    )
-    query = aggregate_query(
-        config,
-        job,
-        str(work / "checkpoint"),
-        max_offsets_per_trigger=max_per_trigger or None,
-        late_table=str(work / "late"),
-    )
+    query = scratch_query(config, topic, out_topic, work, max_offsets_per_trigger=max_per_trigger or None)
     return [start_aggregate_query(spark, config.kafka, query)]
 
 

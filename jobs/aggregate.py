@@ -5,45 +5,48 @@
     arus aggregate --window "5 minutes" --slide "1 minute" --show
     spark-submit jobs/aggregate.py [the same options]       # on a cluster, or a local Spark
 
-Reads `[aggregate] input_topic` (any JSON topic: schema, keys, value fields and event-time field
-come from conf/arus.toml), drops nothing: records that fail to parse go to the dead-letter topic
-and table with their original bytes and the reason; events behind the watermark, which Spark's
-stateful operators drop, go to the late topic and [batch] late_table. Readings are cleaned per
-[clean] before they are aggregated. Aggregates are upserted into the Delta table by (keys, window),
-so a replayed micro-batch writes each row exactly once; the Kafka output is at-least-once, each
-record keyed by entity and window start. One streaming query (arus.runtime.queries) does it all;
-each micro-batch prints a progress line with its watermark, late and dead-letter counts.
+Reads `[stream] topic` (any JSON topic: its schema and event-time field come from [stream], keys
+and value fields from [aggregate] in conf/arus.toml), drops nothing: records that fail to parse go
+to the dead-letter topic and table with their original bytes and the reason; events behind the
+watermark, which Spark's stateful operators drop, go to the [stream] late topic and table.
+Readings are cleaned per [clean] before they are aggregated. Aggregates are upserted into the
+Delta table by (keys, window), so a replayed micro-batch writes each row exactly once; the Kafka
+output is at-least-once, each record keyed by entity and window start. One streaming query
+(arus.runtime.queries) does it all; each micro-batch prints a progress line with its watermark,
+late and dead-letter counts.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import replace
 
-from arus.config import Config, ConfigError, job_parser, load_config
-from arus.core.rules import GuardError
-from arus.runtime.progress import Tally, await_queries
+from arus.config import Config, job_parser
+from arus.runtime.job import REFUSED, prepare
+from arus.runtime.progress import await_queries
 from arus.runtime.queries import AggregateQuery, aggregate_query, preflight_aggregate, start_aggregate_query
-from arus.runtime.session import build_session
+from arus.runtime.session import run_timed
 from arus.runtime.show import show_aggregates
 
-APP = "arus-aggregate"
-# the [aggregate] keys that an option of the same name overrides, with its help
-OVERRIDES = {
+# the [stream] keys that an option overrides (--input-topic: topic), with its help
+STREAM_FLAGS = {
     "input_topic": "topic to read",
-    "output_topic": "topic for the aggregates",
     "deadletter_topic": "topic for records that fail to parse",
-    "table": "Delta table name (under [paths] lake) or absolute path",
     "deadletter_table": "dead-letter Delta table name or path",
     "late_topic": "topic for events behind the watermark",
-    "window": 'window length, e.g. "1 minute"',
+    "late_table": "late-events Delta table name or path",
     "watermark": 'how late events may be, e.g. "2 minutes"',
-    "keys": "comma-separated key fields",
-    "value_fields": "comma-separated numeric fields to aggregate",
     "event_time_field": "the event-time field",
     "starting_offsets": "earliest or latest, for a new checkpoint",
+}
+# the [aggregate] keys that an option of the same name overrides, with its help
+AGGREGATE_FLAGS = {
+    "output_topic": "topic for the aggregates",
+    "table": "Delta table name (under [paths] lake) or absolute path",
+    "window": 'window length, e.g. "1 minute"',
+    "keys": "comma-separated key fields",
+    "value_fields": "comma-separated numeric fields to aggregate",
 }
 
 
@@ -51,9 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = job_parser(
         "arus aggregate", "Event-time window aggregates of a JSON Kafka topic, into Kafka and Delta."
     )
-    for name, text in OVERRIDES.items():
+    for name, text in {**STREAM_FLAGS, **AGGREGATE_FLAGS}.items():
         parser.add_argument(f"--{name.replace('_', '-')}", help=text)
-    parser.add_argument("--late-table", help="late-events Delta table name or path ([batch] late_table)")
     parser.add_argument("--slide", help='slide for sliding windows, e.g. "30 seconds" (default: tumbling)')
     parser.add_argument(
         "--trigger",
@@ -67,35 +69,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def settings_from(args: argparse.Namespace, config: Config) -> AggregateQuery:
-    given = {name: getattr(args, name) for name in OVERRIDES}
+    stream = {name: getattr(args, name) for name in STREAM_FLAGS}
+    stream["topic"] = stream.pop("input_topic")
+    job = {name: getattr(args, name) for name in AGGREGATE_FLAGS}
     for name in ("keys", "value_fields"):
-        text = given[name]
-        given[name] = tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
+        text = job[name]
+        job[name] = tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
     return aggregate_query(
         config,
-        replace(config.aggregate, **{k: v for k, v in given.items() if v is not None}),
+        replace(config.stream, **{k: v for k, v in stream.items() if v is not None}),
+        replace(config.aggregate, **{k: v for k, v in job.items() if v is not None}),
         args.checkpoint or str(config.resolve(config.paths.checkpoints) / "aggregate"),
         slide=args.slide,
         trigger=args.trigger,
         max_offsets_per_trigger=args.max_offsets_per_trigger,
-        late_table=args.late_table,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = load_config(args.config)
-        query = settings_from(args, config)
-        preflight_aggregate(config.kafka, query)
-    except (ConfigError, GuardError) as exc:
-        print(f"aggregate: {exc}", file=sys.stderr)
-        return 1
-    spark = build_session(APP, config.spark)
-    started = time.monotonic()
-    tally = Tally()
-    await_queries([start_aggregate_query(spark, config.kafka, query, tally)], tally)
-    print(f"aggregate: done in {time.monotonic() - started:.1f}s")
+    prepared = prepare(
+        "aggregate", args, settings_from, lambda config, query: preflight_aggregate(config.kafka, query)
+    )
+    if prepared is None:
+        return REFUSED
+    config, query = prepared
+    spark = run_timed(
+        "aggregate",
+        config.spark,
+        lambda spark, tally: await_queries([start_aggregate_query(spark, config.kafka, query, tally)], tally),
+    )
     if args.show:
         show_aggregates(spark, config.kafka, query)
     return 0

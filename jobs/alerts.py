@@ -11,25 +11,23 @@ Reads `[pipeline] clean_topic` (silver rows as JSON, `[pipeline] clean_schema`) 
 so every reading this job sees is already there. Alerts are inserted into `[batch] alerts_table`
 by their deterministic alert_id, never updated (exactly once in Delta); the ones a micro-batch
 inserted are published to `[alerts] topic` keyed by alert_id (at-least-once). Readings are told
-apart by `[aggregate] dedup_field`. The pipeline runs this query as its last stage.
+apart by `[stream] id_field`. The pipeline runs this query as its last stage.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import replace
 
-from arus.config import Config, ConfigError, job_parser, load_config
-from arus.core.rules import GuardError, duration_us
+from arus.config import Config, job_parser
+from arus.core.rules import duration_us
 from arus.io.kafka import check_kafka
-from arus.runtime.progress import Tally, await_queries
+from arus.runtime.job import REFUSED, prepare
+from arus.runtime.progress import await_queries
 from arus.runtime.queries import AlertsQuery, reading_id, start_alerts_query
-from arus.runtime.session import build_session
+from arus.runtime.session import run_timed
 from arus.runtime.show import show_alerts
-
-APP = "arus-alerts"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,7 +56,7 @@ def settings_from(args: argparse.Namespace, config: Config) -> AlertsQuery:
         rules=rules,
         input_topic=args.input_topic or config.pipeline.clean_topic,
         schema=config.schema(config.pipeline.clean_schema),
-        event_time_field=config.aggregate.event_time_field,
+        event_time_field=config.stream.event_time_field,
         id_field=reading_id(config),
         table_path=str(lake / (args.table or config.batch.alerts_table)),
         silver_path=str(lake / (args.silver_table or config.batch.silver_table)),
@@ -68,21 +66,23 @@ def settings_from(args: argparse.Namespace, config: Config) -> AlertsQuery:
     )
 
 
+def preflight(config: Config, query: AlertsQuery) -> None:
+    """The lookback parses (ValueError otherwise), the broker answers and both topics exist."""
+    duration_us(query.rules.lookback)
+    check_kafka(config.kafka, [query.input_topic, query.rules.topic])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = load_config(args.config)
-        query = settings_from(args, config)
-        duration_us(query.rules.lookback)
-        check_kafka(config.kafka, [query.input_topic, query.rules.topic])
-    except (ConfigError, GuardError, ValueError) as exc:
-        print(f"alerts: {exc}", file=sys.stderr)
-        return 1
-    spark = build_session(APP, config.spark)
-    started = time.monotonic()
-    tally = Tally()
-    await_queries([start_alerts_query(spark, config.kafka, query, tally)], tally)
-    print(f"alerts: done in {time.monotonic() - started:.1f}s")
+    prepared = prepare("alerts", args, settings_from, preflight)
+    if prepared is None:
+        return REFUSED
+    config, query = prepared
+    spark = run_timed(
+        "alerts",
+        config.spark,
+        lambda spark, tally: await_queries([start_alerts_query(spark, config.kafka, query, tally)], tally),
+    )
     if args.show:
         show_alerts(spark, query.table_path)
     return 0

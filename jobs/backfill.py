@@ -22,8 +22,9 @@ import sys
 
 from arus.batch.backfill import BackfillSettings, backfill
 from arus.batch.sources import input_from, input_parser, parse_input_args
-from arus.config import Config, ConfigError, load_config
+from arus.config import Config
 from arus.io.lake import is_table, table_location
+from arus.runtime.job import REFUSED, prepare, refuse
 from arus.runtime.session import build_session
 
 APP = "arus-backfill"
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace, config: Config) -> BackfillSettings:
     silver = args.silver_table or config.batch.silver_table
     return BackfillSettings(
+        stream=config.stream,
         job=config.aggregate,
         source=input_from(args, config),
         slide=args.slide,
@@ -71,16 +73,14 @@ def settings_from(args: argparse.Namespace, config: Config) -> BackfillSettings:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = load_config(args.config)
-        settings = settings_from(args, config)
-        config.schema(settings.job.schema)
-    except ConfigError as exc:
-        print(f"backfill: {exc}", file=sys.stderr)
-        return 2
+    prepared = prepare(
+        "backfill", args, settings_from, lambda config, settings: config.schema(settings.stream.schema)
+    )
+    if prepared is None:
+        return REFUSED
+    config, settings = prepared
     if settings.source.kind == "bronze" and not is_table(settings.source.location):
-        print(f"backfill: no bronze Delta table at {settings.source.location}", file=sys.stderr)
-        return 2
+        return refuse("backfill", f"no bronze Delta table at {settings.source.location}")
     backfill(build_session(APP, config.spark), config, settings)
     return 0
 

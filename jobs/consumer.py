@@ -4,8 +4,8 @@
     arus consume --until-idle 10          # catch up, stop after 10 s without records
     arus consume --max-records 5000 --no-view --where kind=temperature
 
-It reads `[aggregate] input_topic` and computes what `arus aggregate` computes, from the same
-[aggregate] settings (schema, keys, value fields, event time, window, watermark, dedup field), in
+It reads `[stream] topic` and computes what `arus aggregate` computes, from the same [stream]
+(schema, event time, watermark, id field) and [aggregate] settings (keys, value fields, window), in
 plain Python (arus.pyengine): the same rows, field names and record keys. Records that fail to parse
 go to `[consumer] deadletter_topic` with their original bytes and the reason, events behind the
 watermark to `late_topic`, window aggregates to `output_topic` (update mode: each change of a
@@ -22,20 +22,24 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
-from arus.config import Config, ConfigError, job_parser, load_config
+from arus.config import Config, ConfigError, job_parser
 from arus.core.rules import GuardError
 from arus.io.kafka import check_kafka
 from arus.io.producer import ProducerError
 from arus.pyengine.consumer import ConsumerSettings, consumer_settings, run
+from arus.runtime.job import FAILED, REFUSED, prepare
 
-# Options that override a key of [aggregate] or [consumer] of the same name, with their help.
-AGGREGATE_FLAGS = {
-    "input_topic": "topic to read (default: [aggregate] input_topic)",
-    "window": 'window length, e.g. "1 minute"',
+# Options that override a key of [stream] (--input-topic: topic), [aggregate] or [consumer] of the
+# same name, with their help.
+STREAM_FLAGS = {
+    "input_topic": "topic to read (default: [stream] topic)",
     "watermark": 'how late events may be, e.g. "2 minutes"',
+    "event_time_field": "the event-time field",
+}
+AGGREGATE_FLAGS = {
+    "window": 'window length, e.g. "1 minute"',
     "keys": "comma-separated key fields",
     "value_fields": "comma-separated numeric fields to aggregate",
-    "event_time_field": "the event-time field",
 }
 CONSUMER_FLAGS = {
     "output_topic": "topic for the aggregates",
@@ -50,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = job_parser(
         "arus consume", "The main job's window aggregates in plain Python, in a kafka-python consumer group."
     )
-    for name, text in {**AGGREGATE_FLAGS, **CONSUMER_FLAGS}.items():
+    for name, text in {**STREAM_FLAGS, **AGGREGATE_FLAGS, **CONSUMER_FLAGS}.items():
         parser.add_argument(f"--{name.replace('_', '-')}", help=text)
     parser.add_argument("--starting-offsets", choices=("earliest", "latest"), help="for a new group")
     parser.add_argument(
@@ -77,7 +81,11 @@ def settings_from(args: argparse.Namespace, config: Config) -> ConsumerSettings:
             values[name] = tuple(s.strip() for s in values[name].split(",") if s.strip())
         return {k: v for k, v in values.items() if v is not None}
 
-    job = replace(config.aggregate, **given([*AGGREGATE_FLAGS], starting_offsets=args.starting_offsets))
+    stream = given([*STREAM_FLAGS], starting_offsets=args.starting_offsets)
+    if "input_topic" in stream:
+        stream["topic"] = stream.pop("input_topic")
+    raw = replace(config.stream, **stream)
+    job = replace(config.aggregate, **given([*AGGREGATE_FLAGS]))
     view = {"view_rows": args.view_rows, "view_refresh_s": args.refresh}
     consumer = replace(config.consumer, **given([*CONSUMER_FLAGS], **view))
     where: list[tuple[str, str]] = []
@@ -87,30 +95,39 @@ def settings_from(args: argparse.Namespace, config: Config) -> ConsumerSettings:
             raise ConfigError(f"--where takes FIELD=VALUE, got {condition!r}")
         where.append((name, value))
     try:
-        schema = config.schema(job.schema)
+        schema = config.schema(raw.schema)
         return consumer_settings(
-            job, consumer, schema, where, args.until_idle, args.max_records, not args.no_view
+            raw,
+            job,
+            consumer,
+            schema,
+            where,
+            args.until_idle,
+            args.max_records,
+            not args.no_view,
         )
     except ValueError as exc:
         raise ConfigError(f"{config.source}: {exc}") from None
 
 
+def preflight(config: Config, settings: ConsumerSettings) -> None:
+    """The broker answers and every topic the run reads or writes exists."""
+    out = settings.consumer
+    topics = [settings.stream.topic, out.output_topic, out.deadletter_topic, out.late_topic]
+    check_kafka(config.kafka, [topic for topic in topics if topic])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = load_config(args.config)
-        settings = settings_from(args, config)
-        out = settings.consumer
-        topics = [settings.job.input_topic, out.output_topic, out.deadletter_topic, out.late_topic]
-        check_kafka(config.kafka, [topic for topic in topics if topic])
-    except (ConfigError, GuardError) as exc:
-        print(f"consume: {exc}", file=sys.stderr)
-        return 1
+    prepared = prepare("consume", args, settings_from, preflight)
+    if prepared is None:
+        return REFUSED
+    config, settings = prepared
     try:
         counters = run(config, settings)
     except (KafkaError, ProducerError, GuardError) as exc:
         print(f"consume: stopped without committing the batch in hand: {exc}", file=sys.stderr)
-        return 2
+        return FAILED
     print(counters.line(), flush=True)
     return 0
 

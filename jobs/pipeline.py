@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from arus.config import Config, ConfigError, job_parser, load_config
-from arus.core.rules import GuardError
+from arus.config import Config, ConfigError, job_parser
+from arus.runtime.job import REFUSED, prepare
 from arus.runtime.pipeline import STAGES, PipelinePlan, Topics, preflight_pipeline, run_pipeline, tables_under
-from arus.runtime.progress import Tally
 from arus.runtime.queries import reading_id
-from arus.runtime.session import build_session
+from arus.runtime.session import run_timed
 from arus.runtime.show import show_pipeline
-
-APP = "arus-pipeline"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,14 +49,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def settings_from(args: argparse.Namespace, config: Config) -> PipelinePlan:
-    pipeline, job = config.pipeline, config.aggregate
+    pipeline, stream = config.pipeline, config.stream
     topics = Topics(
-        raw=args.raw_topic or pipeline.raw_topic,
+        raw=args.raw_topic or stream.topic,
         clean=args.clean_topic or pipeline.clean_topic,
-        devices=args.devices_topic or pipeline.devices_topic,
-        deadletter=args.deadletter_topic or job.deadletter_topic,
-        late=args.late_topic or job.late_topic,
-        aggregates=args.aggregates_topic or job.output_topic,
+        devices=args.devices_topic or stream.devices_topic,
+        deadletter=args.deadletter_topic or stream.deadletter_topic,
+        late=args.late_topic or stream.late_topic,
+        aggregates=args.aggregates_topic or config.aggregate.output_topic,
         alerts=args.alerts_topic or config.alerts.topic,
     )
     lake = Path(args.lake) if args.lake else config.resolve(config.paths.lake)
@@ -75,24 +71,18 @@ def settings_from(args: argparse.Namespace, config: Config) -> PipelinePlan:
         stages=stages,
         trigger="available-now" if args.available_now else (args.trigger or pipeline.trigger),
         max_offsets_per_trigger=args.max_offsets_per_trigger or pipeline.max_offsets_per_trigger or None,
-        starting_offsets=job.starting_offsets,
+        starting_offsets=stream.starting_offsets,
         id_field=reading_id(config),
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(list(argv) if argv is not None else None)
-    try:
-        config = load_config(args.config)
-        plan = settings_from(args, config)
-        preflight_pipeline(config, plan)
-    except (ConfigError, GuardError, ValueError) as exc:
-        print(f"pipeline: {exc}", file=sys.stderr)
-        return 1
-    spark = build_session(APP, config.spark)
-    started = time.monotonic()
-    run_pipeline(spark, config, plan, Tally())
-    print(f"pipeline: done in {time.monotonic() - started:.1f}s")
+    prepared = prepare("pipeline", args, settings_from, preflight_pipeline)
+    if prepared is None:
+        return REFUSED
+    config, plan = prepared
+    spark = run_timed("pipeline", config.spark, lambda spark, tally: run_pipeline(spark, config, plan, tally))
     if args.show:
         show_pipeline(spark, config.kafka, plan.topics, plan.tables, config.aggregate.keys)
     return 0

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from arus.batch.reconcile import ReconcileSettings, print_report, reconcile
 from arus.batch.sources import input_from, input_parser, parse_input_args, read_input
-from arus.config import Config, ConfigError, load_config
+from arus.config import Config
 from arus.core.transforms import schema_from_ddl
 from arus.io.lake import is_table, table_location
+from arus.runtime.job import FAILED, REFUSED, prepare, refuse
 from arus.runtime.session import build_session
 
 APP = "arus-reconcile"
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--checkpoint",
         help="the streaming query's checkpoint (default: the main job's, else the pipeline's clean stage)",
     )
-    parser.add_argument("--late-table", help="late-events table name or path (default [batch] late_table)")
+    parser.add_argument("--late-table", help="late-events table name or path (default [stream] late_table)")
     parser.add_argument("--tolerance", type=float, help="relative tolerance for floats (default [batch])")
     parser.add_argument("--json", help="also write the full report to this file")
     parser.add_argument("--show", type=int, default=20, help="how many differences to print")
@@ -52,11 +53,12 @@ def settings_from(args: argparse.Namespace, config: Config) -> ReconcileSettings
         else next((c for c in defaults if (c / "offsets").is_dir()), defaults[0])
     )
     return ReconcileSettings(
+        stream=config.stream,
         job=config.aggregate,
         source=input_from(args, config),
         gold_path=table_location(config, args.gold_table or config.aggregate.table),
         checkpoint=checkpoint if (checkpoint / "offsets").is_dir() else None,
-        late_path=table_location(config, args.late_table or config.batch.late_table),
+        late_path=table_location(config, args.late_table or config.stream.late_table),
         tolerance=config.batch.tolerance if args.tolerance is None else args.tolerance,
         slide=args.slide,
         since=args.since,
@@ -67,26 +69,24 @@ def settings_from(args: argparse.Namespace, config: Config) -> ReconcileSettings
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = load_config(args.config)
-        settings = settings_from(args, config)
-        ddl = config.schema(settings.job.schema)
-    except ConfigError as exc:
-        print(f"reconcile: {exc}", file=sys.stderr)
-        return 2
+    prepared = prepare(
+        "reconcile", args, settings_from, lambda config, settings: config.schema(settings.stream.schema)
+    )
+    if prepared is None:
+        return REFUSED
+    config, settings = prepared
     for what, path in (("gold", settings.gold_path), ("bronze", settings.source.location)):
         if (what == "gold" or settings.source.kind == "bronze") and not is_table(path):
-            print(f"reconcile: no {what} Delta table at {path}", file=sys.stderr)
-            return 2
+            return refuse("reconcile", f"no {what} Delta table at {path}")
     spark = build_session(APP, config.spark)
-    schema = schema_from_ddl(ddl)  # parsing DDL needs the session
+    schema = schema_from_ddl(config.schema(settings.stream.schema))  # parsing DDL needs the session
     stream_gold = spark.read.format("delta").load(settings.gold_path)
     bronze = read_input(spark, config.kafka, settings.source, schema)
     report = reconcile(spark, stream_gold, bronze, schema, settings)
     print_report(report, settings.job.keys, args.show)
     if args.json:
         Path(args.json).write_text(report.to_json())
-    return 0 if not report.unexplained else 1
+    return FAILED if report.unexplained else 0
 
 
 if __name__ == "__main__":

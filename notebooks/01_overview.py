@@ -52,8 +52,8 @@ expected = {
     "bronze (Kafka records as received)": config.batch.bronze_table,
     "silver (valid, deduplicated events)": config.batch.silver_table,
     "gold (window aggregates)": config.aggregate.table,
-    "dead letters": config.aggregate.deadletter_table,
-    "late events": config.batch.late_table,
+    "dead letters": config.stream.deadletter_table,
+    "late events": config.stream.late_table,
     "alerts": config.batch.alerts_table,
 }
 presence = pd.DataFrame(

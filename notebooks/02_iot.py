@@ -31,7 +31,7 @@ config = load_config()
 LAKE = lake.lake_dir(config)
 KEY = config.aggregate.keys[0]
 FIELD = config.aggregate.value_fields[0]
-TIME = config.aggregate.event_time_field
+TIME = config.stream.event_time_field
 MAX_DEVICES = 4
 
 

@@ -50,8 +50,8 @@ def per_bin(times: pd.Series, reasons: pd.Series, width: str) -> pd.DataFrame:
     return frame.groupby(["bin", "reason"]).size().unstack("reason", fill_value=0).sort_index()
 
 
-dead = load(config.aggregate.deadletter_table, "dead letters", ["timestamp", "topic", "error"])
-late = load(config.batch.late_table, "late events")
+dead = load(config.stream.deadletter_table, "dead letters", ["timestamp", "topic", "error"])
+late = load(config.stream.late_table, "late events")
 bronze = load(config.batch.bronze_table, "bronze", ["timestamp"])
 
 # %% [markdown]
@@ -102,7 +102,7 @@ else:
 if late is None or late.empty:
     print("No late events to plot (the late-events table is missing or empty).")
 else:
-    at = next(c for c in ("timestamp", config.aggregate.event_time_field, "window_start") if c in late)
+    at = next(c for c in ("timestamp", config.stream.event_time_field, "window_start") if c in late)
     why = next((c for c in ("reason", "error") if c in late), None)
     if why:
         reasons = late[why]

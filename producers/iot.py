@@ -31,9 +31,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="random seed (default: [iot] seed)")
     parser.add_argument("--start", type=aware_time, help="event time of the first reading (default: now)")
     parser.add_argument("--interval", type=float, help="event-time seconds between a device's readings")
-    parser.add_argument("--topic", help="readings topic (default: [iot] topic)")
+    parser.add_argument("--topic", help="readings topic (default: [stream] topic)")
     parser.add_argument(
-        "--devices-topic", help="compacted device metadata topic (default: [iot] devices_topic)"
+        "--devices-topic", help="compacted device metadata topic (default: [stream] devices_topic)"
     )
     parser.add_argument(
         "--ledger", type=Path, help="write the ground truth of every injected problem here (JSONL)"

@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from arus.batch.sources import POSITION, BatchInput, read_input
-from arus.config import AggregateConfig, CleanConfig, Config
+from arus.config import AggregateConfig, CleanConfig, Config, StreamConfig
 from arus.core.clean import with_schema
 from arus.core.stages import bronze_to_silver, silver_to_gold
 from arus.core.transforms import schema_from_ddl
@@ -32,6 +32,7 @@ from arus.io.sinks import read_devices
 
 @dataclass(frozen=True)
 class BackfillSettings:
+    stream: StreamConfig
     job: AggregateConfig
     source: BatchInput
     slide: str | None
@@ -75,6 +76,7 @@ def with_complete_windows(gold: DataFrame, since: datetime | None, until: dateti
 def recompute(
     bronze: DataFrame,
     schema: T.StructType,
+    stream: StreamConfig,
     job: AggregateConfig,
     slide: str | None = None,
     since: datetime | None = None,
@@ -87,9 +89,9 @@ def recompute(
     `clean` ([clean]) as the main job and the pipeline apply it; `devices`, the device dimension,
     enriches silver as the pipeline's clean stage does (it changes no aggregate).
     """
-    silver, dead = bronze_to_silver(bronze, schema, job, devices=devices, clean=clean)
-    silver = with_event_time_range(silver, job.event_time_field, since, until)
-    gold = with_complete_windows(silver_to_gold(silver, job, slide), since, until)
+    silver, dead = bronze_to_silver(bronze, schema, stream, devices=devices, clean=clean)
+    silver = with_event_time_range(silver, stream.event_time_field, since, until)
+    gold = with_complete_windows(silver_to_gold(silver, stream, job, slide), since, until)
     return silver, gold, dead
 
 
@@ -128,8 +130,8 @@ def describe(result: UpsertResult) -> str:
 
 def backfill(spark: SparkSession, config: Config, settings: BackfillSettings) -> dict[str, UpsertResult]:
     """Recompute and write (or, dry, count) each target table, printing what each one got."""
-    job = settings.job
-    schema = schema_from_ddl(config.schema(job.schema))
+    stream, job = settings.stream, settings.job
+    schema = schema_from_ddl(config.schema(stream.schema))
     bronze = read_input(spark, config.kafka, settings.source, schema).persist()
     try:
         devices = None
@@ -137,9 +139,17 @@ def backfill(spark: SparkSession, config: Config, settings: BackfillSettings) ->
             pipeline = config.pipeline
             table = table_location(config, pipeline.device_table) if pipeline.device_table else ""
             ddl = config.schema(pipeline.device_schema)
-            devices = read_devices(spark, config.kafka, table, pipeline.devices_topic, ddl)
+            devices = read_devices(spark, config.kafka, table, stream.devices_topic, ddl, stream.device_key)
         silver, gold, dead = recompute(
-            bronze, schema, job, settings.slide, settings.since, settings.until, settings.clean, devices
+            bronze,
+            schema,
+            stream,
+            job,
+            settings.slide,
+            settings.since,
+            settings.until,
+            settings.clean,
+            devices,
         )
         if devices is not None:
             silver = with_schema(silver, schema_from_ddl(config.schema(config.pipeline.clean_schema)))
@@ -151,12 +161,12 @@ def backfill(spark: SparkSession, config: Config, settings: BackfillSettings) ->
         )
         for reason, n in sorted(reasons.items()):
             print(f"  dead letter: {n} x {reason}")
-        silver_keys = [job.dedup_field] if job.dedup_field else silver.columns
+        silver_keys = [stream.id_field] if stream.id_field else silver.columns
         targets: list[tuple[str, DataFrame, str, Sequence[str], str]] = [
             ("gold", gold, settings.gold_path, [*job.keys, "window_start"], "window_start")
         ]
         if settings.silver_path:
-            targets.append(("silver", silver, settings.silver_path, silver_keys, job.event_time_field))
+            targets.append(("silver", silver, settings.silver_path, silver_keys, stream.event_time_field))
         if settings.deadletter_path:
             # Dead letters are only ever added: a record that parses now was still bad when it came.
             targets.append(("dead letters", dead, settings.deadletter_path, POSITION, ""))

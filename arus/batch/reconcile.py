@@ -28,7 +28,7 @@ from pyspark.sql import types as T
 
 from arus.batch.backfill import recompute, with_complete_windows
 from arus.batch.sources import POSITION, BatchInput
-from arus.config import AggregateConfig, CleanConfig
+from arus.config import AggregateConfig, CleanConfig, StreamConfig
 from arus.core.transforms import ERROR, SOURCE, parse_events
 from arus.io.checkpoints import StreamBatch, read_stream_batches
 from arus.io.delta import close
@@ -39,6 +39,7 @@ FLOAT_TYPES = (T.DoubleType, T.FloatType)
 
 @dataclass(frozen=True)
 class ReconcileSettings:
+    stream: StreamConfig
     job: AggregateConfig
     source: BatchInput
     gold_path: str
@@ -195,16 +196,16 @@ def reconcile(
     schema: T.StructType,
     settings: ReconcileSettings,
 ) -> Report:
-    job = settings.job
+    raw, job = settings.stream, settings.job
     keys = list(job.keys)
     on = [*keys, "window_start"]
     evidence = []
 
     bronze = bronze.persist()
     parsed = parse_events(bronze, schema).where(F.col(ERROR).isNull())
-    id_cols = [job.dedup_field] if job.dedup_field else []
+    id_cols = [raw.id_field] if raw.id_field else []
     events = parsed.select(
-        *[F.col(f"{SOURCE}.{c}").alias(c) for c in POSITION], job.event_time_field, *id_cols
+        *[F.col(f"{SOURCE}.{c}").alias(c) for c in POSITION], raw.event_time_field, *id_cols
     )
 
     fates = events.withColumn("fate", F.lit("on time"))
@@ -213,14 +214,14 @@ def reconcile(
         read = {topic for batch in batches for topic, _ in batch.end}
         held = {r["topic"] for r in events.select("topic").distinct().collect()}
         if held <= read:
-            fates = with_stream_fate(events, read_batches(spark, batches), job.event_time_field)
+            fates = with_stream_fate(events, read_batches(spark, batches), raw.event_time_field)
             evidence.append(f"checkpoint {settings.checkpoint}: {len(batches)} committed batches")
         else:
             # Offsets of another topic (a later stage's input) say nothing about bronze's records.
             reads = f"it reads {', '.join(sorted(read))}, bronze holds {', '.join(sorted(held))}"
             evidence.append(f"checkpoint {settings.checkpoint} not used: {reads}")
     if settings.late_path and is_table(settings.late_path):
-        late = read_late_positions(spark, settings.late_path, events, job.dedup_field).withColumn(
+        late = read_late_positions(spark, settings.late_path, events, raw.id_field).withColumn(
             "_late", F.lit(1)
         )
         fates = fates.join(late, POSITION, "left").select(
@@ -238,7 +239,7 @@ def reconcile(
 
         def gold_of(rows: DataFrame) -> DataFrame:
             _, gold, _ = recompute(
-                rows, schema, job, settings.slide, settings.since, settings.until, settings.clean
+                rows, schema, raw, job, settings.slide, settings.since, settings.until, settings.clean
             )
             return gold
 

@@ -58,7 +58,7 @@ def input_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = job_parser(prog, description)
     parser.add_argument("--source", choices=("bronze", "kafka", "file"), default="bronze")
     parser.add_argument("--bronze-table", help="bronze table name or path (default [batch] bronze_table)")
-    parser.add_argument("--topic", help="topic to read with --source kafka (default [aggregate] input_topic)")
+    parser.add_argument("--topic", help="topic to read with --source kafka (default [stream] topic)")
     parser.add_argument("--path", help="file or folder to read with --source file")
     parser.add_argument("--format", choices=("json", "csv"), help="file format (default: from the extension)")
     parser.add_argument("--starting-offsets", default="earliest", help="earliest, or Spark's offsets JSON")
@@ -95,7 +95,7 @@ def input_from(args: argparse.Namespace, config: Config) -> BatchInput:
         args.starting_offsets, args.ending_offsets, args.starting_timestamp, args.ending_timestamp
     )
     if args.source == "kafka":
-        return BatchInput("kafka", args.topic or config.aggregate.input_topic, kafka_range)
+        return BatchInput("kafka", args.topic or config.stream.topic, kafka_range)
     if args.source == "file":
         fmt = args.format or ("csv" if args.path.lower().endswith(".csv") else "json")
         return BatchInput("file", args.path, file_format=fmt)

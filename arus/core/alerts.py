@@ -11,7 +11,7 @@ replayed micro-batch, a later batch that sees the same silence) is stored and ke
 rolling rules read a device's readings in event-time order (ties broken by event id); batch and
 stream callers pass them a frame of a device's recent readings (docs/pipeline.md). The entity key
 (`key`), the readings' id (`id_field`) and event time (`time_field`) are the caller's, from config
-([alerts] key, [aggregate] dedup_field and event_time_field); whatever the input calls its id, an
+([alerts] key, [stream] id_field and event_time_field); whatever the input calls its id, an
 alert names the reading it is about in its `event_id` column.
 """
 

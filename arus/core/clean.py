@@ -81,7 +81,7 @@ def clean_events(
 
 
 def with_device_metadata(
-    events: DataFrame, devices: DataFrame, key: str = "device_id", prefix: str = "device_"
+    events: DataFrame, devices: DataFrame, key: str, prefix: str = "device_"
 ) -> DataFrame:
     """Each event joined with its device's row (left join: unknown devices keep nulls).
 
@@ -107,7 +107,7 @@ def with_device_metadata(
     )
 
 
-def parse_device_dimension(raw: DataFrame, schema: T.StructType, key: str = "device_id") -> DataFrame:
+def parse_device_dimension(raw: DataFrame, schema: T.StructType, key: str) -> DataFrame:
     """Kafka rows of a compacted topic -> the latest value of each key; a tombstone removes the key.
 
     # <schema fields...>   (one row per key)

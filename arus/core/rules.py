@@ -1,7 +1,7 @@
 """The rules both engines share: one definition, imported by the Spark path and the kafka-python path.
 
     duration_us("2 minutes")                    # Spark's interval grammar, in microseconds
-    record_limits(job) -> RecordLimits           # the [aggregate] record guards as plain values
+    record_limits(stream) -> RecordLimits        # the [stream.guards] record guards as plain values
     check_deadletter_ratio(bad, total, ...)      # the circuit breaker, per micro-batch or poll batch
     MISSING_FIELD.format(name=...) ...           # dead-letter reasons, word for word
     KEY_SEPARATOR, KEY_TIME_FORMAT               # the output record key
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from arus.config import AggregateConfig, ConfigError
+from arus.config import ConfigError, StreamConfig
 
 # --- where a record is --------------------------------------------------------------------------
 
@@ -126,8 +126,8 @@ def check_deadletter_ratio(bad: int, total: int, max_ratio: float, min_records: 
         raise GuardError(
             f"circuit breaker: {bad} of {total} records in micro-batch {batch_id} are bad "
             f"({bad / total:.0%} > max_deadletter_ratio {max_ratio:.0%}); is the upstream broken? "
-            "Nothing of this batch was written; fix the source or raise [aggregate] max_deadletter_ratio, "
-            "then restart on the same checkpoint"
+            "Nothing of this batch was written; fix the source or raise [stream.guards] "
+            "max_deadletter_ratio, then restart on the same checkpoint"
         )
 
 
@@ -148,23 +148,25 @@ class RecordLimits:
     max_ahead_s: int | None = None
 
 
-def record_limits(job: AggregateConfig) -> RecordLimits:
-    """The job's [aggregate] guards as the plain values both engines check records against."""
+def record_limits(stream: StreamConfig) -> RecordLimits:
+    """The stream's [stream.guards] as the plain values both engines check records against."""
+    guards = stream.guards
     earliest = None
-    if job.min_event_time:
+    if guards.min_event_time:
         try:
-            earliest = datetime.fromisoformat(job.min_event_time)
+            earliest = datetime.fromisoformat(guards.min_event_time)
         except ValueError:
             earliest = None
         if earliest is None or earliest.tzinfo is None:
             raise ConfigError(
-                f"[aggregate] min_event_time must be an ISO-8601 time with a zone, got {job.min_event_time!r}"
+                "[stream.guards] min_event_time must be an ISO-8601 time with a zone, "
+                f"got {guards.min_event_time!r}"
             )
     return RecordLimits(
-        event_time=job.event_time_field,
-        max_bytes=job.max_record_bytes or None,
+        event_time=stream.event_time_field,
+        max_bytes=guards.max_record_bytes or None,
         earliest=earliest,
-        max_ahead_s=job.max_event_ahead_s or None,
+        max_ahead_s=guards.max_event_ahead_s or None,
     )
 
 

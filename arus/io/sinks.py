@@ -61,15 +61,17 @@ def read_kafka_batch(
     )
 
 
-def read_devices(spark: SparkSession, kafka: KafkaConfig, table: str, topic: str, ddl: str) -> DataFrame:
-    """The device dimension, one row per device: the Delta `table` if given, else the compacted
+def read_devices(
+    spark: SparkSession, kafka: KafkaConfig, table: str, topic: str, ddl: str, key: str
+) -> DataFrame:
+    """The device dimension, one row per device `key`: the Delta `table` if given, else the compacted
     `topic` parsed with the schema `ddl`. The pipeline's clean stage and backfill both read it here.
 
     Static, so a stream-static join reads it afresh for every micro-batch.
     """
     if table:
         return spark.read.format("delta").load(table)
-    return parse_device_dimension(read_kafka_batch(spark, kafka, topic), schema_from_ddl(ddl))
+    return parse_device_dimension(read_kafka_batch(spark, kafka, topic), schema_from_ddl(ddl), key)
 
 
 def write_kafka(df: DataFrame, kafka: KafkaConfig, topic: str) -> None:

@@ -1,6 +1,6 @@
 """The kafka-python consumer: the main job's window aggregates in a consumer group, without Spark.
 
-    settings = consumer_settings(job, consumer, config.schema(job.schema))
+    settings = consumer_settings(stream, job, consumer, config.schema(stream.schema))
     counters = run(config, settings)        # until a bound, Ctrl-C or SIGTERM; the summary counts
 
 Poll -> parse (arus.pyengine.records) -> window, deduplicate (arus.pyengine.windowing) -> produce
@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
-from arus.config import AggregateConfig, Config, ConsumerConfig, KafkaConfig
+from arus.config import AggregateConfig, Config, ConsumerConfig, KafkaConfig, StreamConfig
 from arus.core.rules import (
     GuardError,
     Header,
@@ -53,6 +53,7 @@ Output = tuple[str, bytes | None, bytes | None, list[Header]]  # topic, key, val
 
 @dataclass(frozen=True)
 class ConsumerSettings:
+    stream: StreamConfig
     job: AggregateConfig
     consumer: ConsumerConfig
     spec: WindowSpec
@@ -64,6 +65,7 @@ class ConsumerSettings:
 
 
 def consumer_settings(
+    stream: StreamConfig,
     job: AggregateConfig,
     consumer: ConsumerConfig,
     schema_ddl: str,
@@ -72,27 +74,28 @@ def consumer_settings(
     max_records: int | None = None,
     view: bool = True,
 ) -> ConsumerSettings:
-    """The [aggregate] and [consumer] settings the consumer runs with; ValueError naming what it
-    cannot run with. `where`: (field, value) pairs an event must all match to be aggregated."""
-    fields = require(parse_schema(schema_ddl), job.event_time_field)
+    """The [stream], [aggregate] and [consumer] settings the consumer runs with; ValueError naming what
+    it cannot run with. `where`: (field, value) pairs an event must all match to be aggregated."""
+    fields = require(parse_schema(schema_ddl), stream.event_time_field)
     types = {f.name: f.type for f in fields}
-    if types[job.event_time_field] != "timestamp":
-        raise ValueError(f"event-time field {job.event_time_field!r} must be a TIMESTAMP")
+    if types[stream.event_time_field] != "timestamp":
+        raise ValueError(f"event-time field {stream.event_time_field!r} must be a TIMESTAMP")
     unknown = [n for n in (*job.keys, *job.value_fields, *(w[0] for w in where)) if n not in types]
-    if job.dedup_field and job.dedup_field not in types:
-        unknown.append(job.dedup_field)
+    if stream.id_field and stream.id_field not in types:
+        unknown.append(stream.id_field)
     if unknown:
-        raise ValueError(f"fields not in schema {job.schema!r}: {', '.join(unknown)}")
+        raise ValueError(f"fields not in schema {stream.schema!r}: {', '.join(unknown)}")
     spec = WindowSpec(
         keys=job.keys,
         value_fields=job.value_fields,
-        event_time=job.event_time_field,
+        event_time=stream.event_time_field,
         size_us=window_us(job.window),
-        delay_us=duration_us(job.watermark),
-        dedup_field=job.dedup_field,
+        delay_us=duration_us(stream.watermark),
+        dedup_field=stream.id_field,
         where=tuple(where),
     )
-    return ConsumerSettings(job, consumer, spec, fields, record_limits(job), until_idle, max_records, view)
+    limits = record_limits(stream)
+    return ConsumerSettings(stream, job, consumer, spec, fields, limits, until_idle, max_records, view)
 
 
 @dataclass
@@ -138,7 +141,7 @@ def render_view(
     value = spec.value_fields[0] if spec.value_fields else None
     watermark = from_us(watermark_us).strftime("%Y-%m-%d %H:%M:%S") if watermark_us is not None else "-"
     lines = [
-        f"{settings.job.input_topic} -> {settings.consumer.output_topic}  group {settings.consumer.group_id}",
+        f"{settings.stream.topic} -> {settings.consumer.output_topic}  group {settings.consumer.group_id}",
         f"records {counters.records:,} ({counters.events_per_s:,.0f}/s)  aggregated {counters.aggregated:,}  "
         f"dup {counters.duplicates}  late {counters.late}  dead {counters.dead}  "
         f"filtered {counters.filtered}  open windows {open_windows}  watermark {watermark}",
@@ -242,8 +245,8 @@ class WindowConsumer:
 
     def run(self) -> Counters:
         settings = self.settings
-        self._wait_for_metadata(settings.job.input_topic)
-        self.consumer.subscribe([settings.job.input_topic], listener=_Rebalance(self))
+        self._wait_for_metadata(settings.stream.topic)
+        self.consumer.subscribe([settings.stream.topic], listener=_Rebalance(self))
         started = last_record = time.monotonic()
         next_view = 0.0
         settled = True
@@ -353,9 +356,9 @@ class WindowConsumer:
         counters.records += fresh
         counters.replayed += read - fresh
         counters.dead += dead
-        job = self.settings.job
+        guards = self.settings.stream.guards
         check_deadletter_ratio(
-            dead, fresh, job.max_deadletter_ratio, job.breaker_min_records, counters.commits
+            dead, fresh, guards.max_deadletter_ratio, guards.breaker_min_records, counters.commits
         )
         for row in self.engine.end_batch(self._behind()):
             key = aggregate_key_text(row, self.settings.spec.keys)
@@ -432,7 +435,7 @@ def make_consumer(kafka: KafkaConfig, settings: ConsumerSettings) -> KafkaConsum
         group_id=settings.consumer.group_id,
         client_id=APP,
         enable_auto_commit=False,
-        auto_offset_reset=settings.job.starting_offsets,
+        auto_offset_reset=settings.stream.starting_offsets,
         max_poll_records=settings.consumer.max_poll_records,
         **kafka.client_kwargs(),
     )

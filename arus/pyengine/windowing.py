@@ -143,7 +143,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """What to aggregate: the [aggregate] settings as plain values."""
+    """What to aggregate: the [stream] and [aggregate] settings as plain values."""
 
     keys: tuple[str, ...]
     value_fields: tuple[str, ...]

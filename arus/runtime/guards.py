@@ -50,7 +50,7 @@ def check_lost_records(
     if gaps and fail:
         raise GuardError(
             "data loss upstream: " + "; ".join(gaps) + ". The job stops rather than skip them; to go on "
-            "without them set [aggregate] fail_on_data_loss = false"
+            "without them set [stream.guards] fail_on_data_loss = false"
         )
     return gaps
 

@@ -6,9 +6,9 @@
     aggregate  clean topic -> windows with watermark -> gold table (MERGE) + aggregates topic; late
     alerts     clean topic -> [alerts] rules (history from silver) -> alerts table + alerts topic
 
-Each stage is one query with its own checkpoint (<checkpoints>/<stage>). The raw stages read with
-[aggregate] as it applies to the raw topic (its schema is [pipeline] raw_schema); the aggregate and
-alerts stages are the queries of the main job and of the alerts job on the clean topic.
+Each stage is one query with its own checkpoint (<checkpoints>/<stage>). The raw stages read [stream]
+(its topics as the command line names them); the aggregate and alerts stages are the queries of the
+main job and of the alerts job on the clean topic, which is [stream] with [pipeline] clean_schema.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from arus.config import AggregateConfig, Config
+from arus.config import Config, StreamConfig
 from arus.core.clean import with_schema
 from arus.core.rules import KEY_SEPARATOR, duration_us, record_limits
 from arus.core.stages import bronze_to_checked, bronze_to_silver
@@ -71,14 +71,14 @@ class Tables:
 
 
 def tables_under(lake: Path, config: Config) -> Tables:
-    """The pipeline's tables in the folder `lake`: [batch]'s, and [aggregate]'s gold and dead letters."""
+    """The pipeline's tables in the folder `lake`: [batch]'s, [stream]'s and [aggregate]'s gold."""
     batch = config.batch
     return Tables(
         bronze=str(lake / batch.bronze_table),
         silver=str(lake / batch.silver_table),
         gold=str(lake / config.aggregate.table),
-        deadletter=str(lake / config.aggregate.deadletter_table),
-        late=str(lake / batch.late_table),
+        deadletter=str(lake / config.stream.deadletter_table),
+        late=str(lake / config.stream.late_table),
         alerts=str(lake / batch.alerts_table),
         devices=str(lake / config.pipeline.device_table) if config.pipeline.device_table else "",
     )
@@ -95,21 +95,21 @@ class PipelinePlan:
     trigger: str
     max_offsets_per_trigger: int | None
     starting_offsets: str
-    id_field: str  # [aggregate] dedup_field: stages deduplicate, publish once and alert by it
+    id_field: str  # [stream] id_field: stages deduplicate, publish once and alert by it
 
     def checkpoint(self, stage: str) -> str:
         return f"{self.checkpoints}/{stage}"
 
 
-def raw_job(config: Config, plan: PipelinePlan) -> AggregateConfig:
-    """[aggregate] as the bronze and clean stages read the raw topic: its schema, watermark and dedup."""
+def raw_stream(config: Config, plan: PipelinePlan) -> StreamConfig:
+    """[stream] as the bronze and clean stages read it, with the plan's topics."""
+    topics = plan.topics
     return replace(
-        config.aggregate,
-        input_topic=plan.topics.raw,
-        schema=config.pipeline.raw_schema,
-        deadletter_topic=plan.topics.deadletter,
-        late_topic=plan.topics.late,
-        dedup_field=plan.id_field,
+        config.stream,
+        topic=topics.raw,
+        devices_topic=topics.devices,
+        deadletter_topic=topics.deadletter,
+        late_topic=topics.late,
     )
 
 
@@ -121,20 +121,20 @@ def read_raw(spark: SparkSession, config: Config, plan: PipelinePlan) -> DataFra
         plan.topics.raw,
         plan.starting_offsets,
         plan.max_offsets_per_trigger,
-        fail_on_data_loss=config.aggregate.fail_on_data_loss,
+        fail_on_data_loss=config.stream.guards.fail_on_data_loss,
     )
 
 
 def start_bronze(spark: SparkSession, config: Config, plan: PipelinePlan, tally: Tally) -> StreamingQuery:
-    job = raw_job(config, plan)
+    stream = raw_stream(config, plan)
     checkpoint = plan.checkpoint("bronze")
-    dead = dead_letter_sink(job, plan.tables.deadletter)
+    dead = dead_letter_sink(stream, plan.tables.deadletter)
     write = write_bronze(
         config.kafka, DeltaSink(plan.tables.bronze, "bronze"), dead, checkpoint, tally, "bronze"
     )
     # _source (topic, partition, offset, timestamp, key, value), <raw schema fields...>, _error
     checked = bronze_to_checked(
-        read_raw(spark, config, plan), schema_from_ddl(config.schema(job.schema)), job
+        read_raw(spark, config, plan), schema_from_ddl(config.schema(stream.schema)), stream
     )
     writer = (
         checked.writeStream.queryName("bronze").foreachBatch(write).option("checkpointLocation", checkpoint)
@@ -143,21 +143,21 @@ def start_bronze(spark: SparkSession, config: Config, plan: PipelinePlan, tally:
 
 
 def start_clean(spark: SparkSession, config: Config, plan: PipelinePlan, tally: Tally) -> StreamingQuery:
-    job = raw_job(config, plan)
+    stream = raw_stream(config, plan)
     checkpoint = plan.checkpoint("clean")
-    raw_schema = schema_from_ddl(config.schema(job.schema))
+    raw_schema = schema_from_ddl(config.schema(stream.schema))
     clean_schema = schema_from_ddl(config.schema(config.pipeline.clean_schema))
     late = LateOutput(
         stage="clean",
         checkpoint=checkpoint,
         table_path=plan.tables.late,
         topic=plan.topics.late,
-        event_time=job.event_time_field,
-        id_field=job.dedup_field,
+        event_time=stream.event_time_field,
+        id_field=stream.id_field,
     )
-    # keyed by entity, as the producers key the raw topic
-    key = F.concat_ws(KEY_SEPARATOR, *[F.col(k).cast("string") for k in job.keys])
-    parse = functools.partial(bronze_to_checked, schema=raw_schema, job=job)
+    # keyed by entity ([aggregate] keys), as the producers key the raw topic
+    key = F.concat_ws(KEY_SEPARATOR, *[F.col(k).cast("string") for k in config.aggregate.keys])
+    parse = functools.partial(bronze_to_checked, schema=raw_schema, stream=stream)
     write = write_clean(
         config.kafka,
         DeltaSink(plan.tables.silver, "silver"),
@@ -172,11 +172,12 @@ def start_clean(spark: SparkSession, config: Config, plan: PipelinePlan, tally: 
         spark,
         config.kafka,
         plan.tables.devices,
-        plan.topics.devices,
+        stream.devices_topic,
         config.schema(config.pipeline.device_schema),
+        stream.device_key,
     )
     events, _ = bronze_to_silver(
-        read_raw(spark, config, plan), raw_schema, job, devices=devices, clean=config.clean
+        read_raw(spark, config, plan), raw_schema, stream, devices=devices, clean=config.clean
     )
     # the clean schema: the reading's fields, cleaned, then the device's (device_low, device_high)
     writer = (
@@ -189,19 +190,15 @@ def start_clean(spark: SparkSession, config: Config, plan: PipelinePlan, tally: 
 
 
 def aggregate_stage(config: Config, plan: PipelinePlan) -> AggregateQuery:
-    """The main job's query on the clean topic: no dead letters (bronze has them), no cleaning (done)."""
-    job = replace(
-        config.aggregate,
-        input_topic=plan.topics.clean,
-        output_topic=plan.topics.aggregates,
-        late_topic=plan.topics.late,
-        schema=config.pipeline.clean_schema,
-        # a replayed clean batch is published once, but a killed one may leave records in flight
-        dedup_field=plan.id_field,
-    )
+    """The main job's query on the clean topic: no dead letters (bronze has them), no cleaning (done).
+
+    It deduplicates again by [stream] id_field: a replayed clean batch is published once, but a killed
+    one may leave records in flight."""
+    clean = replace(raw_stream(config, plan), topic=plan.topics.clean, schema=config.pipeline.clean_schema)
     return AggregateQuery(
-        job=job,
-        schema=config.schema(job.schema),
+        stream=clean,
+        job=replace(config.aggregate, output_topic=plan.topics.aggregates),
+        schema=config.schema(clean.schema),
         checkpoint=plan.checkpoint("aggregate"),
         gold=DeltaSink(plan.tables.gold, AGGREGATE_APP),
         late_table=plan.tables.late,
@@ -217,7 +214,7 @@ def alerts_stage(config: Config, plan: PipelinePlan) -> AlertsQuery:
         rules=replace(config.alerts, topic=plan.topics.alerts),
         input_topic=plan.topics.clean,
         schema=config.schema(config.pipeline.clean_schema),
-        event_time_field=config.aggregate.event_time_field,
+        event_time_field=config.stream.event_time_field,
         id_field=plan.id_field,
         table_path=plan.tables.alerts,
         silver_path=plan.tables.silver,
@@ -253,10 +250,10 @@ def run_pipeline(spark: SparkSession, config: Config, plan: PipelinePlan, tally:
 
 def preflight_pipeline(config: Config, plan: PipelinePlan) -> None:
     """Fail in seconds, naming the cause, before Spark starts: config values, then the topics."""
-    job = raw_job(config, plan)
-    record_limits(job)
+    stream = raw_stream(config, plan)
+    record_limits(stream)
     duration_us(config.alerts.lookback)
-    for name in (job.schema, config.pipeline.clean_schema, config.pipeline.device_schema):
+    for name in (stream.schema, config.pipeline.clean_schema, config.pipeline.device_schema):
         config.schema(name)
     topics = plan.topics
     needed = {

@@ -1,6 +1,6 @@
 """The streaming queries the jobs run: what each reads and computes, and the writer it ends in.
 
-    query = aggregate_query(config, job, checkpoint)     # [aggregate] with the caller's overrides
+    query = aggregate_query(config, stream, job, checkpoint)  # [stream], [aggregate], caller's overrides
     preflight_aggregate(config.kafka, query)             # fail in seconds, before Spark starts
     start_aggregate_query(spark, config.kafka, query, tally)
     start_alerts_query(spark, config.kafka, alerts, tally)
@@ -19,7 +19,15 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from arus.config import AggregateConfig, AlertsConfig, CleanConfig, Config, ConfigError, KafkaConfig
+from arus.config import (
+    AggregateConfig,
+    AlertsConfig,
+    CleanConfig,
+    Config,
+    ConfigError,
+    KafkaConfig,
+    StreamConfig,
+)
 from arus.core.rules import GuardError, record_limits
 from arus.core.stages import bronze_to_checked, bronze_to_silver, silver_to_gold
 from arus.core.transforms import parse_events, schema_from_ddl, valid_events
@@ -44,29 +52,31 @@ def triggered(writer: DataStreamWriter, trigger: str) -> DataStreamWriter:
 
 
 def reading_id(config: Config) -> str:
-    """The readings' id ([aggregate] dedup_field), which the pipeline and the alerts cannot do without."""
-    if not config.aggregate.dedup_field:
+    """The readings' id ([stream] id_field), which the pipeline and the alerts cannot do without."""
+    if not config.stream.id_field:
         raise ConfigError(
-            "[aggregate] dedup_field is empty: the pipeline and the alerts deduplicate, publish "
+            "[stream] id_field is empty: the pipeline and the alerts deduplicate, publish "
             "and name alerts by each reading's id"
         )
-    return config.aggregate.dedup_field
+    return config.stream.id_field
 
 
-def dead_letter_sink(job: AggregateConfig, path: str) -> DeadLetterSink:
-    """[aggregate]'s dead-letter topic and circuit breaker, with the table at `path`."""
+def dead_letter_sink(stream: StreamConfig, path: str) -> DeadLetterSink:
+    """The stream's dead-letter topic and circuit breaker, with the table at `path`."""
     return DeadLetterSink(
         DeltaSink(path, DEADLETTER_APP),
-        job.deadletter_topic,
-        job.max_deadletter_ratio,
-        job.breaker_min_records,
+        stream.deadletter_topic,
+        stream.guards.max_deadletter_ratio,
+        stream.guards.breaker_min_records,
     )
 
 
 @dataclass(frozen=True)
 class AggregateQuery:
-    """An aggregate query: input, schema, windows and guards from `job`, and where it writes."""
+    """An aggregate query: input, event time, watermark and guards from `stream`, windows from `job`,
+    and where it writes."""
 
+    stream: StreamConfig
     job: AggregateConfig
     schema: str  # Spark DDL of the input records
     checkpoint: str  # a folder; the query's own checkpoint is its `aggregates` subfolder
@@ -85,39 +95,40 @@ class AggregateQuery:
 
     def late(self) -> LateOutput:
         """The first stateful operator decides what is late: deduplication by event time, else the window."""
-        job = self.job
+        stream = self.stream
         return LateOutput(
             stage=self.name,
             checkpoint=self.query_checkpoint,
             table_path=self.late_table,
-            topic=job.late_topic,
-            event_time=job.event_time_field,
-            id_field=job.dedup_field,
-            window=None if job.dedup_field else job.window,
-            slide=None if job.dedup_field else self.slide,
+            topic=stream.late_topic,
+            event_time=stream.event_time_field,
+            id_field=stream.id_field,
+            window=None if stream.id_field else self.job.window,
+            slide=None if stream.id_field else self.slide,
         )
 
 
 def aggregate_query(
     config: Config,
+    stream: StreamConfig,
     job: AggregateConfig,
     checkpoint: str,
     slide: str | None = None,
     trigger: str = "available-now",
     max_offsets_per_trigger: int | None = None,
-    late_table: str | None = None,
 ) -> AggregateQuery:
-    """The main job's query over `job` ([aggregate], overrides applied): its tables under [paths]
-    lake (an absolute name is a path), late events to [batch] late_table unless `late_table` is
-    given, dead letters to Delta and Kafka, readings cleaned per [clean]."""
+    """The main job's query: `job` ([aggregate]) over `stream` ([stream]), overrides applied; its
+    tables under [paths] lake (an absolute name is a path), dead letters to Delta and Kafka,
+    readings cleaned per [clean]."""
     lake = config.resolve(config.paths.lake)
     return AggregateQuery(
+        stream=stream,
         job=job,
-        schema=config.schema(job.schema),
+        schema=config.schema(stream.schema),
         checkpoint=checkpoint,
         gold=DeltaSink(str(lake / job.table), AGGREGATE_APP),
-        late_table=str(lake / (late_table or config.batch.late_table)),
-        dead=dead_letter_sink(job, str(lake / job.deadletter_table)),
+        late_table=str(lake / stream.late_table),
+        dead=dead_letter_sink(stream, str(lake / stream.deadletter_table)),
         slide=slide,
         trigger=trigger,
         max_offsets_per_trigger=max_offsets_per_trigger,
@@ -127,15 +138,15 @@ def aggregate_query(
 
 def preflight_aggregate(kafka: KafkaConfig, query: AggregateQuery) -> None:
     """Fail in seconds, naming the cause, before Spark starts (see arus.runtime.guards)."""
-    job = query.job
-    record_limits(job)
-    check_kafka(kafka, [job.input_topic, job.output_topic, job.deadletter_topic])
+    stream = query.stream
+    record_limits(stream)
+    check_kafka(kafka, [stream.topic, query.job.output_topic, stream.deadletter_topic])
     for gap in check_lost_records(
-        kafka, job.input_topic, [Path(query.query_checkpoint)], job.fail_on_data_loss
+        kafka, stream.topic, [Path(query.query_checkpoint)], stream.guards.fail_on_data_loss
     ):
         print(f"aggregate: WARNING: skipping lost records: {gap}", file=sys.stderr, flush=True)
     try:
-        check_kafka(kafka, [job.late_topic])
+        check_kafka(kafka, [stream.late_topic])
     except GuardError as exc:
         print(f"aggregate: WARNING: a late event will stop the job: {exc}", file=sys.stderr, flush=True)
 
@@ -145,20 +156,20 @@ def start_aggregate_query(
 ) -> StreamingQuery:
     """Input topic -> parse, dedup, clean -> windows with watermark -> Delta MERGE + Kafka, late
     events, and (given `query.dead`) the dead letters to Delta + Kafka and the circuit breaker."""
-    job = query.job
+    stream, job = query.stream, query.job
     schema = schema_from_ddl(query.schema)
     raw = read_kafka_stream(
         spark,
         kafka,
-        job.input_topic,
-        job.starting_offsets,
+        stream.topic,
+        stream.starting_offsets,
         query.max_offsets_per_trigger,
-        fail_on_data_loss=job.fail_on_data_loss,
+        fail_on_data_loss=stream.guards.fail_on_data_loss,
     )
-    events, _ = bronze_to_silver(raw, schema, job, clean=query.clean)
+    events, _ = bronze_to_silver(raw, schema, stream, clean=query.clean)
     # *keys, window_start, window_end, count, <f>_mean, <f>_min, <f>_max, <f>_stddev, <f>_p50, <f>_p95
-    aggregates = silver_to_gold(events, job, query.slide)
-    parse = functools.partial(bronze_to_checked, schema=schema, job=job)
+    aggregates = silver_to_gold(events, stream, job, query.slide)
+    parse = functools.partial(bronze_to_checked, schema=schema, stream=stream)
     write = write_aggregates(
         kafka, query.gold, job.output_topic, job.keys, query.late(), parse, query.dead, tally
     )

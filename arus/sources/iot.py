@@ -574,15 +574,16 @@ class IotSimulator(Source):
         inject: dict[str, float] | None = None,
         in_process: bool = False,
     ) -> None:
-        """None takes the [iot] setting, and `start` None this minute. `clean` injects no faults and
-        no delivery problems; `inject` overrides single rates (--inject KIND=RATE). `in_process`
-        generates in this process even when nothing paces (by default a forked one generates)."""
+        """None takes the [iot] setting (the topics: [stream]'s), and `start` None this minute.
+        `clean` injects no faults and no delivery problems; `inject` overrides single rates (--inject
+        KIND=RATE). `in_process` generates in this process even when nothing paces (by default a
+        forked one generates)."""
         iot = config.iot
         if limits.speed is None and iot.speed:
             limits = dataclasses.replace(limits, speed=iot.speed)
         super().__init__(config, limits)
-        self.topic = topic or iot.topic
-        self.devices_topic = devices_topic or iot.devices_topic
+        self.topic = topic or config.stream.topic
+        self.devices_topic = devices_topic or config.stream.devices_topic
         self.seed = iot.seed if seed is None else seed
         self.devices = fleet(devices or iot.devices, self.seed)
         self.first_time = start or datetime.now(UTC).replace(second=0, microsecond=0)

@@ -146,7 +146,7 @@ def read_topic(kafka: KafkaConfig, topic: str, idle_ms: int = 2000) -> list[tupl
 def write_config(path: Path, config: Config, **settings: str) -> Path:
     """conf/arus.toml with [kafka] pointing at `config`'s broker and `section.key` values replaced.
 
-    write_config(p, cfg, **{"aggregate.max_deadletter_ratio": "0.2"}) — values are TOML literals.
+    write_config(p, cfg, **{"stream.guards.max_deadletter_ratio": "0.2"}) — values are TOML literals.
     """
     wanted = {
         "kafka.bootstrap_servers": json.dumps(config.kafka.bootstrap_servers),

@@ -116,7 +116,7 @@ def test_every_class_of_bad_input_is_contained(
     config, topics = main_job.config, main_job.topics
     records, events, classes = bad_input(topics["in"])
     produce(config.kafka, config, records)
-    conf = write_config(tmp_path / "arus.toml", config, **{"aggregate.max_record_bytes": str(MAX_BYTES)})
+    conf = write_config(tmp_path / "arus.toml", config, **{"stream.guards.max_record_bytes": str(MAX_BYTES)})
 
     assert aggregate.main(["--config", str(conf), *job_args(topics, tmp_path)]) == 0
 
@@ -153,7 +153,7 @@ def test_a_flood_of_bad_records_trips_the_circuit_breaker(
     good = [json_record(topics["in"], reading(i)) for i in range(15)]
     broken = [raw(topics["in"], f"<html>502 Bad Gateway {i}</html>".encode()) for i in range(45)]
     produce(config.kafka, config, good[:5] + broken + good[5:])
-    breaker = {"aggregate.max_deadletter_ratio": "0.5", "aggregate.breaker_min_records": "20"}
+    breaker = {"stream.guards.max_deadletter_ratio": "0.5", "stream.guards.breaker_min_records": "20"}
     args = job_args(topics, tmp_path)
 
     tight = write_config(tmp_path / "tight.toml", config, **breaker)
@@ -166,7 +166,7 @@ def test_a_flood_of_bad_records_trips_the_circuit_breaker(
 
     # Once someone has looked, a looser limit lets the same checkpoint go on: nothing was lost.
     loose = write_config(
-        tmp_path / "loose.toml", config, **{**breaker, "aggregate.max_deadletter_ratio": "1.0"}
+        tmp_path / "loose.toml", config, **{**breaker, "stream.guards.max_deadletter_ratio": "1.0"}
     )
     assert aggregate.main(["--config", str(loose), *args]) == 0
     dead = read_delta(tmp_path / "deadletter")

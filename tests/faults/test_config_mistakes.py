@@ -35,14 +35,14 @@ def test_config_mistakes_fail_fast_naming_the_cause(
     (dead_port,) = free_ports(1)
     mistakes = {
         "unknown key": (
-            text.replace("[aggregate]\n", "[aggregate]\nmax_deadleter_ratio = 0.2\n"),
+            text.replace("[stream.guards]\n", "[stream.guards]\nmax_deadleter_ratio = 0.2\n"),
             [],
-            "unknown key 'aggregate.max_deadleter_ratio'",
+            "unknown key 'stream.guards.max_deadleter_ratio'",
         ),
         "wrong type": (
             text.replace("max_deadletter_ratio = 0.5", 'max_deadletter_ratio = "half"'),
             [],
-            "'aggregate.max_deadletter_ratio' must be a number, got 'half'",
+            "'stream.guards.max_deadletter_ratio' must be a number, got 'half'",
         ),
         "bad time bound": (
             text.replace('min_event_time = "2000-01-01T00:00:00Z"', 'min_event_time = "last year"'),
@@ -65,7 +65,7 @@ def test_config_mistakes_fail_fast_naming_the_cause(
         path = tmp_path / f"{name.replace(' ', '-')}.toml"
         path.write_text(toml)
         code, err, elapsed = run(["--config", str(path), *job_args(topics, tmp_path), *extra], capsys)
-        assert code == 1, name
+        assert code == 2, name  # refused to start (arus.runtime.job)
         assert message in err, f"{name}: {err}"
         assert elapsed < LIMIT_S, f"{name} took {elapsed:.1f}s"
         seen[name] = round(elapsed, 1)

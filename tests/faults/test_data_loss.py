@@ -44,14 +44,16 @@ def test_records_deleted_past_the_checkpoint(
         admin.close()
 
     started = time.monotonic()
-    assert aggregate.main(["--config", str(strict), *args]) == 1
+    assert aggregate.main(["--config", str(strict), *args]) == 2  # refused before Spark starts
     refused_in = time.monotonic() - started
     err = capsys.readouterr().err
     assert f"data loss upstream: offsets 40-59 of {topics['in']} partition 0 were deleted" in err
     assert "fail_on_data_loss = false" in err
     assert refused_in < 10
 
-    tolerant = write_config(tmp_path / "tolerant.toml", config, **{"aggregate.fail_on_data_loss": "false"})
+    tolerant = write_config(
+        tmp_path / "tolerant.toml", config, **{"stream.guards.fail_on_data_loss": "false"}
+    )
     assert aggregate.main(["--config", str(tolerant), *args]) == 0
     err = capsys.readouterr().err
     assert f"WARNING: skipping lost records: offsets 40-59 of {topics['in']} partition 0" in err

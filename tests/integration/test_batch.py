@@ -70,7 +70,7 @@ def streamed(
 
 def expected_silver(spark: SparkSession, config: Config, sent: list[dict[str, object]]):
     """The oracle: every distinct event sent, typed by the configured schema."""
-    ddl = schema_from_ddl(config.schema(config.aggregate.schema))
+    ddl = schema_from_ddl(config.schema(config.stream.schema))
     schema = T.StructType([T.StructField(f.name, f.dataType, True) for f in ddl.fields])
     unique = {e["event_id"]: e for e in sent}.values()
     rows = [

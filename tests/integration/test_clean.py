@@ -10,7 +10,7 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from support import kafka_rows
 
-from arus.config import AggregateConfig, CleanConfig
+from arus.config import CleanConfig, StreamConfig, StreamGuards
 from arus.core.clean import (
     clean_events,
     parse_device_dimension,
@@ -100,7 +100,7 @@ def test_device_metadata_fills_gaps_and_adds_prefixed_fields(spark: SparkSession
         [("d1", "temperature", "jakarta", "C", 15.0, 30.0), ("d2", "power", "bandung", "W", 50.0, 500.0)],
         DEVICES,
     )
-    result = with_device_metadata(events, devices)
+    result = with_device_metadata(events, devices, key="device_id")
     expected = spark.createDataFrame(
         [
             ("d1", "temperature", "jakarta", "C", 20.0, 15.0, 30.0),
@@ -132,7 +132,7 @@ def test_device_dimension_keeps_the_newest_record_per_key_and_honours_tombstones
         ],
         "key binary, value binary, partition int, offset long",
     )
-    result = parse_device_dimension(raw, schema_from_ddl(DEVICES))
+    result = parse_device_dimension(raw, schema_from_ddl(DEVICES), key="device_id")
     expected = spark.createDataFrame([("d1", "power", "new", "W", 1.0, 2.0)], DEVICES)
     assert_df_equality(result, expected, ignore_nullable=True)
 
@@ -144,19 +144,27 @@ def test_with_schema_casts_orders_and_fills_missing_columns(spark: SparkSession)
     assert_df_equality(result, expected)
 
 
-JOB = AggregateConfig(
-    input_topic="in",
-    output_topic="out",
-    deadletter_topic="dead",
-    table="gold",
-    deadletter_table="dead",
+STREAM = StreamConfig(
+    topic="in",
+    devices_topic="devices",
+    device_key="device_id",
     schema="s",
     event_time_field="event_time",
-    keys=("device_id",),
-    value_fields=("value",),
-    window="1 minute",
+    id_field="event_id",
     watermark="2 minutes",
-    dedup_field="event_id",
+    starting_offsets="earliest",
+    deadletter_topic="dead",
+    deadletter_table="dead",
+    late_topic="late",
+    late_table="late",
+    guards=StreamGuards(
+        max_record_bytes=0,
+        min_event_time="",
+        max_event_ahead_s=0,
+        max_deadletter_ratio=1.0,
+        breaker_min_records=0,
+        fail_on_data_loss=True,
+    ),
 )
 
 
@@ -182,7 +190,9 @@ def test_bronze_to_silver_deduplicates_enriches_and_cleans(spark: SparkSession) 
         "event_id STRING NOT NULL, device_id STRING NOT NULL, site STRING, unit STRING, "
         "value DOUBLE NOT NULL, event_time TIMESTAMP NOT NULL"
     )
-    silver, dead = bronze_to_silver(bronze, schema_from_ddl(ddl), JOB, devices=devices, clean=CleanConfig())
+    silver, dead = bronze_to_silver(
+        bronze, schema_from_ddl(ddl), STREAM, devices=devices, clean=CleanConfig()
+    )
 
     # The schema has no `kind`, so the device's kind arrives as device_kind.
     expected = spark.createDataFrame(

@@ -140,7 +140,7 @@ def test_nothing_is_committed_when_the_output_cannot_be_delivered(
     argv = ["--until-idle", "2"]
 
     # The command checks its topics first and says which one is missing.
-    assert consumer.main(["--input-topic", missing["in"], "--output-topic", missing["out"], *argv]) == 1
+    assert consumer.main(["--input-topic", missing["in"], "--output-topic", missing["out"], *argv]) == 2
     # Past that check (say the topic is deleted while it runs), a send that fails stops the run.
     with pytest.raises(KafkaError):
         run(config, consumer_settings(config, missing, group, *argv))

@@ -150,10 +150,10 @@ EDGE_CASES: list[bytes | None] = [
 
 def test_consumer_gives_every_record_the_spark_jobs_verdict(spark: SparkSession, config: Config) -> None:
     """Good or bad, the reason, and every field's value: Spark's parse_events vs arus.pyengine.records."""
-    job = config.aggregate
-    ddl = config.schema(job.schema)
+    stream = config.stream
+    ddl = config.schema(stream.schema)
     rows = [(b"k", v, "in", 0, i, KAFKA_TIME) for i, v in enumerate(EDGE_CASES)]
-    checked = bronze_to_checked(spark.createDataFrame(rows, RAW_KAFKA), schema_from_ddl(ddl), job)
+    checked = bronze_to_checked(spark.createDataFrame(rows, RAW_KAFKA), schema_from_ddl(ddl), stream)
     fields = parse_schema(ddl)
     timestamps = [f.name for f in fields if f.type == "timestamp"]
     spark_rows = (
@@ -168,7 +168,7 @@ def test_consumer_gives_every_record_the_spark_jobs_verdict(spark: SparkSession,
         .orderBy("offset")
         .collect()
     )
-    limits = record_limits(job)
+    limits = record_limits(stream)
     kafka_ms = int(KAFKA_TIME.timestamp() * 1000)
     mismatches = []
     for value, row in zip(EDGE_CASES, spark_rows, strict=True):

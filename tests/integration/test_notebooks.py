@@ -66,7 +66,7 @@ def notebook_lake(config: Config, kafka: str, tmp_path_factory: pytest.TempPathF
 @pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
 def test_notebook_runs_and_draws_its_figures(path: Path, notebook_lake: Path, config: Config) -> None:
     names = [config.batch.bronze_table, config.batch.silver_table, config.aggregate.table]
-    names += [config.aggregate.deadletter_table, config.batch.late_table, config.batch.alerts_table]
+    names += [config.stream.deadletter_table, config.stream.late_table, config.batch.alerts_table]
     assert all(lake.is_table(notebook_lake / name) for name in names)
 
     notebook = execute(path, notebook_lake)  # raises, naming the cell, if any cell fails

@@ -19,6 +19,8 @@ def test_default_config_loads_with_every_section() -> None:
     config = load_config(DEFAULT_CONFIG, env={})
     assert config.kafka.bootstrap_servers == "127.0.0.1:9092"
     assert config.aggregate.keys == ("device_id",)
+    assert config.stream.topic == "iot.readings"
+    assert config.stream.guards.max_deadletter_ratio == 0.5
     assert config.topic("iot.readings").partitions == 3
     assert "event_id STRING NOT NULL" in config.schema("iot_reading")
 
@@ -75,4 +77,24 @@ def test_secrets_are_refused_in_files(tmp_path: Path) -> None:
 def test_not_toml(tmp_path: Path) -> None:
     path = write(tmp_path, "[kafka\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path, env={})
+
+
+def test_every_topic_a_section_names_is_declared(tmp_path: Path) -> None:
+    text = base_text().replace('output_topic = "iot.aggregates"', 'output_topic = "iot.agregates"')
+    text = text.replace('late_topic = "iot.late"', 'late_topic = "iot.lat"')
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert str(caught.value).splitlines() == [
+        f"{path}: 'stream.late_topic' names topic 'iot.lat', which no [[topics]] entry declares",
+        f"{path}: 'aggregate.output_topic' names topic 'iot.agregates', which no [[topics]] entry declares",
+    ]
+
+
+def test_a_moved_key_names_its_new_place(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, base_text().replace("[aggregate]\n", '[aggregate]\ninput_topic = "iot.readings"\n')
+    )
+    with pytest.raises(ConfigError, match=r"unknown key 'aggregate.input_topic' \(now 'stream.topic'\)"):
         load_config(path, env={})
