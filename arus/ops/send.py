@@ -104,14 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             producer.close(timeout=10)
     except BadJson as exc:
-        before = f"the {plural(sent)} before it were sent, as printed" if sent else "nothing was sent"
-        print(f"arus send: {exc}; {before}", file=sys.stderr)
+        verb = "was" if sent == 1 else "were"
+        before = f"the {plural(sent)} before it {verb} sent, as printed" if sent else "nothing was sent"
+        print(f"send: {exc}; {before}", file=sys.stderr)
         return 2
     except (ConfigError, RuntimeError) as exc:  # ProducerError, TopicError, KafkaUnavailable
-        print(f"arus send: {exc}", file=sys.stderr)
+        print(f"send: {exc}", file=sys.stderr)
         return 1
     except KafkaError as exc:
-        print(f"arus send: {plural(sent)} sent, then the broker refused one: {exc}", file=sys.stderr)
+        print(f"send: {plural(sent)} sent, then the broker refused one: {exc}", file=sys.stderr)
         return 1
     print(f"sent {plural(sent)} to {args.topic} (acks={config.producer.acks})", file=sys.stderr)
     return 0

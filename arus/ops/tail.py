@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             end = consumer.end_offsets(partitions)
             start, notes = start_offsets(consumer.beginning_offsets(partitions), end, args)
             for note in notes:
-                print(f"arus tail: {note}", file=sys.stderr)
+                print(f"tail: {note}", file=sys.stderr)
             consumer.assign(list(start))
             for tp, offset in start.items():
                 consumer.seek(tp, offset)
@@ -219,10 +219,10 @@ def main(argv: list[str] | None = None) -> int:
                 if printed == args.max:
                     break
     except (ConfigError, RuntimeError) as exc:  # KafkaUnavailable, TopicError
-        print(f"arus tail: {exc}", file=sys.stderr)
+        print(f"tail: {exc}", file=sys.stderr)
         return 1
     except KafkaError as exc:
-        print(f"arus tail: the broker answered with an error: {exc}", file=sys.stderr)
+        print(f"tail: the broker answered with an error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # `arus tail T | head` closed the pipe: the reader has what it wanted. Python's recipe:
@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if stopping:
-        print(f"arus tail: stopped by {stopping[0]} after {printed} records", file=sys.stderr)
+        count = f"{printed} record" if printed == 1 else f"{printed} records"
+        print(f"tail: stopped by {stopping[0]} after {count}", file=sys.stderr)
     return 0
 
 

@@ -439,8 +439,9 @@ def run_create(config: Config, args: argparse.Namespace, parser: argparse.Argume
     extra = {**(topic_configs(declared) if declared else {}), **dict(args.settings)}
     result = create(config, args.topic, partitions, replication, extra)
     shown = "".join(f", {k}={v}" for k, v in extra.items())
+    count = result["num_partitions"]
     print(
-        f"created {args.topic}: {result['num_partitions']} partitions, "
+        f"created {args.topic}: {count} partition{'' if count == 1 else 's'}, "
         f"replication factor {result['replication_factor']}{shown}"
     )
 
@@ -478,10 +479,10 @@ def main(argv: list[str] | None = None) -> int:
             topics = summaries(config, args.match)
             print(summary_table(topics) if topics else f"no topic matches {args.match!r}")
     except (ConfigError, RuntimeError) as exc:  # TopicError, KafkaUnavailable
-        print(f"arus topics: {exc}", file=sys.stderr)
+        print(f"topics: {exc}", file=sys.stderr)
         return 1
     except KafkaError as exc:
-        print(f"arus topics: the broker answered with an error: {exc}", file=sys.stderr)
+        print(f"topics: the broker answered with an error: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -154,7 +154,7 @@ def test_an_unreachable_broker_exits_1_saying_so(
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     code, out, err = run(topics.main, [], capsys)
     assert (code, out) == (1, "")
-    assert err == "arus topics: no Kafka broker answers at 127.0.0.1:1 (is it up? `make kafka-up`)\n"
+    assert err == "topics: no Kafka broker answers at 127.0.0.1:1 (is it up? `make kafka-up`)\n"
 
 
 # --- tail -----------------------------------------------------------------------------------------
@@ -252,7 +252,7 @@ def test_send_stops_at_a_bad_json_line_naming_it(
     code, out, err = run(send.main, [topic], capsys)
     assert code == 2
     assert out == "line 1: partition 0 offset 0\nline 3: partition 0 offset 1\n"
-    assert err.startswith("arus send: line 4 is not JSON (")
+    assert err.startswith("send: line 4 is not JSON (")
     assert err.endswith("; the 2 records before it were sent, as printed\n")
     assert [r.value for r in topic_records(config, topic)] == [b'{"n": 1}', b'{"n": 2}']
 
@@ -304,4 +304,4 @@ def test_the_arus_command_sends_and_follows_until_sigterm(
         follower.kill()
     assert follower.returncode == 0, err
     assert rest == ""
-    assert err == "arus tail: stopped by SIGTERM after 2 records\n"
+    assert err == "tail: stopped by SIGTERM after 2 records\n"
