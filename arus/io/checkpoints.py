@@ -9,13 +9,14 @@ eviction).
 
     offsets/<batch>: v1 / {"batchWatermarkMs": ..., ...} / one line per source:
                      {"<topic>": {"<partition>": <next offset>}} for Kafka ("-" before it has any)
-    commits/<batch>: present once the batch's output is committed
+    commits/<batch>: v1 / {"nextBatchWatermarkMs": ...}, written once the batch's output is committed
     sources/<i>/0:   NUL v1 / the offsets a new query started from
     metadata:        {"id": "<query id>"}, kept across restarts
 
     read_stream_batch(checkpoint, batch_id)   # one batch: its offsets and watermarks (in foreachBatch)
     read_stream_batches(checkpoint)           # every committed batch, oldest first (reconcile)
     resume_offsets(checkpoint)                # where a restart resumes reading (the data-loss guard)
+    read_query_status(checkpoint)             # where the query stands now (arus lag)
     query_id(checkpoint)                      # stable across restarts, new with a new checkpoint
 
 Checkpoints must be on a local (or locally mounted) file system; a "file:" URI is accepted.
@@ -110,7 +111,7 @@ def read_stream_batches(checkpoint: str | Path) -> list[StreamBatch]:
     the oldest retained batch then has no known start and no known late watermark.
     """
     root = checkpoint_path(checkpoint)
-    if not (root / "offsets").is_dir():
+    if not is_checkpoint(root):
         raise FileNotFoundError(f"{root} has no offsets/ log: not a streaming query checkpoint")
     committed = set(_batch_ids(root, "commits"))
     batches: list[StreamBatch] = []
@@ -134,6 +135,48 @@ def resume_offsets(checkpoint: str | Path) -> Offsets:
     root = checkpoint_path(checkpoint)
     committed = _batch_ids(root, "commits")
     return read_offset_entry(root, committed[-1])[1] if committed else {}
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether `path` holds a streaming query's checkpoint (its offset log)."""
+    return (checkpoint_path(path) / "offsets").is_dir()
+
+
+@dataclass(frozen=True)
+class QueryStatus:
+    """Where a streaming query stands, from its checkpoint alone."""
+
+    next_offsets: Offsets  # where its next batch reads from: the last commit's end, else its start
+    committed: int | None  # the last committed batch
+    committed_at: float | None  # when: the commit file's mtime, in seconds since the epoch
+    watermark_ms: int | None  # the one its next batch runs with, as the last commit recorded it
+    planned: int | None  # the newest batch in the offset log; past `committed`, it is in flight
+
+    @property
+    def in_flight(self) -> int | None:
+        """A batch planned but not committed: running now, or run again when the query restarts."""
+        if self.planned is not None and (self.committed is None or self.planned > self.committed):
+            return self.planned
+        return None
+
+
+def read_query_status(checkpoint: str | Path) -> QueryStatus:
+    """The last committed batch, its time and watermark, and where the next batch reads from."""
+    root = checkpoint_path(checkpoint)
+    if not is_checkpoint(root):
+        raise FileNotFoundError(f"{root} has no offsets/ log: not a streaming query checkpoint")
+    planned = _batch_ids(root, "offsets")
+    committed = _batch_ids(root, "commits")
+    newest = planned[-1] if planned else None
+    if not committed:
+        # Nothing committed yet: a (re)started batch 0 reads from where the query started.
+        return QueryStatus(read_start_offsets(root), None, None, None, newest)
+    commit = root / "commits" / str(committed[-1])
+    lines = [line for line in commit.read_text().splitlines() if line.strip()]
+    if len(lines) < 2 or lines[0] != "v1":
+        raise ValueError(f"{commit}: not a v1 commit log entry")
+    watermark = int(json.loads(lines[1]).get("nextBatchWatermarkMs", 0))
+    return QueryStatus(resume_offsets(root), committed[-1], commit.stat().st_mtime, watermark, newest)
 
 
 def query_id(checkpoint: str | Path) -> str:
