@@ -54,7 +54,7 @@ NO_METRICS = (
 
 
 class UnknownReader(LookupError):
-    """A --checkpoint or --group that names nothing arus can read."""
+    """A --group the broker does not know."""
 
 
 @dataclass(frozen=True)
