@@ -1,4 +1,13 @@
-"""Operations: the local Kafka brokers, the standalone Spark cluster, daemon processes, topics, notebooks.
+"""Operations: run the local services and look inside them.
 
-May import: arus.config, arus.io.
+    broker      the local Kafka broker, the 3-broker cluster and the SASL broker (arus broker)
+    standalone  the Spark standalone cluster on this machine (arus cluster)
+    processes   daemons by PID, trusted only when the command line is the one arus started
+    topics      [[topics]] created at start-up; list, describe, create, alter (arus topics)
+    tail        print a topic's records (arus tail)
+    send        send JSON lines, each acknowledged (arus send)
+    lag         lag of every consumer group and every Spark checkpoint (arus lag)
+    notebooks   run the notebooks headless (arus notebooks)
+
+May import: arus.config, arus.core, arus.io.
 """
