@@ -119,6 +119,20 @@ package: setup ## Build the wheel a cluster needs (dist/arus-*.whl: every module
 	$(PY) -m pip wheel -q --no-deps -w dist .
 	@ls dist/arus-*.whl
 
+## --- looking inside (docs/operations.md) -------------------------------------------------
+
+.PHONY: topics
+topics: kafka-up ## Topics with partitions, replication, retention and messages (ARGS="describe iot.readings")
+	arus topics $(ARGS)
+
+.PHONY: tail
+tail: kafka-up ## Print a topic's records: make tail T=iot.deadletter ARGS="--from-beginning"
+	arus tail $(T) $(ARGS)
+
+.PHONY: lag
+lag: kafka-up ## Lag of every consumer group and every Spark checkpoint (ARGS="--watch")
+	arus lag $(ARGS)
+
 ## --- batch side and notebooks (docs/batch.md) ------------------------------------------
 
 TABLE ?= gold_aggregates
