@@ -53,3 +53,11 @@ def test_init_service_creates_exactly_the_topics_in_conf() -> None:
     }
     expected = {(t.name, str(t.partitions), str(t.retention_ms), t.cleanup_policy) for t in config.topics}
     assert created == expected
+
+
+def test_broker_writes_its_logs_to_the_mounted_volume_so_down_keeps_the_topics() -> None:
+    kafka = compose()["services"]["kafka"]
+    mounts = {volume.split(":", 1)[1]: volume.split(":", 1)[0] for volume in kafka["volumes"]}
+    log_dir = kafka["environment"]["KAFKA_LOG_DIRS"]
+    assert log_dir in mounts, f"KAFKA_LOG_DIRS={log_dir} is not a mounted volume: {kafka['volumes']}"
+    assert mounts[log_dir] in compose()["volumes"], "a named volume, which `docker compose down` keeps"
