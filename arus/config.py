@@ -53,9 +53,10 @@ def find_config(
     return local if local.is_file() else DEFAULT_CONFIG
 
 
-def job_parser(prog: str, doc: str, *examples: str) -> argparse.ArgumentParser:
+def job_parser(prog: str, doc: str, *examples: str, metrics: bool = False) -> argparse.ArgumentParser:
     """The parser every arus command starts from: its name, the first line of its docstring `doc`,
-    its examples, and --config (found as find_config says), so each command takes the file alike."""
+    its examples, and --config (found as find_config says), so each command takes the file alike.
+    `metrics`: a long-running command, which also takes --metrics-port."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=doc.split("\n")[0],
@@ -65,6 +66,13 @@ def job_parser(prog: str, doc: str, *examples: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", help="config file (default: $ARUS_CONFIG, else conf/arus.toml, else the shipped defaults)"
     )
+    if metrics:
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="serve Prometheus metrics on 127.0.0.1:PORT (they always go to [paths] metrics/<app>.jsonl)",
+        )
     return parser
 
 
@@ -244,6 +252,7 @@ class SparkClusterConfig:
 class PathsConfig:
     lake: str
     checkpoints: str
+    metrics: str = "data/metrics"  # <app>.jsonl per job, consumer and producer (arus.io.metrics)
 
 
 @dataclass(frozen=True)
@@ -430,6 +439,7 @@ ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("SPARK_MASTER", "spark", "master"),
     ("ARUS_LAKE_DIR", "paths", "lake"),
     ("ARUS_CHECKPOINT_DIR", "paths", "checkpoints"),
+    ("ARUS_METRICS_DIR", "paths", "metrics"),
 )
 # Keys that moved when [stream] took what every stage reads, so an older file's error says where.
 MOVED = {
