@@ -11,6 +11,8 @@ The jars and the broker's data (`[broker] dir`) are in the project folder: $ARUS
 current directory (arus.config.project_root).
 
 `up` is idempotent: a broker that already answers is left running and only topics are ensured.
+When a broker arus did not start answers at `[kafka] bootstrap_servers` (or KAFKA_BOOTSTRAP_SERVERS),
+e.g. `docker compose up -d`'s, `up` uses it: it creates the topics there and starts none of its own.
 
 `--sasl` starts the broker of `[secure_broker]` in conf/arus.toml: a SASL_PLAINTEXT listener with
 SCRAM-SHA-512 (and a SASL_SSL listener when given a key and certificate), users created at format
@@ -355,8 +357,46 @@ def _admin_kwargs(nodes: list[Node]) -> dict[str, object]:
     return security.client(bootstrap).client_kwargs()
 
 
+def foreign_broker(config: Config, node: Node) -> str | None:
+    """The configured bootstrap servers when a broker answers there that arus did not start.
+
+    That broker (docker compose's, a cluster's given by KAFKA_BOOTSTRAP_SERVERS) is what every job
+    will connect to, so starting arus's own beside it would only hold a port nobody reads.
+    """
+    bootstrap = config.kafka.bootstrap_servers
+    if bootstrap == node.address and _pid(node) is not None:
+        return None
+    if not any(answers(address) for address in bootstrap.split(",")):
+        return None
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(**config.kafka.client_kwargs(), request_timeout_ms=10000)
+        try:
+            admin.describe_cluster()
+        finally:
+            admin.close()
+    except KafkaError as exc:
+        raise RuntimeError(
+            f"{bootstrap} (KAFKA_BOOTSTRAP_SERVERS or [kafka] bootstrap_servers) answers but not as a "
+            f"Kafka broker arus can use ({exc}); stop what holds it or point the setting elsewhere"
+        ) from exc
+    return bootstrap
+
+
 def up(config: Config, cluster: int = 1, security: Security | None = None) -> list[Node]:
+    """Start the nodes and create the topics; the returned nodes are arus's own (none when a
+    broker arus did not start already answers at the configured bootstrap servers)."""
     nodes = nodes_for(config, cluster, security)
+    # A cluster or a secured broker is asked for by name, so only the plain `up` defers.
+    elsewhere = foreign_broker(config, nodes[0]) if cluster == 1 and security is None else None
+    if elsewhere is not None:
+        print(f"kafka: using the broker at {elsewhere}, which arus did not start (none started)")
+        created = ensure_topics(config)
+        if created:
+            print(f"kafka: created topics {', '.join(created)}")
+        return []
     heap = config.secure_broker.heap if security else config.broker.heap
     if all(_pid(n) is not None for n in nodes) and all(answers(n.address) for n in nodes):
         print(f"kafka: already running on {', '.join(n.address for n in nodes)}")
