@@ -133,6 +133,10 @@ tail: kafka-up ## Print a topic's records: make tail T=iot.deadletter ARGS="--fr
 lag: kafka-up ## Lag of every consumer group and every Spark checkpoint (ARGS="--watch")
 	arus lag $(ARGS)
 
+.PHONY: dashboard
+dashboard: kafka-up ## A live page on http://127.0.0.1:8050/: lag, rates, late, dead letters, gold windows (ARGS="--port 9000")
+	arus dashboard $(ARGS)
+
 ## --- batch side and notebooks (docs/batch.md) ------------------------------------------
 
 TABLE ?= gold_aggregates

@@ -7,6 +7,7 @@
     tail        print a topic's records (arus tail)
     send        send JSON lines, each acknowledged (arus send)
     lag         lag of every consumer group and every Spark checkpoint (arus lag)
+    dashboard   a live local web page of lag, rates and the gold windows (arus dashboard)
     notebooks   run the notebooks headless (arus notebooks)
 
 May import: arus.config, arus.core, arus.io.
