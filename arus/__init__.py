@@ -4,6 +4,7 @@ The layers, lowest first. A module imports only from its own layer and from laye
 it (tests/unit/test_layers.py says exactly which; docs/architecture.md draws them):
 
     arus.config     typed, validated settings: the base every layer reads
+    arus.grammar    Spark durations and flat DDL schemas, parsed once for the config and both engines
     arus.signals    graceful stop on Ctrl-C and SIGTERM, for every long-running command
     arus.core       the rules both engines share, and pure Spark transforms and stages (no I/O)
     arus.io         Kafka and Delta readers and writers, checkpoint files, the lake

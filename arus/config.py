@@ -14,15 +14,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.resources
+import json
+import math
 import os
+import re
 import tomllib
-import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from arus.grammar import DDL_TYPES, duration_us, parse_schema, window_us
 
 # The defaults shipped in the package (conf/ is installed as arus.conf). A Traversable, not a Path:
 # on a cluster the package is imported from a wheel on --py-files, and the file is inside that zip.
@@ -466,7 +471,10 @@ T = TypeVar("T")
 def load_config(
     path: str | os.PathLike[str] | Traversable | None = None, env: Mapping[str, str] | None = None
 ) -> Config:
-    """Load the config file (see find_config) and apply env overrides."""
+    """Load the config file (see find_config) and apply env overrides.
+
+    Every value is checked (its type, then CHECKS, then what it names: topics, schemas, fields);
+    all the mistakes are raised at once in one ConfigError, a line each."""
     env = os.environ if env is None else env
     file = path if isinstance(path, Traversable) else find_config(path, env)
     try:
@@ -479,43 +487,287 @@ def load_config(
     for section, key in SECRET_KEYS:
         if key in raw.get(section, {}):
             raise ConfigError(f"{file}: [{section}] {key} must come from the environment, not from a file")
+    mistakes = _Mistakes(file)
     for var, section, key in ENV_OVERRIDES:
         if env.get(var):
-            raw.setdefault(section, {})[key] = env[var]
+            # An environment variable is text by nature: read it as its key's type here, so the
+            # file's own values can be held to their TOML types.
+            raw.setdefault(section, {})[key] = _from_text(env[var], key_type(f"{section}.{key}"))
+            mistakes.from_env[f"{section}.{key}"] = var
 
-    config = build(Config, raw, "", file)
-    check_topics_declared(config, file)
+    config = build(Config, raw, "", mistakes)
+    for key, pattern, value in _leaves(config, "", ""):
+        _check_leaf(config, key, pattern, value, mistakes)
+    if mistakes.lines:
+        raise ConfigError("\n".join(mistakes.lines))
     return dataclasses.replace(config, source=str(file))
 
 
-def check_topics_declared(config: Config, file: Traversable) -> None:
-    """Every topic a section names (a key `topic` or `*_topic`; "" names none) is one of [[topics]],
-    so a topic is declared once and a misspelt reference fails here rather than at the broker."""
-    declared = {topic.name for topic in config.topics}
-    undeclared = [
-        f"{file}: {key!r} names topic {name!r}, which no [[topics]] entry declares"
-        for key, name in _topic_keys(config, "")
-        if name and name not in declared
-    ]
-    if undeclared:
-        raise ConfigError("\n".join(undeclared))
+# --- what each value may be -----------------------------------------------------------------------
 
 
-def _topic_keys(section: Any, where: str) -> list[tuple[str, str]]:
-    found = []
-    for field in dataclasses.fields(section):
-        value, key = getattr(section, field.name), _join(where, field.name)
-        if dataclasses.is_dataclass(value):
-            found += _topic_keys(value, key)
-        elif field.name == "topic" or field.name.endswith("_topic"):
-            found.append((key, value))
-    return found
+@dataclass(frozen=True)
+class Allowed:
+    """What a value may be: `holds` tells a good value of the key's type; `says` is the error's
+    "what is allowed"."""
+
+    holds: Callable[[Any], bool]
+    says: str
 
 
-def build(cls: type[T], data: Any, where: str, file: Traversable) -> T:
-    """Build the dataclass cls from parsed TOML, checking keys and types strictly."""
+def _parses(parse: Callable[[str], object]) -> Callable[[Any], bool]:
+    def holds(value: Any) -> bool:
+        try:
+            parse(value)
+        except ValueError:
+            return False
+        return True
+
+    return holds
+
+
+def _zoned_time(text: str) -> None:
+    if text and datetime.fromisoformat(text).tzinfo is None:
+        raise ValueError(text)
+
+
+def _starting_offsets(text: str) -> None:
+    """earliest, latest, or Spark's JSON: {"topic": {"0": 23, "1": -2}} (-2 earliest, -1 latest)."""
+    if text in ("earliest", "latest"):
+        return
+    spec = json.loads(text)  # a JSONDecodeError is a ValueError
+    if not isinstance(spec, dict) or not spec:
+        raise ValueError(text)
+    for partitions in spec.values():
+        if not isinstance(partitions, dict) or not all(
+            p.isdigit() and type(offset) is int and offset >= -2 for p, offset in partitions.items()
+        ):
+            raise ValueError(text)
+
+
+def one_of(*choices: str) -> Allowed:
+    return Allowed(lambda value: value in choices, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def _at_least(low: int, says: str) -> Allowed:
+    return Allowed(lambda value: value >= low, says)
+
+
+COUNT = _at_least(1, "at least 1")
+NOT_NEGATIVE = _at_least(0, "0 or more")
+RATIO = Allowed(lambda value: 0 <= value <= 1, "a number from 0 to 1")
+PORT = Allowed(lambda value: 1 <= value <= 65535, "a port from 1 to 65535")
+DURATION = Allowed(
+    _parses(duration_us), "a duration such as '2 minutes', '90 seconds' or '1 hour 30 minutes'"
+)
+WINDOW = Allowed(_parses(window_us), "a duration longer than zero, such as '1 minute' or '90 seconds'")
+
+# Every key whose type alone does not say what it may be ("[]": any item of a list, "*": any key of
+# a table). Keys not here take any value of their type.
+CHECKS: dict[str, Allowed] = {
+    "kafka.security_protocol": one_of("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    "kafka.sasl_mechanism": one_of("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+    "producer.acks": one_of("0", "1", "all"),
+    "producer.compression": one_of("", "gzip", "snappy", "lz4", "zstd"),
+    "producer.linger_ms": NOT_NEGATIVE,
+    "producer.batch_size": NOT_NEGATIVE,
+    "producer.max_block_ms": NOT_NEGATIVE,
+    "producer.request_timeout_ms": COUNT,
+    "producer.client": one_of("kafka-python", "confluent-kafka"),
+    "iot.devices": COUNT,
+    "iot.interval_s": Allowed(lambda value: value > 0, "more than 0"),
+    "iot.speed": NOT_NEGATIVE,
+    "iot.demo_count": COUNT,
+    **{f"iot.faults.{name}": RATIO for name in IotFaultsConfig.__dataclass_fields__},
+    **{
+        f"iot.delivery.{name}": RATIO
+        for name in IotDeliveryConfig.__dataclass_fields__
+        if name.endswith("_rate")
+    },
+    **{
+        f"iot.delivery.{name}": NOT_NEGATIVE for name in ("late_min_s", "late_max_s", "duplicate_max_delay_s")
+    },
+    "csv.infer_rows": COUNT,
+    **{f"api.{name}": NOT_NEGATIVE for name in ("interval_s", "timeout_s", "max_retries", "backoff_base_s")},
+    **{f"api.{name}": NOT_NEGATIVE for name in ("backoff_max_s", "page_size")},
+    "api.max_pages": COUNT,
+    "api.remember": COUNT,
+    **{
+        f"{broker}.{port}": PORT
+        for broker in ("broker", "secure_broker")
+        for port in ("port", "controller_port")
+    },
+    **{f"{broker}.cluster_port": PORT for broker in ("broker", "secure_broker")},
+    **{
+        f"{broker}.ssl_port": Allowed(lambda v: 0 <= v <= 65535, "a port from 1 to 65535, or 0 for none")
+        for broker in ("broker", "secure_broker")
+    },
+    "spark.shuffle_partitions": COUNT,
+    "spark_cluster.port": PORT,
+    "spark_cluster.webui_port": PORT,
+    "spark_cluster.workers": COUNT,
+    "spark_cluster.worker_cores": COUNT,
+    "stream.watermark": DURATION,
+    "stream.starting_offsets": Allowed(
+        _parses(_starting_offsets), "'earliest', 'latest' or Spark's JSON such as '{\"topic\": {\"0\": 23}}'"
+    ),
+    "stream.guards.max_record_bytes": NOT_NEGATIVE,
+    "stream.guards.min_event_time": Allowed(
+        _parses(_zoned_time), "an ISO-8601 time with a zone such as '2000-01-01T00:00:00Z', or '' for none"
+    ),
+    "stream.guards.max_event_ahead_s": NOT_NEGATIVE,
+    "stream.guards.max_deadletter_ratio": RATIO,
+    "stream.guards.breaker_min_records": NOT_NEGATIVE,
+    "aggregate.window": WINDOW,
+    "consumer.max_poll_records": COUNT,
+    "consumer.view_refresh_s": Allowed(lambda value: value > 0, "more than 0"),
+    "consumer.view_rows": COUNT,
+    "clean.decimals": NOT_NEGATIVE,
+    "alerts.lookback": DURATION,
+    "alerts.zscore_readings": COUNT,
+    "alerts.zscore_threshold": NOT_NEGATIVE,
+    "alerts.stuck_readings": COUNT,
+    "alerts.silent_minutes": NOT_NEGATIVE,
+    "alerts.bounds[].op": one_of("above", "below"),
+    "pipeline.trigger": DURATION,
+    "pipeline.max_offsets_per_trigger": NOT_NEGATIVE,
+    "batch.tolerance": NOT_NEGATIVE,
+    "batch.vacuum_retain_hours": NOT_NEGATIVE,
+    "batch.conflict_retries": COUNT,
+    "topics[].partitions": COUNT,
+    "topics[].replication_factor": COUNT,
+    "topics[].retention_ms": _at_least(-1, "-1 (forever) or more"),
+    "topics[].cleanup_policy": one_of("delete", "compact", "compact,delete"),
+    "schemas.*": Allowed(
+        _parses(parse_schema),
+        "flat Spark DDL: 'name TYPE [NOT NULL], ...' with types " + ", ".join(sorted(set(DDL_TYPES))),
+    ),
+}
+# Keys that name a [schemas] entry.
+SCHEMA_KEYS = ("stream.schema", "pipeline.clean_schema", "pipeline.device_schema")
+# Keys that name a field, and the key of the schema that must have it ("" names none).
+FIELD_KEYS = {
+    "stream.event_time_field": "stream.schema",
+    "stream.id_field": "stream.schema",
+    "aggregate.keys[]": "stream.schema",
+    "aggregate.value_fields[]": "stream.schema",
+    "alerts.bounds[].field": "pipeline.clean_schema",
+}
+
+
+class _Mistakes:
+    """The mistakes found so far, a line each: file (or environment variable), key, value, what is allowed."""
+
+    def __init__(self, file: Traversable) -> None:
+        self.file = file
+        self.from_env: dict[str, str] = {}  # key -> the environment variable that set it
+        self.lines: list[str] = []
+
+    def add(self, key: str, value: Any, allowed: str) -> None:
+        var = self.from_env.get(key)
+        origin = f"{self.file}: {key} (from ${var})" if var else f"{self.file}: {key}"
+        self.lines.append(f"{origin} = {value!r}: {allowed}")
+
+
+def check_value(key: str, value: Any) -> str | None:
+    """What `key` (or its CHECKS pattern) may be when `value` is not allowed, else None."""
+    allowed = CHECKS.get(re.sub(r"\[\d+\]", "[]", key))
+    return None if allowed is None or allowed.holds(value) else allowed.says
+
+
+def checked(key: str) -> Callable[[str], Any]:
+    """argparse's `type=` for a flag that overrides `key`: the text read as the key's type and held
+    to its CHECKS, so a flag is refused before anything starts exactly as the file's value would be."""
+    tp = key_type(key)
+
+    def parse(text: str) -> Any:
+        value = _from_text(text, tp)
+        if not isinstance(value, tp) or (tp is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text!r}: {_TYPE_NAMES[tp]}")
+        says = check_value(key, value)
+        if says:
+            raise argparse.ArgumentTypeError(f"{text!r}: {says}")
+        return value
+
+    return parse
+
+
+def key_type(key: str) -> Any:
+    """The type of a dotted key's value: key_type("iot.devices") is int."""
+    tp: Any = Config
+    for name in key.split("."):
+        tp = typing.get_type_hints(tp)[name]
+    return tp
+
+
+def _from_text(text: str, tp: Any) -> Any:
+    """Text as a value of type tp when it reads as one, else the text (whose type error then says so)."""
+    if tp is bool:
+        return {"true": True, "false": False}.get(text.lower(), text)
+    try:
+        return tp(text) if tp in (int, float) else text
+    except ValueError:
+        return text
+
+
+def _leaves(value: Any, key: str, pattern: str) -> Iterator[tuple[str, str, Any]]:
+    """(key, pattern, value) of every value in the config, "[]" and "*" in the pattern for items
+    and table keys; a value that did not build (None) is left out, its mistake already said."""
+    if dataclasses.is_dataclass(value):
+        for field in dataclasses.fields(value):
+            if field.name != "source":
+                name = field.name
+                yield from _leaves(getattr(value, name), _join(key, name), _join(pattern, name))
+    elif isinstance(value, tuple):
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{key}[{i}]", f"{pattern}[]")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from _leaves(item, _join(key, name), _join(pattern, "*"))
+    elif value is not None:
+        yield key, pattern, value
+
+
+def _check_leaf(config: Config, key: str, pattern: str, value: Any, mistakes: _Mistakes) -> None:
+    says = check_value(pattern, value)
+    if says:
+        mistakes.add(key, value, says)
+    name = key.rsplit(".", 1)[-1]
+    if (name == "topic" or name.endswith("_topic")) and value and value not in _names(config.topics):
+        mistakes.add(key, value, "a topic declared in [[topics]]")
+    if pattern in SCHEMA_KEYS and value not in (config.schemas or {}):
+        mistakes.add(key, value, f"a schema in [schemas]: {', '.join(config.schemas or {})}")
+    schema_key = FIELD_KEYS.get(pattern)
+    if schema_key and value:
+        section, schema_name = schema_key.split(".")
+        ddl = (config.schemas or {}).get(getattr(getattr(config, section), schema_name, None) or "")
+        if ddl is not None and check_value("schemas.*", ddl) is None:
+            fields = [f.name for f in parse_schema(ddl)]
+            if value not in fields:
+                mistakes.add(key, value, f"a field of the {schema_key} schema: {', '.join(fields)}")
+
+
+def _names(topics: tuple[TopicConfig, ...] | None) -> set[str]:
+    return {topic.name for topic in topics or () if topic is not None}
+
+
+# --- building the dataclasses -----------------------------------------------------------------------
+
+# What a value of each type is written as: TOML's own types, so a quoted "0.5" or "false" is a string.
+_TYPE_NAMES = {
+    bool: "true or false (unquoted)",
+    int: "an integer (unquoted)",
+    float: "a number (unquoted; not nan or inf)",
+    str: "a string",
+}
+
+
+def build(cls: type[T], data: Any, where: str, mistakes: _Mistakes) -> T:
+    """Build the dataclass cls from parsed TOML, checking keys and types strictly. A mistake is
+    added to `mistakes` and its value left None, so the rest is still checked."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{file}: {where or 'top level'} must be a table")
+        mistakes.lines.append(f"{mistakes.file}: {where or 'top level'} must be a table")
+        data = {}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     known = {name for name in fields if name != "source"}
@@ -523,70 +775,52 @@ def build(cls: type[T], data: Any, where: str, file: Traversable) -> T:
         if key not in known:
             moved = MOVED.get(_join(where, key))
             hint = f" (now {moved!r})" if moved else ""
-            raise ConfigError(f"{file}: unknown key {_join(where, key)!r}{hint}")
+            mistakes.lines.append(f"{mistakes.file}: unknown key {_join(where, key)!r}{hint}")
     values: dict[str, Any] = {}
     for name in known:
         field = fields[name]
         key = _join(where, name)
-        if name not in data:
-            has_default = (
-                field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
-            )
-            if has_default:
-                continue
-            raise ConfigError(f"{file}: missing key {key!r}")
-        values[name] = _convert(hints[name], data[name], key, file)
+        if name in data:
+            values[name] = _convert(hints[name], data[name], key, mistakes)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            mistakes.lines.append(f"{mistakes.file}: missing key {key!r}")
+            values[name] = None
     return cls(**values)
 
 
-def _convert(tp: Any, value: Any, key: str, file: Traversable) -> Any:
+def _convert(tp: Any, value: Any, key: str, mistakes: _Mistakes) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, key, file)  # type: ignore[arg-type]
+        return build(tp, value, key, mistakes)  # type: ignore[arg-type]
     if origin is tuple:
         (item_tp, _) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"{file}: {key!r} must be a list, got {value!r}")
-        return tuple(_convert(item_tp, v, f"{key}[{i}]", file) for i, v in enumerate(value))
+            mistakes.add(key, value, "a list")
+            return None
+        return tuple(_convert(item_tp, v, f"{key}[{i}]", mistakes) for i, v in enumerate(value))
     if origin is dict:
         key_tp, value_tp = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise ConfigError(f"{file}: {key!r} must be a table, got {value!r}")
+            mistakes.add(key, value, "a table")
+            return None
         return {
-            _convert(key_tp, k, key, file): _convert(value_tp, v, _join(key, k), file)
+            _convert(key_tp, k, key, mistakes): _convert(value_tp, v, _join(key, k), mistakes)
             for k, v in value.items()
         }
-    if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{file}: {key!r} has an unsupported type")
-    if tp is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        if not isinstance(value, bool):
-            raise ConfigError(f"{file}: {key!r} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{file}: {key!r} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{file}: {key!r} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{file}: {key!r} must be a string, got {value!r}")
-        return value
-    raise ConfigError(f"{file}: {key!r} has an unsupported type {tp!r}")
+    # A bool is no number, and nan never compares: a ratio of nan would never trip the breaker.
+    good = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value),
+        str: isinstance(value, str),
+    }.get(tp)
+    if good is None:
+        mistakes.add(key, value, f"a supported type, not {tp!r}")
+        return None
+    if not good:
+        mistakes.add(key, value, _TYPE_NAMES[tp])
+        return None
+    return float(value) if tp is float else value
 
 
 def _join(where: str, key: str) -> str:

@@ -22,8 +22,8 @@ import argparse
 import sys
 from dataclasses import replace
 
-from arus.config import Config, job_parser
-from arus.runtime.job import REFUSED, prepare
+from arus.config import Config, checked, job_parser
+from arus.runtime.job import REFUSED, prepare, run
 from arus.runtime.progress import await_queries
 from arus.runtime.queries import AggregateQuery, aggregate_query, preflight_aggregate, start_aggregate_query
 from arus.runtime.session import run_timed
@@ -55,8 +55,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "arus aggregate", "Event-time window aggregates of a JSON Kafka topic, into Kafka and Delta."
     )
     for name, text in {**STREAM_FLAGS, **AGGREGATE_FLAGS}.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", help=text)
-    parser.add_argument("--slide", help='slide for sliding windows, e.g. "30 seconds" (default: tumbling)')
+        # Checked as the config key it overrides (a bad --window is refused before anything starts).
+        key = f"stream.{name}" if name in STREAM_FLAGS else f"aggregate.{name}"
+        kind = checked(key) if name in ("watermark", "starting_offsets", "window") else str
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
+    parser.add_argument(
+        "--slide",
+        type=checked("aggregate.window"),
+        help='slide for sliding windows, e.g. "30 seconds" (default: tumbling)',
+    )
     parser.add_argument(
         "--trigger",
         default="available-now",
@@ -94,14 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     if prepared is None:
         return REFUSED
     config, query = prepared
-    spark = run_timed(
-        "aggregate",
-        config.spark,
-        lambda spark, tally: await_queries([start_aggregate_query(spark, config.kafka, query, tally)], tally),
-    )
-    if args.show:
-        show_aggregates(spark, config.kafka, query)
-    return 0
+
+    def work() -> None:
+        spark = run_timed(
+            "aggregate",
+            config.spark,
+            lambda spark, tally: await_queries(
+                [start_aggregate_query(spark, config.kafka, query, tally)], tally
+            ),
+        )
+        if args.show:
+            show_aggregates(spark, config.kafka, query)
+
+    return run("aggregate", work)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from dataclasses import replace
 from arus.config import Config, job_parser
 from arus.core.rules import duration_us
 from arus.io.kafka import check_kafka
-from arus.runtime.job import REFUSED, prepare
+from arus.runtime.job import REFUSED, prepare, run
 from arus.runtime.progress import await_queries
 from arus.runtime.queries import AlertsQuery, reading_id, start_alerts_query
 from arus.runtime.session import run_timed
@@ -78,14 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     if prepared is None:
         return REFUSED
     config, query = prepared
-    spark = run_timed(
-        "alerts",
-        config.spark,
-        lambda spark, tally: await_queries([start_alerts_query(spark, config.kafka, query, tally)], tally),
-    )
-    if args.show:
-        show_alerts(spark, query.table_path)
-    return 0
+
+    def work() -> None:
+        spark = run_timed(
+            "alerts",
+            config.spark,
+            lambda spark, tally: await_queries(
+                [start_alerts_query(spark, config.kafka, query, tally)], tally
+            ),
+        )
+        if args.show:
+            show_alerts(spark, query.table_path)
+
+    return run("alerts", work)
 
 
 if __name__ == "__main__":

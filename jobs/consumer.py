@@ -27,7 +27,7 @@ from arus.core.rules import GuardError
 from arus.io.kafka import check_kafka
 from arus.io.producer import ProducerError
 from arus.pyengine.consumer import ConsumerSettings, consumer_settings, run
-from arus.runtime.job import FAILED, REFUSED, prepare
+from arus.runtime.job import FAILED, GUARD_STOPPED, REFUSED, prepare
 
 # Options that override a key of [stream] (--input-topic: topic), [aggregate] or [consumer] of the
 # same name, with their help.
@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     config, settings = prepared
     try:
         counters = run(config, settings)
-    except (KafkaError, ProducerError, GuardError) as exc:
+    except GuardError as exc:
+        print(f"consume: stopped by a guard, without committing the batch in hand: {exc}", file=sys.stderr)
+        return GUARD_STOPPED
+    except (KafkaError, ProducerError) as exc:
         print(f"consume: stopped without committing the batch in hand: {exc}", file=sys.stderr)
         return FAILED
     print(counters.line(), flush=True)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from arus.config import Config, ConfigError, job_parser
-from arus.runtime.job import REFUSED, prepare
+from arus.runtime.job import REFUSED, prepare, run
 from arus.runtime.pipeline import STAGES, PipelinePlan, Topics, preflight_pipeline, run_pipeline, tables_under
 from arus.runtime.queries import reading_id
 from arus.runtime.session import run_timed
@@ -82,10 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if prepared is None:
         return REFUSED
     config, plan = prepared
-    spark = run_timed("pipeline", config.spark, lambda spark, tally: run_pipeline(spark, config, plan, tally))
-    if args.show:
-        show_pipeline(spark, config.kafka, plan.topics, plan.tables, config.aggregate.keys)
-    return 0
+
+    def work() -> None:
+        spark = run_timed(
+            "pipeline", config.spark, lambda spark, tally: run_pipeline(spark, config, plan, tally)
+        )
+        if args.show:
+            show_pipeline(spark, config.kafka, plan.topics, plan.tables, config.aggregate.keys)
+
+    return run("pipeline", work)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from arus.config import Config, job_parser
+from arus.config import Config, checked, job_parser
 from arus.core.rules import aware_time
 from arus.sources.base import SendLimits, add_send_arguments, launch
 from arus.sources.iot import DELIVERY_RATES, FAULT_RATES, IotSimulator, parse_inject
@@ -27,7 +27,7 @@ from arus.sources.iot import DELIVERY_RATES, FAULT_RATES, IotSimulator, parse_in
 def parser() -> argparse.ArgumentParser:
     parser = job_parser("arus produce iot", __doc__)
     add_send_arguments(parser, speed="event-time speed-up: 60 = a simulated minute per second")
-    parser.add_argument("--devices", type=int, help="fleet size (default: [iot] devices)")
+    parser.add_argument("--devices", type=checked("iot.devices"), help="fleet size (default: [iot] devices)")
     parser.add_argument("--seed", type=int, help="random seed (default: [iot] seed)")
     parser.add_argument("--start", type=aware_time, help="event time of the first reading (default: now)")
     parser.add_argument("--interval", type=float, help="event-time seconds between a device's readings")

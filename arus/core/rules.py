@@ -16,12 +16,16 @@ producers never start a JVM for them.
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from arus.config import ConfigError, StreamConfig
+
+# Durations are arus.grammar's, so the config checks them at load with the same grammar; both
+# engines take them from here with the other rules.
+from arus.grammar import duration_us as duration_us
+from arus.grammar import window_us as window_us
 
 # --- where a record is --------------------------------------------------------------------------
 
@@ -55,62 +59,6 @@ def time_text(at: datetime) -> str:
     """`at` as Spark writes it with TIME_PATTERN: UTC, milliseconds, Z."""
     at = at.astimezone(UTC)
     return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
-
-
-# --- durations ------------------------------------------------------------------------------------
-
-# Spark's interval strings (IntervalUtils.stringToInterval, which window() and withWatermark() use),
-# restricted to the units of fixed length: Spark refuses months and years for a window.
-_UNIT_US = {
-    "microsecond": 1,
-    "millisecond": 1_000,
-    "second": 1_000_000,
-    "minute": 60_000_000,
-    "hour": 3_600_000_000,
-    "day": 86_400_000_000,
-    "week": 604_800_000_000,
-}
-_TERM = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?\s+([a-z]+)(?:\s+|$)")
-_EXAMPLES = "(write e.g. '1 minute', '90 seconds' or '1 hour 30 minutes')"
-
-
-def duration_us(text: str) -> int:
-    """A Spark interval string ("1 minute", "90 seconds", "1 hour 30 minutes") in microseconds.
-
-    Spark's grammar: case-insensitive, an optional leading "interval", then terms of a number,
-    whitespace and a unit in the singular or plural; only seconds take a fraction ("1.5 seconds").
-    Abbreviations ("1 min", "10s"), months, years and a negative total are refused, as Spark's
-    window() refuses them. Zero is a valid watermark delay; a window must be longer (window_us).
-    """
-    body = text.strip().lower()
-    if body.startswith("interval") and body[8:9].isspace():
-        body = body[8:].lstrip()
-    total, at = 0, 0
-    while at < len(body):
-        term = _TERM.match(body, at)
-        if term is None:
-            raise ValueError(f"not a duration: {text!r} {_EXAMPLES}")
-        sign, whole, fraction, word = term.groups()
-        unit = word.removesuffix("s") if word.removesuffix("s") in _UNIT_US else word
-        if unit not in _UNIT_US or not (whole or fraction) or (fraction is not None and unit != "second"):
-            raise ValueError(f"not a duration: {text!r} {_EXAMPLES}")
-        # Spark keeps nanoseconds of a fraction (at most 9 digits) and drops what is below a microsecond.
-        if fraction is not None and len(fraction) > 9:
-            raise ValueError(f"not a duration: {text!r} {_EXAMPLES}")
-        us = int(whole or 0) * _UNIT_US[unit] + int((fraction or "").ljust(6, "0")[:6])
-        total += -us if sign == "-" else us
-        at = term.end()
-    if not body or total < 0:
-        raise ValueError(f"not a duration: {text!r} {_EXAMPLES}")
-    return total
-
-
-def window_us(text: str) -> int:
-    """A window length or slide: a duration longer than zero, as Spark's window() requires."""
-    us = duration_us(text)
-    if us <= 0:
-        raise ValueError(f"a window must be longer than zero: {text!r}")
-    return us
 
 
 # --- the circuit breaker --------------------------------------------------------------------------

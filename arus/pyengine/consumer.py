@@ -38,8 +38,9 @@ from arus.core.rules import (
     record_limits,
     window_us,
 )
+from arus.grammar import Field, parse_schema, require
 from arus.io.producer import make_producer
-from arus.pyengine.records import Field, InvalidRecord, parse_record, parse_schema, require
+from arus.pyengine.records import InvalidRecord, parse_record
 from arus.pyengine.windowing import Aggregator, Outcome, WindowSpec, aggregate_key_text, from_us, to_json
 from arus.signals import stop_on_signals
 

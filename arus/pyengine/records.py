@@ -1,6 +1,6 @@
 """Kafka record values parsed in plain Python exactly as the Spark job parses them.
 
-    fields = parse_schema(config.schema("iot_reading"))   # the DDL in conf/arus.toml
+    fields = parse_schema(config.schema("iot_reading"))   # arus.grammar; the DDL in conf/arus.toml
     event = parse_record(value, kafka_timestamp_ms, fields, limits)   # or InvalidRecord(reason)
 
 arus.core.transforms.parse_events decides with from_json, get_json_object and json_object_keys what is
@@ -20,7 +20,6 @@ import math
 import re
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -38,6 +37,7 @@ from arus.core.rules import (
     WRONG_TYPE,
     RecordLimits,
 )
+from arus.grammar import Field
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -51,25 +51,8 @@ class InvalidRecord(ValueError):
         self.reason = reason
 
 
-# --- schema --------------------------------------------------------------------------------------
+# --- schema ---------------------------------------------------------------------------------------
 
-# DDL type name -> Spark's simpleString, the name its error messages use.
-_TYPES = {
-    "STRING": "string",
-    "DOUBLE": "double",
-    "FLOAT": "float",
-    "REAL": "float",
-    "BIGINT": "bigint",
-    "LONG": "bigint",
-    "INT": "int",
-    "INTEGER": "int",
-    "SMALLINT": "smallint",
-    "SHORT": "smallint",
-    "TINYINT": "tinyint",
-    "BYTE": "tinyint",
-    "BOOLEAN": "boolean",
-    "TIMESTAMP": "timestamp",
-}
 # What Jackson's getLongValue/getIntValue/getShortValue/getByteValue accept; a byte may be written
 # unsigned (128..255) and wraps.
 _INT_RANGES = {
@@ -78,37 +61,6 @@ _INT_RANGES = {
     "smallint": (-(2**15), 2**15 - 1),
     "tinyint": (-(2**7), 2**8 - 1),
 }
-_FIELD = re.compile(r"`?(?P<name>[A-Za-z_]\w*)`?\s+(?P<type>\w+)(?P<not_null>\s+NOT\s+NULL)?", re.I)
-
-
-@dataclass(frozen=True)
-class Field:
-    name: str
-    type: str  # Spark's simple type name: "string", "double", "bigint", "timestamp", ...
-    required: bool
-
-
-def parse_schema(ddl: str) -> tuple[Field, ...]:
-    """The flat Spark DDL of conf/ ("a STRING NOT NULL, b DOUBLE") as fields; NOT NULL = required."""
-    fields = []
-    for item in (part.strip() for part in ddl.split(",")):
-        match = _FIELD.fullmatch(item)
-        if not match or match["type"].upper() not in _TYPES:
-            raise ValueError(
-                f"schema field {item!r} is not supported by the consumer "
-                f"(flat fields of type {', '.join(sorted(set(_TYPES)))})"
-            )
-        fields.append(Field(match["name"], _TYPES[match["type"].upper()], bool(match["not_null"])))
-    return tuple(fields)
-
-
-def require(fields: Sequence[Field], name: str) -> tuple[Field, ...]:
-    """The fields with `name` marked required: the consumer cannot window an event without a time."""
-    if name not in {f.name for f in fields}:
-        raise ValueError(f"field {name!r} is not in the schema")
-    return tuple(Field(f.name, f.type, f.required or f.name == name) for f in fields)
-
-
 # --- JSON as Spark's Jackson reads it ----------------------------------------------------------------
 
 

@@ -1,9 +1,16 @@
-"""What every job's `main` does before its own work: settle its settings, or refuse in one line.
+"""What every job's `main` does before and around its own work: settle its settings or refuse in one
+line, then run and turn how it ended into the exit code.
 
-Exit codes, the same for every job: 0 done; 1 failed while running (or, for reconcile, found a
-difference nothing explains); 2 refused to start: a usage or config error, or a preflight check
-(broker, topics, tables) that failed, so nothing was read or written. argparse exits 2 on a bad
-flag, so a refusal before any work is always 2. No Spark here: the kafka-python consumer uses it too.
+Exit codes, the same for every arus command (README, docs/reliability.md):
+
+    0  done
+    1  failed while running (or, for reconcile, found a difference nothing explains)
+    2  usage or config error, or refused before starting (a preflight check of the broker, topics,
+       tables or data loss failed): nothing was read or written; argparse exits 2 on a bad flag too
+    3  stopped by a guard while running: the dead-letter circuit breaker, or records lost upstream
+
+Expected failures are one line on stderr, never a traceback. No Spark here: the kafka-python
+consumer uses it too.
 """
 
 from __future__ import annotations
@@ -18,13 +25,19 @@ from arus.core.rules import GuardError
 
 FAILED = 1
 REFUSED = 2
+GUARD_STOPPED = 3
+
+# How a guard's stop reads once it has crossed the JVM inside a query's exception: the breaker's
+# GuardError by its class name, Spark's own failOnDataLoss by its message.
+_GUARD_MARKS = ("GuardError: ", "Some data may have been lost")
 
 S = TypeVar("S")
 
 
 def refuse(name: str, reason: object) -> int:
-    """One line on stderr, no traceback: what a user fixes in the config, the flags or the broker."""
-    print(f"{name}: {reason}", file=sys.stderr)
+    """A line on stderr per mistake, no traceback: what a user fixes in config, flags or broker."""
+    for line in str(reason).splitlines():
+        print(f"{name}: {line}", file=sys.stderr)
     return REFUSED
 
 
@@ -48,3 +61,22 @@ def prepare(
         refuse(name, exc)
         return None
     return config, settings
+
+
+def run(name: str, work: Callable[[], object]) -> int:
+    """The exit code of `work` (the job's queries): 0, GUARD_STOPPED when a guard stopped it, else
+    FAILED for a query that failed; either said in one line."""
+    try:
+        work()
+    except GuardError as exc:
+        print(f"{name}: stopped by a guard: {exc}", file=sys.stderr)
+        return GUARD_STOPPED
+    except RuntimeError as exc:  # a query failed (arus.runtime.progress.await_queries)
+        lines = str(exc).splitlines()
+        guard = next((line for line in lines for mark in _GUARD_MARKS if mark in line), None)
+        if guard is not None:
+            print(f"{name}: stopped by a guard: {guard.split('GuardError: ')[-1].strip()}", file=sys.stderr)
+            return GUARD_STOPPED
+        print(f"{name}: failed: {lines[0] if lines else exc!r}", file=sys.stderr)
+        return FAILED
+    return 0

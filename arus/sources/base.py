@@ -4,8 +4,8 @@ BaseSource), the flags all of them take, and `launch`, what an entry point's `ma
 A source says which topics it writes and makes its records (`run`) from pure, seeded generators;
 `start` does the rest, the same way for each: open the source's files, connect and check the
 topics, send through a SendLoop (pacing, bounds, progress), stop on Ctrl-C or SIGTERM, flush,
-close, and choose the exit code: 0 when every record is acknowledged, 1 when the source cannot
-start or go on, 2 when some records were not acknowledged.
+close, and choose the exit code (arus.runtime.job's convention): 0 when every record is
+acknowledged, 1 when some were not or the source cannot go on, 2 for a usage or config mistake.
 
 A new source: subclass Source (topics, run, and the hooks it needs), then write its entry point in
 producers/ as the three there are written: flags, then `launch` with a function that makes it.
@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from kafka import KafkaProducer
 
-from arus.config import Config, load_config
+from arus.config import Config, ConfigError, checked, load_config
 from arus.io.producer import ProducerError, connect
 from arus.signals import stop_on_signals
 from arus.sources.send import Record, SendLoop, Summary
@@ -80,8 +80,8 @@ class Source(ABC):
         return SendLoop(producer)
 
     def finish(self, summary: Summary) -> int:
-        """The exit code, once everything is closed: 0 when every record was acknowledged, else 2."""
-        return 0 if summary.failed == 0 and summary.acked == summary.sent else 2
+        """The exit code, once everything is closed: 0 when every record was acknowledged, else 1."""
+        return 0 if summary.failed == 0 and summary.acked == summary.sent else 1
 
     def stop(self, reason: str) -> None:
         """Stop after the record in hand (what Ctrl-C and SIGTERM do while the source sends)."""
@@ -112,11 +112,16 @@ class Source(ABC):
 def launch(name: str, args: argparse.Namespace, make: Callable[[Config, SendLimits], Source]) -> int:
     """An entry point's exit code: the source `make` builds from the config (the connection flags
     applied) and the limits in `args`, started. A mistake in the settings or the input, or a Kafka
-    that cannot be reached, is one line on stderr, after `name`, and exit code 1."""
+    that cannot be reached, is one line on stderr, after `name`: exit code 2 for a config mistake
+    (nothing was sent), 1 for the rest."""
     try:
         config = with_send_arguments(load_config(args.config), args)
         return make(config, SendLimits(args.rate, args.speed, args.count, args.duration)).start()
-    # ValueError covers ConfigError and the input's own mistakes (an unknown time zone).
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"{name}: {line}", file=sys.stderr)
+        return 2
+    # ValueError covers the input's own mistakes (an unknown time zone).
     except (ProducerError, OSError, ValueError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
@@ -137,8 +142,10 @@ def add_send_arguments(parser: argparse.ArgumentParser, *, speed: str | None = N
     group.add_argument("--bootstrap-servers", help="host:port[,host:port...] (env KAFKA_BOOTSTRAP_SERVERS)")
     group.add_argument("--acks", choices=("all", "1", "0"), help="acknowledgements to wait for")
     group.add_argument("--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"))
-    group.add_argument("--linger-ms", type=int, help="how long a batch may wait to fill up")
-    group.add_argument("--batch-size", type=int, help="bytes per partition batch")
+    group.add_argument(
+        "--linger-ms", type=checked("producer.linger_ms"), help="how long a batch may wait to fill up"
+    )
+    group.add_argument("--batch-size", type=checked("producer.batch_size"), help="bytes per partition batch")
 
 
 def with_send_arguments(config: Config, args: argparse.Namespace) -> Config:

@@ -21,8 +21,9 @@ from arus.config import Config
 from arus.core.rules import record_limits, window_us
 from arus.core.stages import bronze_to_checked
 from arus.core.transforms import aggregate_windows, schema_from_ddl
+from arus.grammar import parse_schema
 from arus.pyengine.consumer import run
-from arus.pyengine.records import InvalidRecord, parse_record, parse_schema
+from arus.pyengine.records import InvalidRecord, parse_record
 from arus.pyengine.windowing import Aggregator, WindowSpec, to_us
 from arus.sources.iot import fleet, readings, to_record
 from arus.sources.send import Record

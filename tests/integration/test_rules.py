@@ -27,7 +27,8 @@ from arus.core.transforms import (
     parse_events,
     schema_from_ddl,
 )
-from arus.pyengine.records import InvalidRecord, parse_record, parse_schema
+from arus.grammar import parse_schema
+from arus.pyengine.records import InvalidRecord, parse_record
 from arus.pyengine.windowing import aggregate_key_text
 
 DDL = "event_id STRING NOT NULL, device_id STRING NOT NULL, value DOUBLE, event_time TIMESTAMP NOT NULL"

@@ -13,15 +13,13 @@ import pytest
 from arus.jobs.consumer import parse_args, settings_from
 
 from arus.core.rules import RecordLimits
+from arus.grammar import Field, parse_schema, require
 from arus.pyengine.consumer import ConsumerSettings, Counters, render_view
 from arus.pyengine.records import (
-    Field,
     InvalidRecord,
     parse_event,
     parse_record,
-    parse_schema,
     parse_timestamp,
-    require,
     spark_string,
 )
 from arus.pyengine.windowing import aggregate_key_text, to_json

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from arus.config import REPO_ROOT
 
-BASE = {"arus.config", "arus.signals"}
+BASE = {"arus.config", "arus.grammar", "arus.signals"}
 # What each layer may import, besides itself and the base.
 MAY_IMPORT: dict[str, set[str]] = {
     "arus.core": set(),

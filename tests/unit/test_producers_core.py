@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
+from pathlib import Path
 
 import pytest
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError
@@ -18,7 +19,7 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from arus.config import DEFAULT_CONFIG, load_config
 from arus.io.producer import KeyHashPartitioner, ProducerError
-from arus.sources.base import add_send_arguments, with_send_arguments
+from arus.sources.base import Source, add_send_arguments, launch, with_send_arguments
 from arus.sources.send import (
     ChildFeed,
     Pacer,
@@ -479,3 +480,22 @@ def test_closing_a_child_feed_early_ends_the_child() -> None:
     assert list(itertools.islice(feed, 250)) == list(range(250))
     feed.close()
     assert not feed._child.is_alive() and feed._child.exitcode is not None
+
+
+def test_a_producer_with_unacknowledged_records_exits_1_and_a_config_mistake_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The exit codes of arus.runtime.job: records not acknowledged are a failure while running (1),
+    a config mistake is refused before anything is sent (2), each said in one line."""
+    from arus.sources.send import Summary
+
+    unacked = Summary(sent=3, acked=2)
+    assert Source.finish(None, unacked) == 1  # type: ignore[arg-type]
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEFAULT_CONFIG.read_text().replace('acks = "all"', 'acks = "2"'))
+    args = argparse.Namespace(
+        config=str(bad), rate=None, speed=None, count=1, duration=None, metrics_port=None
+    )
+    assert launch("produce-iot", args, lambda config, limits: pytest.fail("started")) == 2
+    assert capsys.readouterr().err == f"produce-iot: {bad}: producer.acks = '2': one of '0', '1', 'all'\n"
