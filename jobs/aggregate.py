@@ -52,7 +52,9 @@ AGGREGATE_FLAGS = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = job_parser(
-        "arus aggregate", "Event-time window aggregates of a JSON Kafka topic, into Kafka and Delta."
+        "arus aggregate",
+        "Event-time window aggregates of a JSON Kafka topic, into Kafka and Delta.",
+        metrics=True,
     )
     for name, text in {**STREAM_FLAGS, **AGGREGATE_FLAGS}.items():
         # Checked as the config key it overrides (a bad --window is refused before anything starts).
@@ -105,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> None:
         spark = run_timed(
             "aggregate",
-            config.spark,
+            config,
             lambda spark, tally: await_queries(
                 [start_aggregate_query(spark, config.kafka, query, tally)], tally
             ),
+            args.metrics_port,
         )
         if args.show:
             show_aggregates(spark, config.kafka, query)

@@ -31,7 +31,7 @@ from arus.runtime.show import show_alerts
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = job_parser("arus alerts", __doc__)
+    parser = job_parser("arus alerts", __doc__, metrics=True)
     parser.add_argument("--input-topic", help="clean readings topic (default: [pipeline] clean_topic)")
     parser.add_argument("--alerts-topic", help="topic for the alerts (default: [alerts] topic)")
     parser.add_argument("--table", help="alerts Delta table name (under [paths] lake) or path")
@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> None:
         spark = run_timed(
             "alerts",
-            config.spark,
+            config,
             lambda spark, tally: await_queries(
                 [start_alerts_query(spark, config.kafka, query, tally)], tally
             ),
+            args.metrics_port,
         )
         if args.show:
             show_alerts(spark, query.table_path)

@@ -52,7 +52,9 @@ LISTS = ("keys", "value_fields")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = job_parser(
-        "arus consume", "The main job's window aggregates in plain Python, in a kafka-python consumer group."
+        "arus consume",
+        "The main job's window aggregates in plain Python, in a kafka-python consumer group.",
+        metrics=True,
     )
     for name, text in {**STREAM_FLAGS, **AGGREGATE_FLAGS, **CONSUMER_FLAGS}.items():
         parser.add_argument(f"--{name.replace('_', '-')}", help=text)
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return REFUSED
     config, settings = prepared
     try:
-        counters = run(config, settings)
+        counters = run(config, settings, metrics_port=args.metrics_port)
     except GuardError as exc:
         print(f"consume: stopped by a guard, without committing the batch in hand: {exc}", file=sys.stderr)
         return GUARD_STOPPED

@@ -29,7 +29,7 @@ from arus.runtime.show import show_pipeline
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = job_parser("arus pipeline", __doc__)
+    parser = job_parser("arus pipeline", __doc__, metrics=True)
     parser.add_argument(
         "--available-now",
         action="store_true",
@@ -85,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def work() -> None:
         spark = run_timed(
-            "pipeline", config.spark, lambda spark, tally: run_pipeline(spark, config, plan, tally)
+            "pipeline",
+            config,
+            lambda spark, tally: run_pipeline(spark, config, plan, tally),
+            args.metrics_port,
         )
         if args.show:
             show_pipeline(spark, config.kafka, plan.topics, plan.tables, config.aggregate.keys)

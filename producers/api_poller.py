@@ -24,7 +24,7 @@ from arus.sources.base import SendLimits, add_send_arguments, launch
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = job_parser("arus produce api", __doc__)
+    parser = job_parser("arus produce api", __doc__, metrics=True)
     add_send_arguments(parser)
     parser.add_argument("--polls", type=int, help="stop after this many polls (default: poll until stopped)")
     group = parser.add_argument_group("the API (defaults: [api])")

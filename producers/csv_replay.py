@@ -26,7 +26,7 @@ from arus.sources.csv_replay import CsvReplay, ReplayOptions
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = job_parser("arus produce csv", __doc__)
+    parser = job_parser("arus produce csv", __doc__, metrics=True)
     parser.add_argument("file", type=Path, help="CSV file, plain or gzip")
     add_send_arguments(parser, speed="event-time replay: keep the gaps, divided by this")
     group = parser.add_argument_group("reading the file (defaults: [csv])")

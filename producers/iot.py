@@ -25,7 +25,7 @@ from arus.sources.iot import DELIVERY_RATES, FAULT_RATES, IotSimulator, parse_in
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = job_parser("arus produce iot", __doc__)
+    parser = job_parser("arus produce iot", __doc__, metrics=True)
     add_send_arguments(parser, speed="event-time speed-up: 60 = a simulated minute per second")
     parser.add_argument("--devices", type=checked("iot.devices"), help="fleet size (default: [iot] devices)")
     parser.add_argument("--seed", type=int, help="random seed (default: [iot] seed)")

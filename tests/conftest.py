@@ -31,6 +31,16 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def metrics_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where every job, consumer and producer a test runs (in process or not) appends its metrics,
+    instead of the checkout's data/metrics."""
+    path = tmp_path_factory.mktemp("metrics")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ARUS_METRICS_DIR", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def kafka(config: Config) -> Iterator[str]:
     """The bootstrap address of a running real broker.

@@ -17,8 +17,8 @@ With no --group and no --checkpoint, every consumer group on the broker and ever
 alerts job's alerts) is shown; naming either shows only what is named. `--watch` redraws the screen
 on a terminal and prints one table after another otherwise (a pipe, a log file).
 
-Late and dead-letter counts of the last batch show as n/a: a job prints them in its progress lines
-only, and nothing on disk keeps them (issue 14's metrics file will).
+Late and dead-letter counts of the last batch come from the metrics files under [paths] metrics
+(arus.io.metrics: the newest line of that query and batch); n/a when no file has that batch.
 
 Exit codes: 0; 1 when the broker cannot be reached (one line saying why); 2 for a --checkpoint that
 is not a Spark streaming checkpoint or a --group the broker does not know.
@@ -43,14 +43,13 @@ from arus.config import ConfigError, KafkaConfig, job_parser, load_config
 from arus.core.rules import time_text
 from arus.io.checkpoints import Offsets, QueryStatus, checkpoint_path, is_checkpoint, read_query_status
 from arus.io.kafka import KafkaUnavailable, explained_connection_errors
+from arus.io.metrics import batch_line
 from arus.signals import stop_on_signals
 
 # <checkpoints>/pipeline/aggregate/aggregates, the deepest checkpoint arus writes, is 3 folders down.
 SEARCH_DEPTH = 4
 TIMEOUT_S = 5.0
-NO_METRICS = (
-    "late and dead letters: n/a, nothing on disk keeps a batch's counts yet (issue 14's metrics file)"
-)
+NO_METRICS = "late and dead letters: n/a where no metrics file holds the query's last batch"
 
 
 class UnknownReader(LookupError):
@@ -86,6 +85,8 @@ class QueryLag:
     checkpoint: Path
     status: QueryStatus
     partitions: tuple[PartitionLag, ...]
+    late: int | None = None  # of the last committed batch, from its metrics line
+    dead_letters: int | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,11 @@ def partition_lags(positions: Offsets, ends: Offsets) -> tuple[PartitionLag, ...
 
 
 def collect(
-    admin: KafkaAdminClient, kafka: KafkaConfig, groups: Sequence[str] | None, roots: Sequence[Path]
+    admin: KafkaAdminClient,
+    kafka: KafkaConfig,
+    groups: Sequence[str] | None,
+    roots: Sequence[Path],
+    metrics: Path | None = None,
 ) -> Report:
     """One look at the broker and the checkpoints: every reader's position against the end offsets."""
     at = datetime.now(UTC)
@@ -186,10 +191,21 @@ def collect(
                 path,
                 status,
                 partition_lags(status.next_offsets, ends),
+                *_batch_counts(metrics, path.name, status.committed),
             )
             for root, path, status in statuses
         ),
     )
+
+
+def _batch_counts(metrics: Path | None, query: str, batch_id: int | None) -> tuple[int | None, int | None]:
+    """Late and dead letters of a query's batch; a query is named after its checkpoint folder."""
+    line = None if metrics is None or batch_id is None else batch_line(metrics, query, batch_id)
+    return (None, None) if line is None else (line["late"], line["dead_letters"])
+
+
+def _counted(value: int | None) -> str:
+    return "n/a" if value is None else str(value)
 
 
 def _text(value: int | None) -> str:
@@ -233,7 +249,8 @@ def render(report: Report) -> str:
         else:
             lines.append(
                 f"  last batch {status.committed} committed {_at(status.committed_at)}, "
-                f"watermark {watermark_text(status) or 'none'}, late n/a, dead letters n/a"
+                f"watermark {watermark_text(status) or 'none'}, late {_counted(query.late)}, "
+                f"dead letters {_counted(query.dead_letters)}"
             )
         if status.in_flight is not None:
             lines.append(
@@ -242,7 +259,7 @@ def render(report: Report) -> str:
         lines += table("checkpointed", query.partitions) if query.partitions else ["  no Kafka offsets yet"]
     if not report.groups and not report.queries:
         lines += ["", "no consumer groups on the broker and no Spark checkpoints found"]
-    if report.queries:
+    if any(q.late is None or q.dead_letters is None for q in report.queries):
         lines += ["", NO_METRICS]
     return "\n".join(lines)
 
@@ -277,9 +294,9 @@ def as_json(report: Report) -> dict[str, Any]:
                 "in_flight_batch": q.status.in_flight,
                 "watermark": watermark_text(q.status),
                 "watermark_ms": q.status.watermark_ms,
-                # Not kept on disk by any job yet (see the module docstring).
-                "late": None,
-                "dead_letters": None,
+                # From the metrics files; null without a line for the last batch.
+                "late": q.late,
+                "dead_letters": q.dead_letters,
                 "lag": total_lag(q.partitions),
                 "partitions": _partitions_json(q.partitions),
             }
@@ -361,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lag: {exc}", file=sys.stderr)
         return 1
     try:
-        show(lambda: collect(admin, config.kafka, groups, roots), args.json, sys.stdout, args.watch)
+        metrics = config.resolve(config.paths.metrics)
+        show(lambda: collect(admin, config.kafka, groups, roots, metrics), args.json, sys.stdout, args.watch)
     except UnknownReader as exc:
         print(f"lag: {exc} at {config.kafka.bootstrap_servers}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any, TextIO
 
@@ -39,6 +39,7 @@ from arus.core.rules import (
     window_us,
 )
 from arus.grammar import Field, parse_schema, require
+from arus.io.metrics import Metrics, lag_key, record, utc_text
 from arus.io.producer import make_producer
 from arus.pyengine.records import InvalidRecord, parse_record
 from arus.pyengine.windowing import Aggregator, Outcome, WindowSpec, aggregate_key_text, from_us, to_json
@@ -48,6 +49,7 @@ APP = "arus-consumer"
 FLUSH_TIMEOUT_S = 60.0
 JOIN_TIMEOUT_S = 60.0
 MAX_LATE_OFFSETS = 300  # late events a commit remembers per partition for replays (see _commit)
+METRICS_EVERY_S = 2.0  # a metrics line per interval, not per poll: polls come hundreds a second
 
 Output = tuple[str, bytes | None, bytes | None, list[Header]]  # topic, key, value, headers
 
@@ -199,12 +201,17 @@ class WindowConsumer:
         consumer: KafkaConsumer,
         producer: KafkaProducer,
         out: TextIO = sys.stdout,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
         self.producer = producer
         self.out = out
+        self.metrics = metrics
         self.counters = Counters()
+        self.measured = (time.monotonic(), Counters())  # the last metrics line's time and counts
+        self.intervals = 0
+        self.busy_s = 0.0  # processing time since the last metrics line
         self.engine = Aggregator(settings.spec)
         self.consumed: dict[Partition, int] = {}
         self.replay_until: dict[Partition, int] = {}
@@ -270,7 +277,9 @@ class WindowConsumer:
             if polled:
                 self.counters.first_at = self.counters.first_at or now
                 self._process(polled)
-                last_record = self.counters.last_at = now = time.monotonic()
+                last_record = self.counters.last_at = time.monotonic()
+                self.busy_s += last_record - now
+                now = last_record
                 settled = False
             elif not settled and not self.rebalancing:
                 # Caught up: let the watermark move on and commit what that closes.
@@ -285,11 +294,48 @@ class WindowConsumer:
             if settings.view and now >= next_view:
                 self._show()
                 next_view = now + settings.consumer.view_refresh_s
+            if now - self.measured[0] >= METRICS_EVERY_S:
+                self._measure(now)
         else:
             self.counters.stopped_by = "stopped"
+        self._measure(time.monotonic())
         if settings.view:
             self._show()
         return self.counters
+
+    def _measure(self, now: float) -> None:
+        """A metrics line for the interval since the last one: what was read (replays included),
+        late and dead, the open windows, and per assigned partition what is left to read."""
+        if self.metrics is None:
+            return
+        (since, before), counters = self.measured, self.counters
+        rows = counters.records + counters.replayed - before.records - before.replayed
+        lag = {}
+        for tp in self.consumer.assignment():
+            high, position = self.consumer.highwater(tp), self.consumed.get((tp.topic, tp.partition))
+            if high is not None and position is not None:
+                lag[lag_key(tp.topic, tp.partition)] = max(high - position, 0)
+        watermark = self.engine.watermark_us
+        self.metrics.write(
+            record(
+                "consumer",
+                APP,
+                self.settings.consumer.group_id,
+                batch_id=self.intervals,
+                rows=rows,
+                input_rows_per_s=rows / max(now - since, 1e-9),
+                processed_rows_per_s=rows / self.busy_s if self.busy_s else None,
+                batch_duration_ms=round(self.busy_s * 1000),
+                watermark=None if watermark is None else utc_text(from_us(watermark)),
+                state_rows=len(self.engine.windows),
+                late=counters.late - before.late,
+                dead_letters=counters.dead - before.dead,
+                lag=lag,
+            )
+        )
+        self.measured = (now, replace(counters))
+        self.intervals += 1
+        self.busy_s = 0.0
 
     def _wait_for_metadata(self, topic: str, timeout_s: float = 15.0) -> None:
         """Know the topic's partitions before joining: a group leader that does not assigns none."""
@@ -442,16 +488,20 @@ def make_consumer(kafka: KafkaConfig, settings: ConsumerSettings) -> KafkaConsum
     )
 
 
-def run(config: Config, settings: ConsumerSettings, out: TextIO = sys.stdout) -> Counters:
-    """Run until a bound is reached (or Ctrl-C); KafkaError if output cannot be delivered."""
+def run(
+    config: Config, settings: ConsumerSettings, out: TextIO = sys.stdout, metrics_port: int | None = None
+) -> Counters:
+    """Run until a bound is reached (or Ctrl-C); KafkaError if output cannot be delivered. Metrics
+    go to the app's file under [paths] metrics, and to Prometheus on `metrics_port` if given."""
     producer = make_producer(config.kafka, config.producer)
     try:
         consumer = make_consumer(config.kafka, settings)
-        app = WindowConsumer(settings, consumer, producer, out)
         try:
-            # Ctrl-C or SIGTERM: finish the batch in hand (produce, commit), then stop.
-            with stop_on_signals(lambda _signal: app.stop_event.set()):
-                return app.run()
+            with Metrics.open(config, APP, metrics_port) as metrics:
+                app = WindowConsumer(settings, consumer, producer, out, metrics)
+                # Ctrl-C or SIGTERM: finish the batch in hand (produce, commit), then stop.
+                with stop_on_signals(lambda _signal: app.stop_event.set()):
+                    return app.run()
         finally:
             consumer.close(autocommit=False)
     finally:

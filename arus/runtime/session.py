@@ -17,7 +17,9 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from arus.config import ConfigError, SparkConfig, project_root
+from arus.config import Config, ConfigError, SparkConfig, project_root
+from arus.io.metrics import Metrics
+from arus.runtime.listener import MetricsListener, drain
 from arus.runtime.progress import Tally
 
 LOG4J_CONFIG = importlib.resources.files("arus.conf") / "spark" / "log4j2.properties"
@@ -80,10 +82,28 @@ def _under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def run_timed(name: str, config: SparkConfig, run: Callable[[SparkSession, Tally], object]) -> SparkSession:
-    """Build the session (app `arus-<name>`), run the job's queries on it, then say how long they took."""
-    spark = build_session(f"arus-{name}", config)
+def run_timed(
+    name: str,
+    config: Config,
+    run: Callable[[SparkSession, Tally], object],
+    metrics_port: int | None = None,
+) -> SparkSession:
+    """Build the session (app `arus-<name>`), run the job's queries on it, then say how long they took.
+
+    Every micro-batch of every query goes to the metrics file (and to the Prometheus endpoint on
+    `metrics_port`) through one listener, registered here so no job can forget it.
+    """
+    app = f"arus-{name}"
+    spark = build_session(app, config.spark)
+    tally = Tally()
     started = time.monotonic()
-    run(spark, Tally())
+    with Metrics.open(config, app, metrics_port) as metrics:
+        listener = MetricsListener(app, metrics, tally)
+        spark.streams.addListener(listener)
+        try:
+            run(spark, tally)
+        finally:
+            drain(spark)
+            spark.streams.removeListener(listener)
     print(f"{name}: done in {time.monotonic() - started:.1f}s")
     return spark

@@ -30,7 +30,7 @@ from kafka import KafkaProducer
 from arus.config import Config, ConfigError, checked, load_config
 from arus.io.producer import ProducerError, connect
 from arus.signals import stop_on_signals
-from arus.sources.send import Record, SendLoop, Summary
+from arus.sources.send import Record, SendLoop, SendMeter, Summary
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,16 @@ class Source(ABC):
         if self.loop is not None:
             self.loop.stop(reason)
 
-    def start(self) -> int:
-        """Send until the records end, a limit is reached or the source is stopped; the exit code."""
+    def start(self, metrics_port: int | None = None) -> int:
+        """Send until the records end, a limit is reached or the source is stopped; the exit code.
+        Rates go to the metrics file, and to Prometheus on `metrics_port` if given."""
         limits = self.limits
         with ExitStack() as resources:
             self.open(resources)
             producer = connect(self.config, self.topics())
             resources.callback(producer.close, timeout=10)  # first to close: its last acks are counted
+            meter = SendMeter.open(self.config, f"arus-{self.name}", self.topics()[0], metrics_port)
+            resources.callback(meter.close)
             loop = self.loop = self.send_loop(producer)
             with stop_on_signals(self.stop):
                 for record in self.preamble():
@@ -105,6 +108,7 @@ class Source(ABC):
                     speed=limits.speed,
                     count=limits.count,
                     duration=limits.duration,
+                    meter=meter,
                 )
         return self.finish(summary)
 
@@ -116,7 +120,9 @@ def launch(name: str, args: argparse.Namespace, make: Callable[[Config, SendLimi
     (nothing was sent), 1 for the rest."""
     try:
         config = with_send_arguments(load_config(args.config), args)
-        return make(config, SendLimits(args.rate, args.speed, args.count, args.duration)).start()
+        return make(config, SendLimits(args.rate, args.speed, args.count, args.duration)).start(
+            args.metrics_port
+        )
     except ConfigError as exc:
         for line in str(exc).splitlines():
             print(f"{name}: {line}", file=sys.stderr)

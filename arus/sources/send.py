@@ -29,9 +29,13 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.future import Future
 
+from arus.config import Config
+from arus.io.metrics import Metrics
+from arus.io.metrics import record as metrics_line
 from arus.io.producer import ConfluentProducer, ProducerError
 
 SCHEMA_VERSION = "1"
+METRICS_EVERY_S = 2.0  # a metrics line per interval: a record each would outweigh the records
 T = TypeVar("T")
 
 
@@ -203,6 +207,49 @@ class Pacer:
         return wait
 
 
+class SendMeter:
+    """The producer's metrics (arus.io.metrics): a line per interval with the records sent and
+    acknowledged in it; query is the topic the source's records go to."""
+
+    def __init__(self, metrics: Metrics, app: str, topic: str, every_s: float = METRICS_EVERY_S) -> None:
+        self.metrics = metrics
+        self.app = app
+        self.topic = topic
+        self.every_s = every_s
+        self.intervals = 0
+        self.last = (time.monotonic(), 0, 0)  # time, sent, acked at the last line
+        self.due = self.last[0] + every_s
+
+    @classmethod
+    def open(cls, config: Config, app: str, topic: str, port: int | None) -> SendMeter:
+        """The meter writing to `app`'s file under [paths] metrics, serving on `port` if given;
+        close() it when done."""
+        return cls(Metrics.open(config, app, port), app, topic)
+
+    def measure(self, summary: Summary) -> None:
+        now = time.monotonic()
+        since, sent, acked = self.last
+        elapsed = max(now - since, 1e-9)
+        self.metrics.write(
+            metrics_line(
+                "producer",
+                self.app,
+                self.topic,
+                batch_id=self.intervals,
+                rows=summary.acked - acked,
+                input_rows_per_s=(summary.sent - sent) / elapsed,
+                processed_rows_per_s=(summary.acked - acked) / elapsed,
+                batch_duration_ms=round(elapsed * 1000),
+            )
+        )
+        self.intervals += 1
+        self.last = (now, summary.sent, summary.acked)
+        self.due = now + self.every_s
+
+    def close(self) -> None:
+        self.metrics.close()
+
+
 class SendLoop:
     """Sends records, counting acks and failures.
 
@@ -302,8 +349,10 @@ class SendLoop:
         count: int | None = None,
         duration: float | None = None,
         pacer: Pacer | None = None,
+        meter: SendMeter | None = None,
     ) -> Summary:
-        """Send until the input ends, `count` records are sent, `duration` passes or `stop` is called."""
+        """Send until the input ends, `count` records are sent, `duration` passes or `stop` is called;
+        `meter` gets the rates per interval and once more after the flush."""
         pacer = pacer or Pacer(rate, speed)
         delay = pacer.delay if pacer.interval or pacer.speed else None
         monotonic = time.monotonic
@@ -332,6 +381,9 @@ class SendLoop:
                     if wait > 0:
                         self._stop.wait(wait)
                 send(record)
+                if meter is not None and monotonic() >= meter.due:
+                    self.settle()
+                    meter.measure(self.summary)
                 if live:
                     now = monotonic()
                     if now - shown[0] >= self.progress_every:
@@ -344,6 +396,8 @@ class SendLoop:
             try:
                 self.flush()
             finally:
+                if meter is not None:
+                    meter.measure(self.summary)
                 if self.progress:
                     self.progress.write(f"{self._clear}{self.summary.line()} ({self.summary.stopped_by})\n")
                     self.progress.flush()
