@@ -40,7 +40,8 @@ function drawLag(lag) {
   document.getElementById("broker").textContent = `from the broker at ${lag.bootstrap_servers}`;
   for (const q of lag.queries) {
     readerRows(queries, "query", q.name, q.lag, [["last_batch", q.last_batch], ["last_batch_at", q.last_batch_at],
-      ["watermark", q.watermark], ["in_flight_batch", q.in_flight_batch]], q.partitions);
+      ["watermark", q.watermark], ["in_flight_batch", q.in_flight_batch], ["late", q.late],
+      ["dead_letters", q.dead_letters]], q.partitions);
   }
   for (const g of lag.groups) {
     readerRows(groups, "group", g.group, g.lag, [["state", g.state]], g.partitions);

@@ -47,13 +47,11 @@ from arus.signals import stop_on_signals
 
 HERE = Path(__file__).parent
 PLOTLY_JS = files("plotly") / "package_data" / "plotly.min.js"
-# Until [paths] gets its metrics key, the folder the metrics writer's default names.
-METRICS_DIR = "data/metrics"
 NEWEST_WINDOWS = 20  # distinct window starts on the chart
 
 
 def metrics_dir(config: Config) -> Path:
-    return config.resolve(METRICS_DIR)
+    return config.resolve(config.paths.metrics)
 
 
 def newest_metrics(folder: Path) -> list[dict[str, Any]]:
@@ -102,7 +100,9 @@ def state(config: Config, admin: KafkaAdminClient, metrics: Path) -> dict[str, A
     """What the page shows, as JSON values; a broker lost meanwhile is named in `lag_error`."""
     checkpoints = config.resolve(config.paths.checkpoints)
     try:
-        readers: dict[str, Any] | None = lag.as_json(lag.collect(admin, config.kafka, None, [checkpoints]))
+        readers: dict[str, Any] | None = lag.as_json(
+            lag.collect(admin, config.kafka, None, [checkpoints], metrics)
+        )
         error = None
     except (KafkaError, OSError, ValueError) as exc:
         readers, error = None, f"{type(exc).__name__}: {exc}"
