@@ -552,6 +552,24 @@ def delivery_problems(delivery: IotDeliveryConfig) -> bool:
     )
 
 
+def default_start(devices: int, interval_s: float, limits: SendLimits, now: datetime) -> datetime:
+    """The first reading's minute when --start is not given: this one, or for a bounded run whose
+    event time outruns the clock (unpaced, or --speed above 1), early enough that its last reading
+    is not ahead of `now`. Readings ahead of their Kafka timestamp by more than [stream.guards]
+    max_event_ahead_s are dead letters, and an unbounded fast run still runs ahead: docs/producers.md.
+    """
+    if limits.count:
+        event_s = math.ceil(limits.count / devices) * interval_s
+        clock_s = max(
+            event_s / limits.speed if limits.speed else 0.0, limits.count / (limits.rate or math.inf)
+        )
+    elif limits.duration and limits.speed:
+        event_s, clock_s = limits.duration * limits.speed, limits.duration
+    else:
+        event_s = clock_s = 0.0
+    return (now - timedelta(seconds=max(0.0, event_s - clock_s))).replace(second=0, microsecond=0)
+
+
 class IotSimulator(Source):
     """The fleet's readings, with the configured faults and delivery problems, after the devices'
     metadata; with a ledger file, the ground truth of every problem injected."""
@@ -574,7 +592,7 @@ class IotSimulator(Source):
         inject: dict[str, float] | None = None,
         in_process: bool = False,
     ) -> None:
-        """None takes the [iot] setting (the topics: [stream]'s), and `start` None this minute.
+        """None takes the [iot] setting (the topics: [stream]'s), and `start` None `default_start`.
         `clean` injects no faults and no delivery problems; `inject` overrides single rates (--inject
         KIND=RATE). `in_process` generates in this process even when nothing paces (by default a
         forked one generates)."""
@@ -586,8 +604,10 @@ class IotSimulator(Source):
         self.devices_topic = devices_topic or config.stream.devices_topic
         self.seed = iot.seed if seed is None else seed
         self.devices = fleet(devices or iot.devices, self.seed)
-        self.first_time = start or datetime.now(UTC).replace(second=0, microsecond=0)
         self.interval_s = interval_s or iot.interval_s
+        self.first_time = start or default_start(
+            len(self.devices), self.interval_s, limits, datetime.now(UTC)
+        )
         faults, delivery = (NO_FAULTS, NO_DELIVERY_PROBLEMS) if clean else (iot.faults, iot.delivery)
         self.faults, self.delivery = with_rates(faults, delivery, inject or {})
         # A path given by the caller is taken from the working directory, one in conf/ from the project.

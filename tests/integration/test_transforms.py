@@ -1,12 +1,14 @@
 """The pure transforms on inline rows, compared as whole DataFrames."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from support import kafka_rows
 
+from arus.config import DEFAULT_CONFIG, load_config
+from arus.core.rules import TOO_FAR_AHEAD, record_limits
 from arus.core.transforms import (
     aggregate_key_column,
     aggregate_windows,
@@ -76,6 +78,32 @@ def test_parse_events_splits_good_records_from_every_kind_of_bad_one(spark: Spar
         "error string",
     )
     assert_df_equality(dead_letters(parsed), expected_dead, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.integration
+def test_default_guard_dead_letters_an_hour_ahead_and_accepts_a_minute_ahead(spark: SparkSession) -> None:
+    # A device clock an hour fast would hold the watermark an hour past now: everyone else late.
+    limits = record_limits(load_config(DEFAULT_CONFIG, env={}).stream)
+    assert limits.max_ahead_s == 60
+    at = {"minute": KAFKA_TS + timedelta(seconds=60), "hour": KAFKA_TS + timedelta(hours=1)}
+    values = [
+        f'{{"event_id":"{name}","device_id":"d1","value":1.0,"event_time":"{t.isoformat()}"}}'.encode()
+        for name, t in at.items()
+    ]
+    schema = schema_from_ddl(DDL)
+    parsed = parse_events(raw_rows(spark, values), schema, limits)
+
+    expected_valid = spark.createDataFrame(
+        [("minute", "d1", 1.0, at["minute"], None)],
+        "event_id string, device_id string, value double, event_time timestamp, site string",
+    )
+    assert_df_equality(valid_events(parsed, schema), expected_valid, ignore_nullable=True)
+    expected_dead = spark.createDataFrame(
+        [("in", 0, 1, KAFKA_TS, b"k", values[1], TOO_FAR_AHEAD.format(max_ahead_s=60))],
+        "topic string, partition int, offset long, timestamp timestamp, key binary, value binary, "
+        "error string",
+    )
+    assert_df_equality(dead_letters(parsed), expected_dead, ignore_nullable=True)
 
 
 @pytest.mark.integration

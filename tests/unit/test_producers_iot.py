@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from arus.config import DEFAULT_CONFIG, ConfigError, IotDeliveryConfig, IotFaultsConfig, load_config
+from arus.sources.base import SendLimits
 from arus.sources.iot import (
     DELIVERY_RATES,
     FAULT_RATES,
@@ -20,6 +21,7 @@ from arus.sources.iot import (
     NAMESPACE,
     Device,
     Message,
+    default_start,
     device_record,
     event_id,
     fleet,
@@ -423,3 +425,21 @@ def test_unpaced_messages_stop_at_the_last_message_the_sender_takes(count: int) 
     assert sum(m[2] is not None for m in got) == count
     assert any(m[2] is None for m in got) or count < 50
     assert list(itertools.islice(unpaced_messages(*args, None), 1000)) == every
+
+
+@pytest.mark.parametrize(
+    ("limits", "ahead_s"),
+    [
+        (SendLimits(count=3000), 600),  # `make demo`: 60 rounds of 50 devices, 10 minutes at once
+        (SendLimits(count=3000, speed=60), 590),  # 10 minutes of event time in 10 s
+        (SendLimits(count=3000, rate=500), 594),  # 10 minutes of event time in 6 s
+        (SendLimits(speed=60, duration=120), 7080),  # 2 hours of event time in 2 minutes
+        (SendLimits(count=3000, speed=1), 0),  # real time: no reading outruns the clock
+        (SendLimits(), 0),  # unbounded: nothing to go by
+    ],
+)
+def test_default_start_keeps_the_last_reading_behind_the_clock(limits: SendLimits, ahead_s: float) -> None:
+    now = datetime(2026, 3, 1, 12, 30, 25, tzinfo=UTC)
+    start = default_start(50, INTERVAL, limits, now)
+    assert start == (now - timedelta(seconds=ahead_s)).replace(second=0)
+    assert start <= now - timedelta(seconds=ahead_s)
