@@ -21,7 +21,7 @@ import sys
 from dataclasses import replace
 
 from arus.config import Config, job_parser
-from arus.core.rules import duration_us
+from arus.grammar import duration_us
 from arus.io.kafka import check_kafka
 from arus.runtime.job import REFUSED, prepare, run
 from arus.runtime.progress import await_queries

@@ -15,8 +15,9 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from arus.core.rules import LATE, LATE_HEADERS, TIME_PATTERN, window_us
+from arus.core.rules import LATE, LATE_HEADERS, TIME_PATTERN
 from arus.core.transforms import ERROR, SOURCE, kafka_headers
+from arus.grammar import window_us
 
 # topic, partition, offset, timestamp, key, value, event_id, event_time, watermark
 LATE_COLUMNS = (

@@ -1,6 +1,5 @@
 """The rules both engines share: one definition, imported by the Spark path and the kafka-python path.
 
-    duration_us("2 minutes")                    # Spark's interval grammar, in microseconds
     record_limits(stream) -> RecordLimits        # the [stream.guards] record guards as plain values
     check_deadletter_ratio(bad, total, ...)      # the circuit breaker, per micro-batch or poll batch
     MISSING_FIELD.format(name=...) ...           # dead-letter reasons, word for word
@@ -9,6 +8,8 @@
 
 The Spark side builds Columns from these (arus.core.transforms, arus.core.late); the kafka-python
 side (arus.pyengine) builds values; tests/integration/test_rules.py feeds the same edge cases to both.
+Durations and schemas have their one grammar in arus.grammar, beside arus.config, which checks every
+configured value with it at load.
 Standard library and arus.config only (neither imports Spark), so the kafka-python engine and the
 producers never start a JVM for them.
 """
@@ -21,11 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from arus.config import ConfigError, StreamConfig
-
-# Durations are arus.grammar's, so the config checks them at load with the same grammar; both
-# engines take them from here with the other rules.
-from arus.grammar import duration_us as duration_us
-from arus.grammar import window_us as window_us
 
 # --- where a record is --------------------------------------------------------------------------
 

@@ -33,12 +33,10 @@ from arus.core.rules import (
     RecordLimits,
     check_deadletter_ratio,
     dead_letter_headers,
-    duration_us,
     late_headers,
     record_limits,
-    window_us,
 )
-from arus.grammar import Field, parse_schema, require
+from arus.grammar import Field, duration_us, parse_schema, require, window_us
 from arus.io.metrics import Metrics, lag_key, record, utc_text
 from arus.io.producer import make_producer
 from arus.pyengine.records import InvalidRecord, parse_record

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from arus.config import AlertsConfig, KafkaConfig
 from arus.core.alerts import find_alerts
-from arus.core.rules import check_deadletter_ratio, duration_us
+from arus.core.rules import check_deadletter_ratio
 from arus.core.transforms import (
     KAFKA_COLUMNS,
     SOURCE,
@@ -33,6 +33,7 @@ from arus.core.transforms import (
     dead_letters,
     to_kafka_records,
 )
+from arus.grammar import duration_us
 from arus.io.checkpoints import query_id, read_stream_batch
 from arus.io.lake import is_table
 from arus.io.sinks import append_to_delta, merge_into_delta, write_kafka

@@ -18,10 +18,10 @@ from pyspark.sql import functions as F
 from support import RAW_KAFKA, consumer_settings, produce, run_aggregate, topic_records
 
 from arus.config import Config
-from arus.core.rules import record_limits, window_us
+from arus.core.rules import record_limits
 from arus.core.stages import bronze_to_checked
 from arus.core.transforms import aggregate_windows, schema_from_ddl
-from arus.grammar import parse_schema
+from arus.grammar import parse_schema, window_us
 from arus.pyengine.consumer import run
 from arus.pyengine.records import InvalidRecord, parse_record
 from arus.pyengine.windowing import Aggregator, WindowSpec, to_us

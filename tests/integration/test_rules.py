@@ -16,9 +16,7 @@ from arus.core.late import late_records
 from arus.core.rules import (
     RecordLimits,
     dead_letter_headers,
-    duration_us,
     late_headers,
-    window_us,
 )
 from arus.core.transforms import (
     aggregate_key_column,
@@ -27,7 +25,7 @@ from arus.core.transforms import (
     parse_events,
     schema_from_ddl,
 )
-from arus.grammar import parse_schema
+from arus.grammar import duration_us, parse_schema, window_us
 from arus.pyengine.records import InvalidRecord, parse_record
 from arus.pyengine.windowing import aggregate_key_text
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from arus.core.rules import duration_us, window_us
+from arus.grammar import duration_us, window_us
 from arus.pyengine.windowing import Aggregator, Outcome, WindowSpec, to_us, window_start_us
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

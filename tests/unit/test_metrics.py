@@ -91,7 +91,7 @@ def test_the_endpoint_exposes_each_line_and_the_file_keeps_it(tmp_path: Path) ->
         f"arus_dead_letters_total{{{labels}}} 4.0",
         f"arus_batch_id{{{labels}}} 4.0",
         'arus_lag_records{app="arus-consumer",partition="0",query="g1",topic="t"} 5.0',
-        f"arus_watermark_timestamp_seconds{{{labels}}} 1.7728704e+09",
+        f"arus_watermark_timestamp_seconds{{{labels}}} 1.7723664e+09",  # 2026-03-01T12:00:00Z
     ):
         assert expected in text
 
