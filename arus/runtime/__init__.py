@@ -11,5 +11,5 @@
     show        what a job prints at the end with --show
 
 Writers take explicit sink specs (paths, topics, transaction app ids), never another job's settings.
-May import: arus.config, arus.core, arus.io.
+May import: arus.config, arus.signals (graceful stop while queries run), arus.core, arus.io.
 """

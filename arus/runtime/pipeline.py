@@ -14,6 +14,7 @@ main job and of the alerts job on the clean topic, which is [stream] with [pipel
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,9 +25,10 @@ from pyspark.sql.streaming import StreamingQuery
 
 from arus.config import Config, StreamConfig
 from arus.core.clean import with_schema
-from arus.core.rules import KEY_SEPARATOR, duration_us, record_limits
+from arus.core.rules import KEY_SEPARATOR, record_limits
 from arus.core.stages import bronze_to_checked, bronze_to_silver
 from arus.core.transforms import schema_from_ddl
+from arus.grammar import duration_us
 from arus.io.kafka import check_kafka
 from arus.io.sinks import read_devices, read_kafka_stream
 from arus.runtime.microbatch import LateOutput
@@ -41,6 +43,7 @@ from arus.runtime.queries import (
     triggered,
 )
 from arus.runtime.writers import DeltaSink, write_bronze, write_clean
+from arus.signals import stop_on_signals
 
 STAGES = ("bronze", "clean", "aggregate", "alerts")
 # availableNow runs in two phases: bronze and clean both read only the raw topic; aggregate reads
@@ -238,14 +241,21 @@ def start_stage(
 
 
 def run_pipeline(spark: SparkSession, config: Config, plan: PipelinePlan, tally: Tally) -> None:
-    """availableNow: each phase's stages together, to the end of their input. Live: all at once."""
-    if plan.trigger == "available-now":
-        for phase in PHASES:
-            stages = [s for s in phase if s in plan.stages]
-            if stages:
-                await_queries([start_stage(s, spark, config, plan, tally) for s in stages], tally)
-    else:
-        await_queries([start_stage(s, spark, config, plan, tally) for s in plan.stages], tally)
+    """availableNow: each phase's stages together, to the end of their input. Live: all at once.
+
+    Ctrl-C or SIGTERM during a phase ends it after the batches in hand and starts no later phase.
+    """
+    stop = threading.Event()
+    # Also between phases, while the next phase's queries start.
+    with stop_on_signals(lambda _signal: stop.set()):
+        if plan.trigger == "available-now":
+            for phase in PHASES:
+                stages = [s for s in phase if s in plan.stages]
+                if stages and not stop.is_set():
+                    queries = [start_stage(s, spark, config, plan, tally) for s in stages]
+                    await_queries(queries, tally, stop=stop)
+        else:
+            await_queries([start_stage(s, spark, config, plan, tally) for s in plan.stages], tally, stop=stop)
 
 
 def preflight_pipeline(config: Config, plan: PipelinePlan) -> None:

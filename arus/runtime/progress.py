@@ -3,6 +3,7 @@
     tally = Tally()                                   # foreachBatch writers record their counts
     tally.set("clean", batch_id, late=3, dead=1)
     await_queries(queries, tally)                     # prints as batches complete; raises on failure
+                                                      # Ctrl-C or SIGTERM: the batch in hand ends first
 
 A line: `clean batch 2: 120 rows, 850 rows/s, watermark 2026-03-01T12:03:00Z, late 3 (Spark
 dropped 3), dead letters 1, state 240 rows`. The rows/s is Spark's processedRowsPerSecond; the
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -20,7 +22,13 @@ from typing import Any, TextIO
 from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQuery
 
+from arus.signals import stop_on_signals
+
 LABELS = {"late": "late", "dead": "dead letters", "alerts": "alerts", "published": "published"}
+# How long a stop signal waits for the micro-batch in hand before stopping the query mid-batch (which
+# is safe: the batch is replayed on restart). systemd's default stop timeout is 90 s, so the summary
+# still prints before it sends SIGKILL.
+STOP_GRACE_S = 30.0
 
 
 class Tally:
@@ -110,18 +118,29 @@ def summary_line(name: str, rate: Rate, counts: Mapping[str, int]) -> str:
     )
 
 
+def finish_batches(queries: Sequence[StreamingQuery], grace_s: float = STOP_GRACE_S) -> None:
+    """Wait until no query is inside a trigger (its micro-batch committed), for at most `grace_s`."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(q.isActive and q.status["isTriggerActive"] for q in queries):
+        time.sleep(0.2)
+
+
 def await_queries(
     queries: Sequence[StreamingQuery],
     tally: Tally | None = None,
     out: TextIO | None = None,
     poll_s: int = 1,
+    stop: threading.Event | None = None,
 ) -> dict[str, Rate]:
-    """Wait for the queries to end (availableNow) or for Ctrl-C, printing each batch as it completes.
+    """Wait for the queries to end (availableNow) or for a stop, printing each batch as it completes.
 
-    Every query is stopped before this returns; a failed query raises RuntimeError, after all stop.
+    Ctrl-C and SIGTERM set `stop` (a caller that runs several rounds passes its own and checks it
+    between them); the queries then finish the micro-batch in hand and stop. Every query is stopped
+    before this returns; a failed query raises RuntimeError, after all stop.
     """
     tally = tally or Tally()
     out = out or sys.stdout
+    stop = stop or threading.Event()
     rates: dict[str, Rate] = {q.name: Rate() for q in queries}
 
     def report() -> None:
@@ -133,16 +152,31 @@ def await_queries(
                     print(progress_line(progress, tally.batch(q.name, int(progress["batchId"]))), file=out)
         out.flush()
 
-    try:
-        while any(q.isActive for q in queries):
-            for q in queries:
-                q.awaitTermination(poll_s)
-            report()
-    except (KeyboardInterrupt, StreamingQueryException):
-        # A failure (circuit breaker, data loss) is raised below, once every query has stopped.
-        pass
-    for q in queries:
-        q.stop()
+    signals: list[str] = []
+
+    def asked(name: str) -> None:
+        signals.append(name)
+        stop.set()
+
+    # Our handler replaces PySpark's SIGINT one, which raises KeyboardInterrupt inside a py4j call
+    # and prints its tracebacks; this one only records the signal (printing here could re-enter a
+    # write the main thread is in), so the wait below returns cleanly.
+    with stop_on_signals(asked):
+        try:
+            while not stop.is_set() and any(q.isActive for q in queries):
+                for q in queries:
+                    if not stop.is_set():
+                        q.awaitTermination(poll_s)
+                report()
+        except StreamingQueryException:
+            # A failure (circuit breaker, data loss) is raised below, once every query has stopped.
+            pass
+        if stop.is_set():
+            if signals:
+                print(f"{signals[0]}: stopping once the micro-batch in hand is committed", file=sys.stderr)
+            finish_batches(queries)
+        for q in queries:
+            q.stop()
     report()
     for q in queries:
         print(summary_line(q.name, rates[q.name], tally.totals(q.name)), file=out, flush=True)

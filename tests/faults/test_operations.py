@@ -1,25 +1,46 @@
-"""Operations: `arus broker up` beside a broker arus did not start.
+"""Operations: `arus broker up` beside a broker arus did not start; stopping a live job by signal.
 
 The README's Docker recipe runs `docker compose up -d`, then `make aggregate`, whose `kafka-up`
 calls `arus broker up`. Here the broker arus did not start is the suite's private broker, seen
 from a config whose own [broker] is on other, free ports in the test's folder: `up` must use the
 broker KAFKA_BOOTSTRAP_SERVERS names, create the declared topics there and start nothing.
+
+Service managers stop a job with SIGTERM (systemd's KillMode=mixed and `docker stop` send it to
+the main process), a terminal's Ctrl-C sends SIGINT to the whole process group: either must let a
+live `arus aggregate` commit the micro-batch in hand, print its summary and exit 0, without a
+traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from faultkit import clean_env, free_ports, write_config
+from faultkit import (
+    clean_env,
+    free_ports,
+    json_record,
+    make_topics,
+    produce,
+    read_delta,
+    reading,
+    write_config,
+)
 from kafka import KafkaAdminClient
+from support import gold_frame, gold_oracle, job_args
 
 from arus.config import REPO_ROOT, Config
+from arus.io.checkpoints import read_offset_entry
 from arus.ops import broker
 
 pytestmark = pytest.mark.faults
@@ -68,3 +89,79 @@ def test_broker_up_uses_a_running_broker_it_did_not_start(
     assert not broker.answers(f"127.0.0.1:{port}") and not broker.answers(f"127.0.0.1:{controller}")
     assert not (tmp_path / "kafka").exists()
     figures["brokers_started"] = 0
+
+
+STOP_BOUND_S = 60  # the job's STOP_GRACE_S (30 s) for the batch in hand, plus stopping Spark
+
+
+def wait_for(found: Callable[[], int | None], proc: subprocess.Popen[str], timeout: float, what: str) -> int:
+    deadline = time.monotonic() + timeout
+    while (value := found()) is None:
+        assert proc.poll() is None, f"the job ended early with {proc.returncode}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout:.0f}s"
+        time.sleep(0.1)
+    return value
+
+
+def planned(checkpoint: Path, topic: str, end: int) -> int | None:
+    """The batch whose offsets (logged before it runs) read `topic` up to `end`, once one is planned."""
+    for path in sorted((checkpoint / "offsets").glob("[0-9]*")):
+        try:
+            if read_offset_entry(checkpoint, int(path.name))[1].get((topic, 0)) == end:
+                return int(path.name)
+        except ValueError:  # an entry Spark is still writing
+            continue
+    return None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_signal_commits_the_batch_in_hand_prints_the_summary_and_exits_0(
+    private_broker: Config, tmp_path: Path, sig: signal.Signals, figures: dict[str, object]
+) -> None:
+    kafka = private_broker.kafka
+    topics = dict(
+        zip(["in", "out", "dead"], make_topics(kafka, ("in", 1), ("out", 1), ("dead", 1)), strict=True)
+    )
+    first, second = [reading(i) for i in range(40)], [reading(i) for i in range(40, 80)]
+    produce(kafka, private_broker, [json_record(topics["in"], e) for e in first])
+    conf = write_config(tmp_path / "arus.toml", private_broker)
+    command = [sys.executable, "-m", "arus.cli", "aggregate", "--config", str(conf)]
+    command += job_args(topics, tmp_path, "--trigger", "2 seconds")
+    # Files, not pipes: nobody reads a pipe while the job runs, and a full one would stall it.
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        proc = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=clean_env(), stdout=out, stderr=err, text=True, start_new_session=True
+        )
+    try:
+        checkpoint = tmp_path / "checkpoint" / "aggregates"  # the query's own, under --checkpoint
+        commits = checkpoint / "commits"
+        wait_for(lambda: 0 if (commits / "0").exists() else None, proc, 300, "first commit")
+        produce(kafka, private_broker, [json_record(topics["in"], e) for e in second])
+        # A batch's offsets are logged before it runs: the signal lands while it is in hand.
+        batch = wait_for(
+            lambda: planned(checkpoint, topics["in"], len(first) + len(second)), proc, 60, "batch"
+        )
+        signalled = time.monotonic()
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)  # what a terminal does: the JVM gets it too (and ignores it)
+        else:
+            proc.send_signal(sig)
+        proc.wait(timeout=STOP_BOUND_S)
+        figures["stopped_after_s"] = round(time.monotonic() - signalled, 1)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    stdout, stderr = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "Traceback" not in stdout, stderr
+    assert f"{sig.name}: stopping once the micro-batch in hand is committed" in stderr
+    figures["batch_in_hand_committed"] = (commits / str(batch)).exists()
+    assert figures["batch_in_hand_committed"], f"batch {batch}, in hand at {sig.name}, was not committed"
+    assert re.search(r"^aggregates: \d+ batches, 80 rows", stdout, re.MULTILINE), stdout
+
+    expected = gold_oracle([*first, *second])
+    gold = read_delta(tmp_path / "gold")
+    assert not gold.duplicated(["device_id", "window_start"]).any()
+    pd.testing.assert_frame_equal(gold_frame(gold, expected), expected, check_dtype=False, rtol=1e-9)
+    figures["gold_rows"] = len(gold)
