@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arus.config import Config, ConfigError, KafkaConfig, job_parser, load_config, project_root
+from arus.io.kafka import KafkaUnavailable, check_kafka
 from arus.ops.processes import owned, stop
 from arus.ops.topics import ensure_topics
 
@@ -368,19 +369,12 @@ def foreign_broker(config: Config, node: Node) -> str | None:
         return None
     if not any(answers(address) for address in bootstrap.split(",")):
         return None
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
     try:
-        admin = KafkaAdminClient(**config.kafka.client_kwargs(), request_timeout_ms=10000)
-        try:
-            admin.describe_cluster()
-        finally:
-            admin.close()
-    except KafkaError as exc:
+        check_kafka(config.kafka, [])
+    except KafkaUnavailable as exc:
         raise RuntimeError(
             f"{bootstrap} (KAFKA_BOOTSTRAP_SERVERS or [kafka] bootstrap_servers) answers but not as a "
-            f"Kafka broker arus can use ({exc}); stop what holds it or point the setting elsewhere"
+            f"Kafka broker arus can use: {exc}"
         ) from exc
     return bootstrap
 

@@ -17,8 +17,10 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -39,7 +41,7 @@ from faultkit import (
 from kafka import KafkaAdminClient
 from support import gold_frame, gold_oracle, job_args
 
-from arus.config import REPO_ROOT, Config
+from arus.config import DEFAULT_CONFIG, REPO_ROOT, Config, load_config
 from arus.io.checkpoints import read_offset_entry
 from arus.ops import broker
 
@@ -89,6 +91,47 @@ def test_broker_up_uses_a_running_broker_it_did_not_start(
     assert not broker.answers(f"127.0.0.1:{port}") and not broker.answers(f"127.0.0.1:{controller}")
     assert not (tmp_path / "kafka").exists()
     figures["brokers_started"] = 0
+
+
+def test_broker_up_refuses_a_bootstrap_address_held_by_something_that_is_not_kafka(
+    tmp_path: Path, figures: dict[str, object]
+) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+
+    def refuse_everything() -> None:  # what a web server does with bytes it cannot read
+        while True:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=refuse_everything, daemon=True).start()
+    port, controller = free_ports(2)
+    settings = {"broker.port": str(port), "broker.controller_port": str(controller)}
+    conf = write_config(tmp_path / "arus.toml", load_config(DEFAULT_CONFIG, env={}), **settings)
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "arus.cli", "broker", "up", "--config", str(conf)],
+            cwd=REPO_ROOT,
+            env=clean_env(KAFKA_BOOTSTRAP_SERVERS=address),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        listener.close()
+    figures["refused_in_s"] = round(time.monotonic() - started, 1)
+    assert result.returncode == 1
+    assert (
+        f"kafka: {address} (KAFKA_BOOTSTRAP_SERVERS or [kafka] bootstrap_servers) answers but not as a "
+        in (result.stderr)
+    )
+    assert "Traceback" not in result.stderr
+    assert not broker.answers(f"127.0.0.1:{port}")
 
 
 STOP_BOUND_S = 60  # the job's STOP_GRACE_S (30 s) for the batch in hand, plus stopping Spark
