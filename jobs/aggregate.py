@@ -23,10 +23,9 @@ import sys
 from dataclasses import replace
 
 from arus.config import Config, checked, job_parser
-from arus.runtime.job import REFUSED, prepare, run
 from arus.runtime.progress import await_queries
 from arus.runtime.queries import AggregateQuery, aggregate_query, preflight_aggregate, start_aggregate_query
-from arus.runtime.session import run_timed
+from arus.runtime.session import streaming_main
 from arus.runtime.show import show_aggregates
 
 # the [stream] keys that an option overrides (--input-topic: topic), with its help
@@ -96,27 +95,16 @@ def settings_from(args: argparse.Namespace, config: Config) -> AggregateQuery:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    prepared = prepare(
-        "aggregate", args, settings_from, lambda config, query: preflight_aggregate(config.kafka, query)
+    return streaming_main(
+        "aggregate",
+        parse_args(argv),
+        settings_from,
+        check=lambda config, query: preflight_aggregate(config.kafka, query),
+        start=lambda spark, config, query, tally: await_queries(
+            [start_aggregate_query(spark, config.kafka, query, tally)], tally
+        ),
+        show=lambda spark, config, query: show_aggregates(spark, config.kafka, query),
     )
-    if prepared is None:
-        return REFUSED
-    config, query = prepared
-
-    def work() -> None:
-        spark = run_timed(
-            "aggregate",
-            config,
-            lambda spark, tally: await_queries(
-                [start_aggregate_query(spark, config.kafka, query, tally)], tally
-            ),
-            args.metrics_port,
-        )
-        if args.show:
-            show_aggregates(spark, config.kafka, query)
-
-    return run("aggregate", work)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,9 @@ from dataclasses import replace
 from arus.config import Config, job_parser
 from arus.grammar import duration_us
 from arus.io.kafka import check_kafka
-from arus.runtime.job import REFUSED, prepare, run
 from arus.runtime.progress import await_queries
 from arus.runtime.queries import AlertsQuery, reading_id, start_alerts_query
-from arus.runtime.session import run_timed
+from arus.runtime.session import streaming_main
 from arus.runtime.show import show_alerts
 
 
@@ -73,25 +72,16 @@ def preflight(config: Config, query: AlertsQuery) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    prepared = prepare("alerts", args, settings_from, preflight)
-    if prepared is None:
-        return REFUSED
-    config, query = prepared
-
-    def work() -> None:
-        spark = run_timed(
-            "alerts",
-            config,
-            lambda spark, tally: await_queries(
-                [start_alerts_query(spark, config.kafka, query, tally)], tally
-            ),
-            args.metrics_port,
-        )
-        if args.show:
-            show_alerts(spark, query.table_path)
-
-    return run("alerts", work)
+    return streaming_main(
+        "alerts",
+        parse_args(argv),
+        settings_from,
+        check=preflight,
+        start=lambda spark, config, query, tally: await_queries(
+            [start_alerts_query(spark, config.kafka, query, tally)], tally
+        ),
+        show=lambda spark, config, query: show_alerts(spark, query.table_path),
+    )
 
 
 if __name__ == "__main__":

@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from arus.config import Config, ConfigError, job_parser
-from arus.runtime.job import REFUSED, prepare, run
 from arus.runtime.pipeline import STAGES, PipelinePlan, Topics, preflight_pipeline, run_pipeline, tables_under
 from arus.runtime.queries import reading_id
-from arus.runtime.session import run_timed
+from arus.runtime.session import streaming_main
 from arus.runtime.show import show_pipeline
 
 
@@ -77,23 +76,16 @@ def settings_from(args: argparse.Namespace, config: Config) -> PipelinePlan:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(list(argv) if argv is not None else None)
-    prepared = prepare("pipeline", args, settings_from, preflight_pipeline)
-    if prepared is None:
-        return REFUSED
-    config, plan = prepared
-
-    def work() -> None:
-        spark = run_timed(
-            "pipeline",
-            config,
-            lambda spark, tally: run_pipeline(spark, config, plan, tally),
-            args.metrics_port,
-        )
-        if args.show:
-            show_pipeline(spark, config.kafka, plan.topics, plan.tables, config.aggregate.keys)
-
-    return run("pipeline", work)
+    return streaming_main(
+        "pipeline",
+        parse_args(list(argv) if argv is not None else None),
+        settings_from,
+        check=preflight_pipeline,
+        start=run_pipeline,
+        show=lambda spark, config, plan: show_pipeline(
+            spark, config.kafka, plan.topics, plan.tables, config.aggregate.keys
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -9,22 +9,27 @@ in spark-defaults.conf instead: scripts/fetch-jars.sh writes the latter, and on 
 
 from __future__ import annotations
 
+import argparse
 import importlib.resources
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pyspark.sql import SparkSession
 
 from arus.config import Config, ConfigError, SparkConfig, project_root
 from arus.io.metrics import Metrics
+from arus.runtime.job import REFUSED, prepare, run
 from arus.runtime.listener import MetricsListener, drain
 from arus.runtime.progress import Tally
 
 LOG4J_CONFIG = importlib.resources.files("arus.conf") / "spark" / "log4j2.properties"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+S = TypeVar("S")
 
 
 def local_jars(jars_dir: str | Path) -> list[str]:
@@ -107,3 +112,28 @@ def run_timed(
             spark.streams.removeListener(listener)
     print(f"{name}: done in {time.monotonic() - started:.1f}s")
     return spark
+
+
+def streaming_main(
+    name: str,
+    args: argparse.Namespace,
+    settings_from: Callable[[argparse.Namespace, Config], S],
+    check: Callable[[Config, S], object],
+    start: Callable[[SparkSession, Config, S, Tally], object],
+    show: Callable[[SparkSession, Config, S], None],
+) -> int:
+    """A streaming job's `main` once its flags are parsed: settle its settings or refuse (2), run
+    `start` on one timed session, print `show` under --show, and return the exit code."""
+    prepared = prepare(name, args, settings_from, check)
+    if prepared is None:
+        return REFUSED
+    config, settings = prepared
+
+    def work() -> None:
+        spark = run_timed(
+            name, config, lambda spark, tally: start(spark, config, settings, tally), args.metrics_port
+        )
+        if args.show:
+            show(spark, config, settings)
+
+    return run(name, work)
