@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import sys
 import tomllib
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -501,6 +502,16 @@ def load_config(
     if mistakes.lines:
         raise ConfigError("\n".join(mistakes.lines))
     return dataclasses.replace(config, source=str(file))
+
+
+def load_config_or_say(prog: str, path: str | None) -> Config | None:
+    """load_config for a command's main: None after one line on stderr after `prog:`, so a config
+    mistake ends the command with its exit code instead of a traceback."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
 
 
 # --- what each value may be -----------------------------------------------------------------------

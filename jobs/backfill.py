@@ -21,10 +21,10 @@ import argparse
 import sys
 
 from arus.batch.backfill import BackfillSettings, backfill
-from arus.batch.sources import input_from, input_parser, parse_input_args
+from arus.batch.sources import check_schema, input_from, input_parser, parse_input_args
 from arus.config import Config
 from arus.io.lake import is_table, table_location
-from arus.runtime.job import REFUSED, prepare, refuse
+from arus.runtime.job import prepared_main, refuse
 from arus.runtime.session import build_session
 
 APP = "arus-backfill"
@@ -72,13 +72,10 @@ def settings_from(args: argparse.Namespace, config: Config) -> BackfillSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    prepared = prepare(
-        "backfill", args, settings_from, lambda config, settings: config.schema(settings.stream.schema)
-    )
-    if prepared is None:
-        return REFUSED
-    config, settings = prepared
+    return prepared_main("backfill", parse_args(argv), settings_from, check_schema, run_backfill)
+
+
+def run_backfill(config: Config, settings: BackfillSettings) -> int:
     if settings.source.kind == "bronze" and not is_table(settings.source.location):
         return refuse("backfill", f"no bronze Delta table at {settings.source.location}")
     backfill(build_session(APP, config.spark), config, settings)

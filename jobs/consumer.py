@@ -27,7 +27,7 @@ from arus.core.rules import GuardError
 from arus.io.kafka import check_kafka
 from arus.io.producer import ProducerError
 from arus.pyengine.consumer import ConsumerSettings, consumer_settings, run
-from arus.runtime.job import FAILED, GUARD_STOPPED, REFUSED, prepare
+from arus.runtime.job import FAILED, GUARD_STOPPED, prepared_main
 
 # Options that override a key of [stream] (--input-topic: topic), [aggregate] or [consumer] of the
 # same name, with their help.
@@ -121,12 +121,18 @@ def preflight(config: Config, settings: ConsumerSettings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    prepared = prepare("consume", args, settings_from, preflight)
-    if prepared is None:
-        return REFUSED
-    config, settings = prepared
+    return prepared_main(
+        "consume",
+        args,
+        settings_from,
+        preflight,
+        lambda config, settings: consume(config, settings, args.metrics_port),
+    )
+
+
+def consume(config: Config, settings: ConsumerSettings, metrics_port: int | None) -> int:
     try:
-        counters = run(config, settings, metrics_port=args.metrics_port)
+        counters = run(config, settings, metrics_port=metrics_port)
     except GuardError as exc:
         print(f"consume: stopped by a guard, without committing the batch in hand: {exc}", file=sys.stderr)
         return GUARD_STOPPED

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from arus.batch.maintain import SAFE_RETENTION_HOURS, maintain, print_outcome, table_paths
-from arus.config import ConfigError, job_parser, load_config
+from arus.config import job_parser, load_config_or_say
 from arus.io.lake import is_table, lake_dir
 from arus.runtime.session import build_session
 
@@ -54,10 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"maintain: {exc}", file=sys.stderr)
+    config = load_config_or_say("maintain", args.config)
+    if config is None:
         return 2
     paths = table_paths(config, args.tables)
     missing = [p for p in paths if not is_table(p)]

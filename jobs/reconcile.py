@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 from arus.batch.reconcile import ReconcileSettings, print_report, reconcile
-from arus.batch.sources import input_from, input_parser, parse_input_args, read_input
+from arus.batch.sources import check_schema, input_from, input_parser, parse_input_args, read_input
 from arus.config import Config
 from arus.core.transforms import schema_from_ddl
 from arus.io.lake import is_table, table_location
-from arus.runtime.job import FAILED, REFUSED, prepare, refuse
+from arus.runtime.job import FAILED, prepared_main, refuse
 from arus.runtime.session import build_session
 
 APP = "arus-reconcile"
@@ -69,12 +69,16 @@ def settings_from(args: argparse.Namespace, config: Config) -> ReconcileSettings
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    prepared = prepare(
-        "reconcile", args, settings_from, lambda config, settings: config.schema(settings.stream.schema)
+    return prepared_main(
+        "reconcile",
+        args,
+        settings_from,
+        check_schema,
+        lambda config, settings: run_reconcile(config, settings, args),
     )
-    if prepared is None:
-        return REFUSED
-    config, settings = prepared
+
+
+def run_reconcile(config: Config, settings: ReconcileSettings, args: argparse.Namespace) -> int:
     for what, path in (("gold", settings.gold_path), ("bronze", settings.source.location)):
         if (what == "gold" or settings.source.kind == "bronze") and not is_table(path):
             return refuse("reconcile", f"no {what} Delta table at {path}")

@@ -24,20 +24,24 @@ from arus.config import Config, job_parser
 from arus.sources.base import SendLimits, add_send_arguments, launch
 from arus.sources.csv_replay import CsvReplay, ReplayOptions
 
+# How to read the file's rows: text settings, each the ReplayOptions field of the same name.
+READING_FLAGS = (
+    ("--time-column", "the event-time column"),
+    ("--time-format", "iso, epoch_s, epoch_ms or a strptime format"),
+    ("--timezone", "zone of times without an offset, e.g. UTC or Asia/Jakarta"),
+    ("--key-column", 'the column whose value keys each record ("" for no key)'),
+    ("--columns", "comma-separated columns to send (default: all)"),
+    ("--types", "comma-separated COLUMN=TYPE (int, float, bool, string); others inferred"),
+)
+
 
 def parser() -> argparse.ArgumentParser:
     parser = job_parser("arus produce csv", __doc__, metrics=True)
     parser.add_argument("file", type=Path, help="CSV file, plain or gzip")
     add_send_arguments(parser, speed="event-time replay: keep the gaps, divided by this")
     group = parser.add_argument_group("reading the file (defaults: [csv])")
-    group.add_argument("--time-column", help="the event-time column")
-    group.add_argument("--time-format", help="iso, epoch_s, epoch_ms or a strptime format")
-    group.add_argument("--timezone", help="zone of times without an offset, e.g. UTC or Asia/Jakarta")
-    group.add_argument("--key-column", help='the column whose value keys each record ("" for no key)')
-    group.add_argument("--columns", help="comma-separated columns to send (default: all)")
-    group.add_argument(
-        "--types", help="comma-separated COLUMN=TYPE (int, float, bool, string); others inferred"
-    )
+    for flag, text in READING_FLAGS:
+        group.add_argument(flag, help=text)
     group.add_argument("--delimiter", default=",", help="field delimiter (default ,)")
     group.add_argument("--encoding", default="utf-8", help="file encoding (default utf-8)")
     group.add_argument("--source-name", help="the source_file header and id namespace (default: file name)")

@@ -90,6 +90,12 @@ def parse_input_args(parser: argparse.ArgumentParser, argv: list[str] | None) ->
     return args
 
 
+def check_schema(config: Config, _settings: object) -> None:
+    """A batch job's preflight (arus.runtime.job.prepare): the [stream] schema it parses records
+    with is declared, or a ConfigError before Spark starts."""
+    config.schema(config.stream.schema)
+
+
 def input_from(args: argparse.Namespace, config: Config) -> BatchInput:
     kafka_range = KafkaRange(
         args.starting_offsets, args.ending_offsets, args.starting_timestamp, args.ending_timestamp

@@ -38,7 +38,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from arus.config import Config, ConfigError, job_parser, load_config
+from arus.config import Config, job_parser, load_config_or_say
 from arus.core.rules import time_text
 from arus.io.kafka import KafkaUnavailable
 from arus.io.lake import read_table, table_path
@@ -163,10 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         "--port", type=int, default=8050, help="port to listen on (default 8050; 0: any free one)"
     )
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"dashboard: {exc}", file=sys.stderr)
+    config = load_config_or_say("dashboard", args.config)
+    if config is None:
         return 1
     try:
         admin = lag.connect(config.kafka)

@@ -39,7 +39,7 @@ from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
 from kafka.errors import KafkaError
 
-from arus.config import ConfigError, KafkaConfig, job_parser, load_config
+from arus.config import KafkaConfig, job_parser, load_config_or_say
 from arus.core.rules import time_text
 from arus.io.checkpoints import Offsets, QueryStatus, checkpoint_path, is_checkpoint, read_query_status
 from arus.io.kafka import KafkaUnavailable, explained_connection_errors
@@ -356,10 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per refresh")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"lag: {exc}", file=sys.stderr)
+    config = load_config_or_say("lag", args.config)
+    if config is None:
         return 1
     given = [checkpoint_path(c) for c in args.checkpoint or ()]
     for root in given:

@@ -20,7 +20,7 @@ import jupytext
 import nbformat
 from nbclient import NotebookClient
 
-from arus.config import ConfigError, job_parser, load_config, project_root
+from arus.config import job_parser, load_config_or_say, project_root
 
 FIGURE_TAG = "readme-figure"
 
@@ -86,10 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", help="save each notebook's tagged figure here as <notebook>.png")
     parser.add_argument("--executed", help="also save the executed notebooks (.ipynb, with outputs) here")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"notebooks: {exc}", file=sys.stderr)
+    config = load_config_or_say("notebooks", args.config)
+    if config is None:
         return 2
     lake = Path(args.lake) if args.lake else config.resolve(config.paths.lake)
     paths = notebook_paths()

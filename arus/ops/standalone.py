@@ -26,7 +26,7 @@ from typing import Any
 
 import pyspark
 
-from arus.config import ConfigError, SparkClusterConfig, job_parser, load_config
+from arus.config import SparkClusterConfig, job_parser, load_config_or_say
 from arus.ops.processes import alive, owned, stop
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
@@ -194,10 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=("up", "down", "status"))
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"spark cluster: {exc}", file=sys.stderr)
+    config = load_config_or_say("spark cluster", args.config)
+    if config is None:
         return 2  # refused to start, as every arus command (arus.runtime.job)
     cluster = Cluster(config.spark_cluster, config.resolve(config.spark_cluster.dir))
     if args.command == "up":

@@ -31,7 +31,7 @@ from kafka.errors import KafkaError
 
 from arus.config import ConfigError, job_parser, load_config
 from arus.core.rules import ERROR_HEADER, REASON_HEADER, time_text
-from arus.ops.topics import TopicError, partitions_of, positive, reader
+from arus.ops.topics import TopicError, failed, partitions_of, positive, reader
 from arus.signals import stop_on_signals
 
 POLL_MS = 200  # how soon a Ctrl-C is noticed between polls
@@ -218,12 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                 printed += 1
                 if printed == args.max:
                     break
-    except (ConfigError, RuntimeError) as exc:  # KafkaUnavailable, TopicError
-        print(f"tail: {exc}", file=sys.stderr)
-        return 1
-    except KafkaError as exc:
-        print(f"tail: the broker answered with an error: {exc}", file=sys.stderr)
-        return 1
+    except (ConfigError, RuntimeError, KafkaError) as exc:
+        return failed("tail", exc)
     except BrokenPipeError:
         # `arus tail T | head` closed the pipe: the reader has what it wanted. Python's recipe:
         # point stdout at /dev/null so the flush at exit does not fail again.

@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
@@ -37,6 +37,8 @@ from arus.io.kafka import explained_connection_errors
 # A command a person waits on should say "no broker" within seconds, not after the clients' 30 s.
 BOOTSTRAP_TIMEOUT_MS = 5000
 REQUEST_TIMEOUT_MS = 15000
+# _client opens either kind and hands it back typed as the kind asked for.
+C = TypeVar("C", KafkaAdminClient, KafkaConsumer)
 SHOWN_SETTINGS = ("cleanup.policy", "retention.ms")
 
 
@@ -83,37 +85,37 @@ def ensure_topics(
         admin.close()
 
 
+def failed(prog: str, exc: Exception) -> int:
+    """A tool's one line on stderr for a config mistake, a RuntimeError (TopicError,
+    KafkaUnavailable) or the broker's error answer; the exit code, 1."""
+    if isinstance(exc, KafkaError):
+        print(f"{prog}: the broker answered with an error: {exc}", file=sys.stderr)
+    else:
+        print(f"{prog}: {exc}", file=sys.stderr)
+    return 1
+
+
 # --- clients that fail fast and say why -----------------------------------------------------------
 
 
 @contextmanager
-def admin_client(kafka: KafkaConfig) -> Iterator[KafkaAdminClient]:
+def _client(kafka: KafkaConfig, client: Callable[..., C], **options: Any) -> Iterator[C]:
+    """`client` (an admin client or a consumer) bootstrapped within BOOTSTRAP_TIMEOUT_MS, closed after."""
     with explained_connection_errors(kafka):
-        admin = KafkaAdminClient(
-            **kafka.client_kwargs(),
-            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
-            request_timeout_ms=REQUEST_TIMEOUT_MS,
-        )
+        opened = client(**kafka.client_kwargs(), bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS, **options)
     try:
-        yield admin
+        yield opened
     finally:
-        admin.close()
+        opened.close()
 
 
-@contextmanager
-def reader(kafka: KafkaConfig) -> Iterator[KafkaConsumer]:
+def admin_client(kafka: KafkaConfig) -> AbstractContextManager[KafkaAdminClient]:
+    return _client(kafka, KafkaAdminClient, request_timeout_ms=REQUEST_TIMEOUT_MS)
+
+
+def reader(kafka: KafkaConfig) -> AbstractContextManager[KafkaConsumer]:
     """A consumer in no group: it reads and looks up offsets, and commits nothing."""
-    with explained_connection_errors(kafka):
-        consumer = KafkaConsumer(
-            **kafka.client_kwargs(),
-            group_id=None,
-            enable_auto_commit=False,
-            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
-        )
-    try:
-        yield consumer
-    finally:
-        consumer.close()
+    return _client(kafka, KafkaConsumer, group_id=None, enable_auto_commit=False)
 
 
 def missing(topic: str, kafka: KafkaConfig) -> TopicError:
@@ -478,12 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             topics = summaries(config, args.match)
             print(summary_table(topics) if topics else f"no topic matches {args.match!r}")
-    except (ConfigError, RuntimeError) as exc:  # TopicError, KafkaUnavailable
-        print(f"topics: {exc}", file=sys.stderr)
-        return 1
-    except KafkaError as exc:
-        print(f"topics: the broker answered with an error: {exc}", file=sys.stderr)
-        return 1
+    except (ConfigError, RuntimeError, KafkaError) as exc:
+        return failed("topics", exc)
     return 0
 
 

@@ -63,6 +63,19 @@ def prepare(
     return config, settings
 
 
+def prepared_main(
+    name: str,
+    args: argparse.Namespace,
+    settings_from: Callable[[argparse.Namespace, Config], S],
+    check: Callable[[Config, S], object] | None,
+    body: Callable[[Config, S], int],
+) -> int:
+    """A job's `main` once its flags are parsed: settle its settings (prepare) or refuse (REFUSED),
+    else the exit code of `body`."""
+    prepared = prepare(name, args, settings_from, check)
+    return REFUSED if prepared is None else body(*prepared)
+
+
 def run(name: str, work: Callable[[], object]) -> int:
     """The exit code of `work` (the job's queries): 0, GUARD_STOPPED when a guard stopped it, else
     FAILED for a query that failed; either said in one line."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,29 +35,44 @@ rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec
 """
 
 
-def test_parse_producer_output_takes_the_final_summary() -> None:
-    assert parse_producer_output(PRODUCER_OUTPUT) == {
-        "events": 500000,
-        "events_per_s": 51834.957495,
-        "mb_per_s": 9.17,
-        "latency_avg_ms": 141.93,
-        "latency_p99_ms": 1136.0,
-    }
+@pytest.mark.parametrize(
+    ("parse", "output", "figures"),
+    [
+        pytest.param(
+            parse_producer_output,
+            PRODUCER_OUTPUT,
+            {
+                "events": 500000,
+                "events_per_s": 51834.957495,
+                "mb_per_s": 9.17,
+                "latency_avg_ms": 141.93,
+                "latency_p99_ms": 1136.0,
+            },
+            id="producer-takes-the-final-summary",
+        ),
+        pytest.param(
+            parse_consumer_output,
+            CONSUMER_OUTPUT,
+            {
+                "events": 100000,
+                "events_per_s": 81499.5925,
+                "events_per_s_with_rebalance": 44052.8634,
+                "fetch_time_ms": 1227.0,
+                "rebalance_time_ms": 1043.0,
+            },
+            id="consumer-uses-the-fetch-rate",
+        ),
+    ],
+)
+def test_parse_perf_tool_output(
+    parse: Callable[[str], dict[str, float]], output: str, figures: dict[str, float]
+) -> None:
+    assert parse(output) == figures
 
 
 def test_parse_producer_output_without_summary_fails() -> None:
     with pytest.raises(ValueError, match="no ProducerPerformance summary"):
         parse_producer_output("77312 records sent, 15354.9 records/sec (2.72 MB/sec), 610.0 ms avg latency")
-
-
-def test_parse_consumer_output_uses_fetch_rate() -> None:
-    assert parse_consumer_output(CONSUMER_OUTPUT) == {
-        "events": 100000,
-        "events_per_s": 81499.5925,
-        "events_per_s_with_rebalance": 44052.8634,
-        "fetch_time_ms": 1227.0,
-        "rebalance_time_ms": 1043.0,
-    }
 
 
 def test_percentile_nearest_rank() -> None:
