@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     return prepared_main("backfill", parse_args(argv), settings_from, check_schema, run_backfill)
 
 
-def run_backfill(config: Config, settings: BackfillSettings) -> int:
+def run_backfill(_args: argparse.Namespace, config: Config, settings: BackfillSettings) -> int:
     if settings.source.kind == "bronze" and not is_table(settings.source.location):
         return refuse("backfill", f"no bronze Delta table at {settings.source.location}")
     backfill(build_session(APP, config.spark), config, settings)

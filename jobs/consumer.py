@@ -120,19 +120,12 @@ def preflight(config: Config, settings: ConsumerSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return prepared_main(
-        "consume",
-        args,
-        settings_from,
-        preflight,
-        lambda config, settings: consume(config, settings, args.metrics_port),
-    )
+    return prepared_main("consume", parse_args(argv), settings_from, preflight, consume)
 
 
-def consume(config: Config, settings: ConsumerSettings, metrics_port: int | None) -> int:
+def consume(args: argparse.Namespace, config: Config, settings: ConsumerSettings) -> int:
     try:
-        counters = run(config, settings, metrics_port=metrics_port)
+        counters = run(config, settings, metrics_port=args.metrics_port)
     except GuardError as exc:
         print(f"consume: stopped by a guard, without committing the batch in hand: {exc}", file=sys.stderr)
         return GUARD_STOPPED

@@ -68,17 +68,10 @@ def settings_from(args: argparse.Namespace, config: Config) -> ReconcileSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return prepared_main(
-        "reconcile",
-        args,
-        settings_from,
-        check_schema,
-        lambda config, settings: run_reconcile(config, settings, args),
-    )
+    return prepared_main("reconcile", parse_args(argv), settings_from, check_schema, run_reconcile)
 
 
-def run_reconcile(config: Config, settings: ReconcileSettings, args: argparse.Namespace) -> int:
+def run_reconcile(args: argparse.Namespace, config: Config, settings: ReconcileSettings) -> int:
     for what, path in (("gold", settings.gold_path), ("bronze", settings.source.location)):
         if (what == "gold" or settings.source.kind == "bronze") and not is_table(path):
             return refuse("reconcile", f"no {what} Delta table at {path}")

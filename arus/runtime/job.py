@@ -68,12 +68,12 @@ def prepared_main(
     args: argparse.Namespace,
     settings_from: Callable[[argparse.Namespace, Config], S],
     check: Callable[[Config, S], object] | None,
-    body: Callable[[Config, S], int],
+    body: Callable[[argparse.Namespace, Config, S], int],
 ) -> int:
     """A job's `main` once its flags are parsed: settle its settings (prepare) or refuse (REFUSED),
-    else the exit code of `body`."""
+    else the exit code of `body` given the flags, the config and the settings."""
     prepared = prepare(name, args, settings_from, check)
-    return REFUSED if prepared is None else body(*prepared)
+    return REFUSED if prepared is None else body(args, *prepared)
 
 
 def run(name: str, work: Callable[[], object]) -> int:
