@@ -97,9 +97,23 @@ def group_help(group: str) -> str:
     return f"usage: arus {group} <{'|'.join(n.split()[1] for n in names)}> [<args>]\n\n{listing(names)}"
 
 
+# Packages only some commands need: `pip install arus` leaves them out (pyproject's extras).
+EXTRAS = {"nbclient": "notebooks", "nbformat": "notebooks", "jupytext": "notebooks", "quixstreams": "bench"}
+
+
 def run(command: Command, argv: list[str]) -> int:
     try:
-        code: int = importlib.import_module(command.module).main(argv)
+        module = importlib.import_module(command.module)
+    except ModuleNotFoundError as exc:
+        if exc.name not in EXTRAS:
+            raise
+        print(
+            f"arus: this command needs {exc.name}: pip install 'arus[{EXTRAS[exc.name]}]' (make setup does)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        code: int = module.main(argv)
     except KeyboardInterrupt:
         print(file=sys.stderr)  # end the line the terminal echoed ^C on
         return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import types
@@ -72,3 +73,18 @@ def test_ctrl_c_exits_130_without_a_traceback(
     fake_command(monkeypatch, main)  # type: ignore[arg-type]
     assert cli.main(["fake"]) == 130
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_command_whose_extra_is_missing_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.import_module
+
+    def without_jupytext(name: str, package: str | None = None) -> object:
+        if name == "arus.ops.notebooks":
+            raise ModuleNotFoundError("No module named 'jupytext'", name="jupytext")
+        return real(name, package)
+
+    monkeypatch.setattr(cli.importlib, "import_module", without_jupytext)
+    assert cli.main(["notebooks"]) == 2
+    assert "pip install 'arus[notebooks]'" in capsys.readouterr().err
