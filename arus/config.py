@@ -86,6 +86,16 @@ class ConfigError(ValueError):
     """A configuration mistake, with the file and the key it concerns."""
 
 
+# Each KafkaConfig security field as the two Python clients name it: (kafka-python, librdkafka).
+SECURITY_NAMES = {
+    "security_protocol": ("security_protocol", "security.protocol"),
+    "sasl_mechanism": ("sasl_mechanism", "sasl.mechanism"),
+    "sasl_username": ("sasl_plain_username", "sasl.username"),
+    "sasl_password": ("sasl_plain_password", "sasl.password"),
+    "ssl_cafile": ("ssl_cafile", "ssl.ca.location"),
+}
+
+
 @dataclass(frozen=True)
 class KafkaConfig:
     bootstrap_servers: str
@@ -95,19 +105,23 @@ class KafkaConfig:
     sasl_password: str = dataclasses.field(default="", repr=False)
     ssl_cafile: str = ""  # PEM of the CA that signed the broker's certificate (SSL, SASL_SSL)
 
+    def security_settings(self, client: typing.Literal["kafka-python", "librdkafka"]) -> dict[str, str]:
+        """The security settings in use, under the names `client` gives them: the protocol always,
+        the SASL ones with a mechanism, the CA file when one is set."""
+        used = ["security_protocol"]
+        if self.sasl_mechanism:
+            used += ["sasl_mechanism", "sasl_username", "sasl_password"]
+        if self.ssl_cafile:
+            used.append("ssl_cafile")
+        column = 0 if client == "kafka-python" else 1
+        return {SECURITY_NAMES[field][column]: getattr(self, field) for field in used}
+
     def client_kwargs(self) -> dict[str, Any]:
         """Connection settings for kafka-python clients."""
-        kwargs: dict[str, Any] = {
+        return {
             "bootstrap_servers": self.bootstrap_servers.split(","),
-            "security_protocol": self.security_protocol,
+            **self.security_settings("kafka-python"),
         }
-        if self.sasl_mechanism:
-            kwargs["sasl_mechanism"] = self.sasl_mechanism
-            kwargs["sasl_plain_username"] = self.sasl_username
-            kwargs["sasl_plain_password"] = self.sasl_password
-        if self.ssl_cafile:
-            kwargs["ssl_cafile"] = self.ssl_cafile
-        return kwargs
 
     def spark_options(self) -> dict[str, str]:
         """Connection settings for Spark's Kafka source and sink."""

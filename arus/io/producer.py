@@ -245,9 +245,9 @@ class ConfluentProducer:
 
 def confluent_settings(kafka: KafkaConfig, producer: ProducerConfig) -> dict[str, Any]:
     """[kafka] and [producer] as librdkafka properties (the Java client's names)."""
-    conf: dict[str, Any] = {
+    return {
         "bootstrap.servers": kafka.bootstrap_servers,
-        "security.protocol": kafka.security_protocol,
+        **kafka.security_settings("librdkafka"),
         "acks": producer.acks,
         "enable.idempotence": producer.idempotence,
         "compression.type": producer.compression or "none",
@@ -258,13 +258,6 @@ def confluent_settings(kafka: KafkaConfig, producer: ProducerConfig) -> dict[str
         # a device's records land on the same partition whichever client sends them.
         "partitioner": "murmur2_random",
     }
-    if kafka.sasl_mechanism:
-        conf["sasl.mechanism"] = kafka.sasl_mechanism
-        conf["sasl.username"] = kafka.sasl_username
-        conf["sasl.password"] = kafka.sasl_password
-    if kafka.ssl_cafile:
-        conf["ssl.ca.location"] = kafka.ssl_cafile
-    return conf
 
 
 def make_confluent_producer(kafka: KafkaConfig, producer: ProducerConfig) -> ConfluentProducer:
