@@ -195,8 +195,8 @@ def arus_iot(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """The arus IoT producer (arus.sources.iot.IotSimulator) as `arus produce iot` runs it, without
     injected problems so it sends the same readings as the bare loops. The span is its SendLoop's
     (send_span): from the fleet's metadata records (a few milliseconds) to the end of the flush."""
-    from arus.sources.base import SendLimits
     from arus.sources.iot import IotSimulator
+    from arus.sources.send import SendLimits
 
     start = datetime.now(UTC).replace(microsecond=0) if args.live else START
     source = IotSimulator(
@@ -221,8 +221,8 @@ def arus_iot(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 def arus_csv(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """The CSV replay producer (arus.sources.csv_replay.CsvReplay) on a CSV of the same readings,
     timed over its SendLoop's span (send_span)."""
-    from arus.sources.base import SendLimits
     from arus.sources.csv_replay import CsvReplay, ReplayOptions
+    from arus.sources.send import SendLimits
 
     options = ReplayOptions(
         time_column="event_time",

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from arus.config import Config, job_parser
 from arus.sources.api_poller import ApiPoller
-from arus.sources.base import SendLimits, add_send_arguments, launch
+from arus.sources.base import add_send_arguments, launch
+from arus.sources.send import SendLimits
 
 
 def parser() -> argparse.ArgumentParser:

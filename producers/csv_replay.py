@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 
 from arus.config import Config, job_parser
-from arus.sources.base import SendLimits, add_send_arguments, launch
+from arus.sources.base import add_send_arguments, launch
 from arus.sources.csv_replay import CsvReplay, ReplayOptions
+from arus.sources.send import SendLimits
 
 # How to read the file's rows: text settings, each the ReplayOptions field of the same name.
 READING_FLAGS = (

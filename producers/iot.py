@@ -20,8 +20,9 @@ from pathlib import Path
 
 from arus.config import Config, checked, job_parser
 from arus.core.rules import aware_time
-from arus.sources.base import SendLimits, add_send_arguments, launch
+from arus.sources.base import add_send_arguments, launch
 from arus.sources.iot import DELIVERY_RATES, FAULT_RATES, IotSimulator, parse_inject
+from arus.sources.send import SendLimits
 
 
 def parser() -> argparse.ArgumentParser:

@@ -41,8 +41,17 @@ from kafka import KafkaProducer
 
 from arus.config import ApiConfig, Config
 from arus.io.producer import ProducerError
-from arus.sources.base import SendLimits, Source, write_state
-from arus.sources.send import Record, SendLoop, Summary, format_time, origin_headers, parse_time, stable_id
+from arus.sources.base import Source, write_state
+from arus.sources.send import (
+    Record,
+    SendLimits,
+    SendLoop,
+    Summary,
+    format_time,
+    origin_headers,
+    parse_time,
+    stable_id,
+)
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "arus/api")
 USER_AGENT = "arus-api-poller/0.1 (+https://github.com/arus)"

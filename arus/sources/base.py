@@ -21,7 +21,6 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,18 +29,7 @@ from kafka import KafkaProducer
 from arus.config import Config, ConfigError, checked, load_config
 from arus.io.producer import ProducerError, connect
 from arus.signals import stop_on_signals
-from arus.sources.send import Record, SendLoop, SendMeter, Summary
-
-
-@dataclass(frozen=True)
-class SendLimits:
-    """How fast and how long a source sends, None for no limit: --rate (events a second), --speed
-    (event time runs this many times faster than the clock), --count (events), --duration (seconds)."""
-
-    rate: float | None = None
-    speed: float | None = None
-    count: int | None = None
-    duration: float | None = None
+from arus.sources.send import Record, SendLimits, SendLoop, SendMeter, Summary
 
 
 class Source(ABC):
@@ -91,7 +79,6 @@ class Source(ABC):
     def start(self, metrics_port: int | None = None) -> int:
         """Send until the records end, a limit is reached or the source is stopped; the exit code.
         Rates go to the metrics file, and to Prometheus on `metrics_port` if given."""
-        limits = self.limits
         with ExitStack() as resources:
             self.open(resources)
             producer = connect(self.config, self.topics())
@@ -102,14 +89,7 @@ class Source(ABC):
             with stop_on_signals(self.stop):
                 for record in self.preamble():
                     loop.send(record)
-                summary = loop.run(
-                    self.run(loop),
-                    rate=limits.rate,
-                    speed=limits.speed,
-                    count=limits.count,
-                    duration=limits.duration,
-                    meter=meter,
-                )
+                summary = loop.run(self.run(loop), self.limits, meter=meter)
         return self.finish(summary)
 
 

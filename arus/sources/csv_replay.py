@@ -38,9 +38,10 @@ from kafka import KafkaProducer
 
 from arus.config import Config, ConfigError, CsvConfig
 from arus.io.producer import ProducerError
-from arus.sources.base import SendLimits, Source, write_state
+from arus.sources.base import Source, write_state
 from arus.sources.send import (
     Record,
+    SendLimits,
     SendLoop,
     Summary,
     format_time,

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from arus.config import Config, ConfigError, IotDeliveryConfig, IotFaultsConfig
-from arus.sources.base import SendLimits, Source
-from arus.sources.send import ChildFeed, Record, SendLoop, can_fork, format_time, origin_headers
+from arus.sources.base import Source
+from arus.sources.send import ChildFeed, Record, SendLimits, SendLoop, can_fork, format_time, origin_headers
 
 SOURCE = "iot-simulator"
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "arus/iot")

@@ -170,6 +170,17 @@ class Summary:
         return text
 
 
+@dataclass(frozen=True)
+class SendLimits:
+    """How fast and how long a source sends, None for no limit: --rate (events a second), --speed
+    (event time runs this many times faster than the clock), --count (events), --duration (seconds)."""
+
+    rate: float | None = None
+    speed: float | None = None
+    count: int | None = None
+    duration: float | None = None
+
+
 class Pacer:
     """When to send the next record: at most `rate` per second, and with `speed`, at its event
     time scaled (speed 60 = one event-time minute per second, measured from the first record).
@@ -343,17 +354,15 @@ class SendLoop:
     def run(
         self,
         records: Iterable[Record],
+        limits: SendLimits = SendLimits(),
         *,
-        rate: float | None = None,
-        speed: float | None = None,
-        count: int | None = None,
-        duration: float | None = None,
         pacer: Pacer | None = None,
         meter: SendMeter | None = None,
     ) -> Summary:
-        """Send until the input ends, `count` records are sent, `duration` passes or `stop` is called;
-        `meter` gets the rates per interval and once more after the flush."""
-        pacer = pacer or Pacer(rate, speed)
+        """Send until the input ends, `limits.count` records are sent, `limits.duration` passes or
+        `stop` is called; `meter` gets the rates per interval and once more after the flush."""
+        count, duration = limits.count, limits.duration
+        pacer = pacer or Pacer(limits.rate, limits.speed)
         delay = pacer.delay if pacer.interval or pacer.speed else None
         monotonic = time.monotonic
         deadline = monotonic() + duration if duration else None

@@ -38,7 +38,7 @@ from support import job_args
 from arus.config import BrokerConfig, Config, KafkaConfig
 from arus.io.producer import make_producer
 from arus.ops import broker
-from arus.sources.send import Record, SendLoop
+from arus.sources.send import Record, SendLimits, SendLoop
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -70,7 +70,7 @@ class Sender(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.loop.run(self.records, rate=self.rate)
+            self.loop.run(self.records, SendLimits(rate=self.rate))
         except BaseException as exc:  # the test thread reports it
             self.error = exc
         finally:

@@ -24,6 +24,7 @@ from arus.sources.send import (
     ChildFeed,
     Pacer,
     Record,
+    SendLimits,
     SendLoop,
     format_time,
     origin_headers,
@@ -291,7 +292,7 @@ def test_send_loop_without_record_callbacks_counts_alike() -> None:
 def test_count_takes_no_record_beyond_the_last_one_sent() -> None:
     taken: list[int] = []
     producer = SettlingProducer()
-    summary = SendLoop(producer, progress=None).run(numbered(100, taken), count=5)  # type: ignore[arg-type]
+    summary = SendLoop(producer, progress=None).run(numbered(100, taken), SendLimits(count=5))  # type: ignore[arg-type]
     assert taken == [0, 1, 2, 3, 4] and len(producer.sent) == 5
     assert summary.stopped_by == "count reached"
 

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from arus.config import DEFAULT_CONFIG, ConfigError, IotDeliveryConfig, IotFaultsConfig, load_config
-from arus.sources.base import SendLimits
 from arus.sources.iot import (
     DELIVERY_RATES,
     FAULT_RATES,
@@ -34,7 +33,7 @@ from arus.sources.iot import (
     unpaced_messages,
     with_rates,
 )
-from arus.sources.send import format_time
+from arus.sources.send import SendLimits, format_time
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 INTERVAL = 10.0
