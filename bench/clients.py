@@ -195,20 +195,22 @@ def arus_iot(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """The arus IoT producer (arus.sources.iot.IotSimulator) as `arus produce iot` runs it, without
     injected problems so it sends the same readings as the bare loops. The span is its SendLoop's
     (send_span): from the fleet's metadata records (a few milliseconds) to the end of the flush."""
-    from arus.sources.iot import IotSimulator
+    from arus.sources.iot import IotSimulator, SimulatorOptions
     from arus.sources.send import SendLimits
 
     start = datetime.now(UTC).replace(microsecond=0) if args.live else START
     source = IotSimulator(
         dataclasses.replace(config, producer=dataclasses.replace(config.producer, client=args.client)),
         SendLimits(rate=args.rate or None, count=args.count),
-        topic=args.topic,
-        devices=args.devices,
-        seed=SEED,
-        start=start,
-        interval_s=args.interval or INTERVAL_S,
-        clean=True,
-        in_process=args.in_process,
+        SimulatorOptions(
+            topic=args.topic,
+            devices=args.devices,
+            seed=SEED,
+            start=start,
+            interval=args.interval or INTERVAL_S,
+            clean=True,
+            in_process=args.in_process,
+        ),
     )
     timer = Timer()
     with profiled(args.profile), send_span(timer):

@@ -15,13 +15,14 @@ how they are made); `--ledger` writes the ground truth of every problem injected
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from arus.config import Config, checked, job_parser
 from arus.core.rules import aware_time
 from arus.sources.base import add_send_arguments, launch
-from arus.sources.iot import DELIVERY_RATES, FAULT_RATES, IotSimulator, parse_inject
+from arus.sources.iot import DELIVERY_RATES, FAULT_RATES, IotSimulator, SimulatorOptions, parse_inject
 from arus.sources.send import SendLimits
 
 
@@ -60,21 +61,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
 
+    # Each option is the flag of the same name.
+    options = SimulatorOptions(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(SimulatorOptions)}
+    )
+
     def simulator(config: Config, limits: SendLimits) -> IotSimulator:
-        return IotSimulator(
-            config,
-            limits,
-            topic=args.topic,
-            devices_topic=args.devices_topic,
-            devices=args.devices,
-            seed=args.seed,
-            start=args.start,
-            interval_s=args.interval,
-            ledger=args.ledger,
-            clean=args.clean,
-            inject=dict(args.inject),
-            in_process=args.in_process,
-        )
+        return IotSimulator(config, limits, options)
 
     return launch(IotSimulator.name, args, simulator)
 

@@ -23,7 +23,7 @@ import json
 import math
 import random
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -570,49 +570,47 @@ def default_start(devices: int, interval_s: float, limits: SendLimits, now: date
     return (now - timedelta(seconds=max(0.0, event_s - clock_s))).replace(second=0, microsecond=0)
 
 
+@dataclass(frozen=True)
+class SimulatorOptions:
+    """What one run overrides, each the flag of the same name: None takes the [iot] setting (the
+    topics: [stream]'s; `start`: default_start)."""
+
+    topic: str | None = None
+    devices_topic: str | None = None
+    devices: int | None = None
+    seed: int | None = None
+    start: datetime | None = None
+    interval: float | None = None  # event-time seconds between a device's readings
+    ledger: Path | None = None
+    clean: bool = False  # no faults and no delivery problems
+    inject: Sequence[tuple[str, float]] = ()  # (KIND, RATE) overrides of single rates, the last one wins
+    in_process: bool = False  # generate here even when nothing paces (by default a forked process does)
+
+
 class IotSimulator(Source):
     """The fleet's readings, with the configured faults and delivery problems, after the devices'
     metadata; with a ledger file, the ground truth of every problem injected."""
 
     name = "produce-iot"
 
-    def __init__(
-        self,
-        config: Config,
-        limits: SendLimits,
-        *,
-        topic: str | None = None,
-        devices_topic: str | None = None,
-        devices: int | None = None,
-        seed: int | None = None,
-        start: datetime | None = None,
-        interval_s: float | None = None,
-        ledger: Path | None = None,
-        clean: bool = False,
-        inject: dict[str, float] | None = None,
-        in_process: bool = False,
-    ) -> None:
-        """None takes the [iot] setting (the topics: [stream]'s), and `start` None `default_start`.
-        `clean` injects no faults and no delivery problems; `inject` overrides single rates (--inject
-        KIND=RATE). `in_process` generates in this process even when nothing paces (by default a
-        forked one generates)."""
+    def __init__(self, config: Config, limits: SendLimits, options: SimulatorOptions) -> None:
         iot = config.iot
         if limits.speed is None and iot.speed:
             limits = dataclasses.replace(limits, speed=iot.speed)
         super().__init__(config, limits)
-        self.topic = topic or config.stream.topic
-        self.devices_topic = devices_topic or config.stream.devices_topic
-        self.seed = iot.seed if seed is None else seed
-        self.devices = fleet(devices or iot.devices, self.seed)
-        self.interval_s = interval_s or iot.interval_s
-        self.first_time = start or default_start(
+        self.topic = options.topic or config.stream.topic
+        self.devices_topic = options.devices_topic or config.stream.devices_topic
+        self.seed = iot.seed if options.seed is None else options.seed
+        self.devices = fleet(options.devices or iot.devices, self.seed)
+        self.interval_s = options.interval or iot.interval_s
+        self.first_time = options.start or default_start(
             len(self.devices), self.interval_s, limits, datetime.now(UTC)
         )
-        faults, delivery = (NO_FAULTS, NO_DELIVERY_PROBLEMS) if clean else (iot.faults, iot.delivery)
-        self.faults, self.delivery = with_rates(faults, delivery, inject or {})
+        faults, delivery = (NO_FAULTS, NO_DELIVERY_PROBLEMS) if options.clean else (iot.faults, iot.delivery)
+        self.faults, self.delivery = with_rates(faults, delivery, dict(options.inject))
         # A path given by the caller is taken from the working directory, one in conf/ from the project.
-        self.ledger_path = ledger or (config.resolve(iot.ledger) if iot.ledger else None)
-        self.in_process = in_process
+        self.ledger_path = options.ledger or (config.resolve(iot.ledger) if iot.ledger else None)
+        self.in_process = options.in_process
         self.ledger: IO[str] | None = None
         self.messages: Iterable[
             tuple[datetime | None, str, bytes | None, str, tuple[dict[str, Any], ...]]
