@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
-from pathlib import Path
 
 from arus.config import Config, job_parser
 from arus.sources.api_poller import ApiPoller
@@ -42,7 +42,9 @@ def parser() -> argparse.ArgumentParser:
     group.add_argument("--backoff-max", type=float, help="largest backoff in seconds")
     group.add_argument("--topic", help="topic to publish to")
     group.add_argument("--source-name", help="the source header, and the namespace of event ids")
-    group.add_argument("--state-file", type=Path, help="ids already published and ETags")
+    # Made absolute here: a path given on the command line is taken from the working directory,
+    # where [api] state_file is taken from the project folder.
+    group.add_argument("--state-file", type=os.path.abspath, help="ids already published and ETags")
     group.add_argument("--seed", type=int, help="seed of the backoff jitter (default: random)")
     return parser
 
@@ -64,11 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         "backoff_base_s": args.backoff_base,
         "backoff_max_s": args.backoff_max,
         "next_path": args.next_path,
+        "state_file": args.state_file,
     }
 
     def poller(config: Config, limits: SendLimits) -> ApiPoller:
         api = dataclasses.replace(config.api, **{k: v for k, v in flags.items() if v is not None})
-        return ApiPoller(config, limits, api, state_file=args.state_file, polls=args.polls, seed=args.seed)
+        return ApiPoller(config, limits, api, polls=args.polls, seed=args.seed)
 
     return launch(ApiPoller.name, args, poller)
 

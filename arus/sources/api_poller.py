@@ -405,15 +405,13 @@ class ApiPoller(Source):
         limits: SendLimits,
         api: ApiConfig,
         *,
-        state_file: Path | None = None,
         polls: int | None = None,
         seed: int | None = None,
     ) -> None:
         """`polls` None polls until stopped; `seed` None seeds the backoff jitter at random."""
         super().__init__(config, limits)
         self.api = api
-        # A path given by the caller is taken from the working directory, one in conf/ from the project.
-        self.state_path = state_file or config.resolve(api.state_file)
+        self.state_path = config.resolve(api.state_file)
         self.polls = polls
         self.rng = random.Random(seed)
         self.publisher: Publisher  # set by open(), from the state file
