@@ -36,17 +36,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--gold-table", help="gold table name or path (default [aggregate] table)")
     parser.add_argument("--silver-table", help="silver table name or path (default [batch] silver_table)")
-    parser.add_argument("--no-silver", action="store_true", help="write gold only")
-    parser.add_argument(
-        "--devices",
-        action="store_true",
-        help="enrich silver with the device dimension, as the pipeline does ([pipeline] devices)",
-    )
     parser.add_argument("--deadletter-table", help="also upsert the dead letters, by source position, here")
-    parser.add_argument(
-        "--replace", action="store_true", help="delete rows in the span that the recompute lacks"
-    )
-    parser.add_argument("--dry-run", action="store_true", help="count what would change; write nothing")
+    for switch, text in (
+        ("--no-silver", "write gold only"),
+        ("--devices", "enrich silver with the device dimension, as the pipeline does ([pipeline] devices)"),
+        ("--replace", "delete rows in the span that the recompute lacks"),
+        ("--dry-run", "count what would change; write nothing"),
+    ):
+        parser.add_argument(switch, action="store_true", help=text)
     return parse_input_args(parser, argv)
 
 
