@@ -59,10 +59,25 @@ def find_config(
     return local if local.is_file() else DEFAULT_CONFIG
 
 
+def doc_examples(prog: str, doc: str) -> tuple[str, ...]:
+    """The docstring's example commands: its indented lines that start with `prog`, each with the
+    lines it continues onto (a trailing backslash)."""
+    examples: list[str] = []
+    for line in doc.splitlines():
+        text = line.strip()
+        if examples and examples[-1].endswith("\\"):
+            examples[-1] += f"\n      {text}"
+        elif line.startswith("    ") and (text == prog or text.startswith(f"{prog} ")):
+            examples.append(text)
+    return tuple(examples)
+
+
 def job_parser(prog: str, doc: str, *examples: str, metrics: bool = False) -> argparse.ArgumentParser:
     """The parser every arus command starts from: its name, the first line of its docstring `doc`,
     its examples, and --config (found as find_config says), so each command takes the file alike.
-    `metrics`: a long-running command, which also takes --metrics-port."""
+    Without `examples`, the docstring's own indented `prog ...` lines are shown, so they are written
+    once. `metrics`: a long-running command, which also takes --metrics-port."""
+    examples = examples or doc_examples(prog, doc)
     parser = argparse.ArgumentParser(
         prog=prog,
         description=doc.split("\n")[0],

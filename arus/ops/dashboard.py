@@ -149,13 +149,7 @@ def server(config: Config, admin: KafkaAdminClient, host: str, port: int, metric
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = job_parser(
-        "arus dashboard",
-        __doc__,
-        "arus dashboard",
-        "arus dashboard --port 9000",
-        "arus dashboard --host 0.0.0.0",
-    )
+    parser = job_parser("arus dashboard", __doc__)
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
     )

@@ -2,7 +2,7 @@
 
     arus lag                                        # every group, every checkpoint under [paths] checkpoints
     arus lag --group iot-consumer                   # one group (repeatable)
-    arus lag --checkpoint data/checkpoints/aggregate      # a query's checkpoint, or a folder holding some
+    arus lag --checkpoint data/checkpoints/aggregate  # a query's checkpoint, or a folder holding some
     arus lag --watch 5                              # refresh every 5 s until Ctrl-C
     arus lag --json                                 # one JSON object per refresh
 
@@ -332,13 +332,7 @@ def positive_seconds(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = job_parser(
-        "arus lag",
-        __doc__,
-        "arus lag",
-        "arus lag --group iot-consumer --watch",
-        "arus lag --checkpoint data/checkpoints/aggregate --json",
-    )
+    parser = job_parser("arus lag", __doc__)
     parser.add_argument("--group", action="append", metavar="G", help="a consumer group to show (repeatable)")
     parser.add_argument(
         "--checkpoint",

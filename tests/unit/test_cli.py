@@ -10,6 +10,7 @@ import types
 import pytest
 
 from arus import cli
+from arus.config import doc_examples
 
 
 def test_help_lists_every_command_without_importing_spark() -> None:
@@ -88,3 +89,8 @@ def test_a_command_whose_extra_is_missing_says_how_to_install_it(
     monkeypatch.setattr(cli.importlib, "import_module", without_jupytext)
     assert cli.main(["notebooks"]) == 2
     assert "pip install 'arus[notebooks]'" in capsys.readouterr().err
+
+
+def test_a_command_given_no_examples_shows_its_docstrings_own() -> None:
+    doc = "Title.\n\n    arus x --a 1    # first\n    arus x --b \\\n        --c\n    arus xy\n    python x"
+    assert doc_examples("arus x", doc) == ("arus x --a 1    # first", "arus x --b \\\n      --c")
