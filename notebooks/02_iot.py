@@ -53,9 +53,7 @@ alerts = load(config.batch.alerts_table, "alerts")
 # One kind of sensor (one unit) at a time: the kind with the most devices, a few of its devices.
 
 # %% tags=["readme-figure"]
-if silver is None or silver.empty:
-    print("No readings to plot (the silver table is missing or empty).")
-else:
+if lake.has_rows(silver, "readings", "silver"):
     kind = silver["kind"].mode().iloc[0] if "kind" in silver else None
     readings = silver if kind is None else silver[silver["kind"] == kind]
     unit = readings["unit"].mode().iloc[0] if "unit" in readings and readings["unit"].notna().any() else "?"
@@ -98,9 +96,7 @@ else:
 # different kinds and units share one colour scale.
 
 # %%
-if gold is None or gold.empty:
-    print("No window aggregates to plot (the gold table is missing or empty).")
-else:
+if lake.has_rows(gold, "window aggregates", "gold"):
     grid = gold.pivot_table(index=KEY, columns="window_start", values=f"{FIELD}_mean")
     if silver is not None and "kind" in silver:
         kinds = silver.drop_duplicates(KEY).set_index(KEY)["kind"]

@@ -62,9 +62,7 @@ if dead is not None and not dead.empty:
     display(dead.groupby("error").size().rename("records").sort_values(ascending=False).to_frame())
 
 # %% tags=["readme-figure"]
-if dead is None or dead.empty:
-    print("No dead letters to plot (the table is missing or empty).")
-else:
+if lake.has_rows(dead, "dead letters", "dead-letter"):
     width = bin_width(dead["timestamp"])
     counts = per_bin(dead["timestamp"], dead["error"], width)
     panels = 2 if bronze is not None and not bronze.empty else 1
@@ -99,9 +97,7 @@ else:
 # (`jobs/reconcile.py` accounts for them when it compares the stream with a batch recompute).
 
 # %%
-if late is None or late.empty:
-    print("No late events to plot (the late-events table is missing or empty).")
-else:
+if lake.has_rows(late, "late events", "late-events"):
     at = next(c for c in ("timestamp", config.stream.event_time_field, "window_start") if c in late)
     why = next((c for c in ("reason", "error") if c in late), None)
     if why:

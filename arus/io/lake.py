@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeGuard
 
 import pandas as pd
 import pyarrow as pa
@@ -126,6 +127,15 @@ def read_table(
     schema = pa.schema(table.schema().to_arrow())
     files = dataset(table.file_uris(), schema=schema, format="parquet")
     return files.to_table(columns=columns).to_pandas()
+
+
+def has_rows(df: pd.DataFrame | None, what: str, table: str) -> TypeGuard[pd.DataFrame]:
+    """Whether `df`, a read_table result, has rows to plot; when not, a line saying so, so a
+    notebook cell skips its chart instead of failing on a table not written yet."""
+    if df is not None and not df.empty:
+        return True
+    print(f"No {what} to plot (the {table} table is missing or empty).")
+    return False
 
 
 def _plain_files(table: DeltaTable) -> bool:

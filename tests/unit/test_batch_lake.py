@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from deltalake import write_deltalake
 
 from arus.io import lake
@@ -52,3 +53,11 @@ def test_read_table_as_of_a_version_and_history_newest_first(tmp_path: Path) -> 
     current = lake.read_table(path, columns=["value"])
     assert current is not None and sorted(current["value"]) == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert lake.read_table(tmp_path / "nothing") is None
+
+
+def test_has_rows_says_why_a_chart_is_skipped(capsys: pytest.CaptureFixture[str]) -> None:
+    assert lake.has_rows(readings(0, 1), "readings", "silver")
+    assert capsys.readouterr().out == ""
+    for missing_or_empty in (None, readings(0, 0)):
+        assert not lake.has_rows(missing_or_empty, "readings", "silver")
+        assert capsys.readouterr().out == "No readings to plot (the silver table is missing or empty).\n"
