@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from arus.batch.backfill import BackfillSettings, backfill
+from arus.batch.backfill import BackfillSettings, Recompute, backfill
 from arus.batch.sources import check_schema, input_from, input_parser, parse_input_args
 from arus.config import Config
 from arus.io.lake import is_table, table_location
@@ -50,19 +50,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace, config: Config) -> BackfillSettings:
     silver = args.silver_table or config.batch.silver_table
     return BackfillSettings(
-        stream=config.stream,
-        job=config.aggregate,
+        recompute=Recompute.from_args(args, config),
         source=input_from(args, config),
-        slide=args.slide,
-        since=args.since,
-        until=args.until,
         gold_path=table_location(config, args.gold_table or config.aggregate.table),
         silver_path=None if args.no_silver else table_location(config, silver),
         deadletter_path=table_location(config, args.deadletter_table) if args.deadletter_table else None,
         replace=args.replace,
         dry_run=args.dry_run,
         retries=config.batch.conflict_retries,
-        clean=config.clean,
         devices=args.devices,
         tolerance=config.batch.tolerance,
     )

@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from arus.batch.backfill import Recompute
 from arus.batch.reconcile import ReconcileSettings, print_report, reconcile
 from arus.batch.sources import check_schema, input_from, input_parser, parse_input_args, read_input
 from arus.config import Config
@@ -53,17 +54,12 @@ def settings_from(args: argparse.Namespace, config: Config) -> ReconcileSettings
         else next((c for c in defaults if (c / "offsets").is_dir()), defaults[0])
     )
     return ReconcileSettings(
-        stream=config.stream,
-        job=config.aggregate,
+        recompute=Recompute.from_args(args, config),
         source=input_from(args, config),
         gold_path=table_location(config, args.gold_table or config.aggregate.table),
         checkpoint=checkpoint if (checkpoint / "offsets").is_dir() else None,
         late_path=table_location(config, args.late_table or config.stream.late_table),
         tolerance=config.batch.tolerance if args.tolerance is None else args.tolerance,
-        slide=args.slide,
-        since=args.since,
-        until=args.until,
-        clean=config.clean,
     )
 
 
@@ -76,11 +72,11 @@ def run_reconcile(args: argparse.Namespace, config: Config, settings: ReconcileS
         if (what == "gold" or settings.source.kind == "bronze") and not is_table(path):
             return refuse("reconcile", f"no {what} Delta table at {path}")
     spark = build_session(APP, config.spark)
-    schema = schema_from_ddl(config.schema(settings.stream.schema))  # parsing DDL needs the session
+    schema = schema_from_ddl(config.schema(settings.recompute.stream.schema))  # parsing DDL needs the session
     stream_gold = spark.read.format("delta").load(settings.gold_path)
     bronze = read_input(spark, config.kafka, settings.source, schema)
     report = reconcile(spark, stream_gold, bronze, schema, settings)
-    print_report(report, settings.job.keys, args.show)
+    print_report(report, settings.recompute.job.keys, args.show)
     if args.json:
         Path(args.json).write_text(report.to_json())
     return FAILED if report.unexplained else 0

@@ -12,6 +12,7 @@ windows, or bound it with since/until, which keep only the windows entirely insi
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,20 +32,33 @@ from arus.io.sinks import read_devices
 
 
 @dataclass(frozen=True)
-class BackfillSettings:
+class Recompute:
+    """What a batch recompute runs: the streaming jobs' stages with these settings (`clean`, [clean],
+    as the main job and the pipeline apply it), over the event times [since, until), None unbounded."""
+
     stream: StreamConfig
     job: AggregateConfig
+    slide: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    clean: CleanConfig | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, config: Config) -> Recompute:
+        """The config's stages with the flags input_parser adds (--slide, --since, --until)."""
+        return cls(config.stream, config.aggregate, args.slide, args.since, args.until, config.clean)
+
+
+@dataclass(frozen=True)
+class BackfillSettings:
+    recompute: Recompute
     source: BatchInput
-    slide: str | None
-    since: datetime | None
-    until: datetime | None
     gold_path: str
     silver_path: str | None  # None: gold only
     deadletter_path: str | None
     replace: bool
     dry_run: bool
     retries: int
-    clean: CleanConfig | None = None
     devices: bool = False
     tolerance: float = DEFAULT_TOLERANCE
 
@@ -74,24 +88,17 @@ def with_complete_windows(gold: DataFrame, since: datetime | None, until: dateti
 
 
 def recompute(
-    bronze: DataFrame,
-    schema: T.StructType,
-    stream: StreamConfig,
-    job: AggregateConfig,
-    slide: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    clean: CleanConfig | None = None,
-    devices: DataFrame | None = None,
+    bronze: DataFrame, schema: T.StructType, plan: Recompute, devices: DataFrame | None = None
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """Bronze -> (silver, gold, dead letters) through the streaming jobs' own stages.
+    """Bronze -> (silver, gold, dead letters) through the streaming jobs' own stages, as `plan` says.
 
-    `clean` ([clean]) as the main job and the pipeline apply it; `devices`, the device dimension,
-    enriches silver as the pipeline's clean stage does (it changes no aggregate).
+    `devices`, the device dimension, enriches silver as the pipeline's clean stage does (it changes
+    no aggregate).
     """
-    silver, dead = bronze_to_silver(bronze, schema, stream, devices=devices, clean=clean)
+    stream, since, until = plan.stream, plan.since, plan.until
+    silver, dead = bronze_to_silver(bronze, schema, stream, devices=devices, clean=plan.clean)
     silver = with_event_time_range(silver, stream.event_time_field, since, until)
-    gold = with_complete_windows(silver_to_gold(silver, stream, job, slide), since, until)
+    gold = with_complete_windows(silver_to_gold(silver, stream, plan.job, plan.slide), since, until)
     return silver, gold, dead
 
 
@@ -112,7 +119,7 @@ def write_table(
     df: DataFrame, path: str, keys: Sequence[str], settings: BackfillSettings, span_column: str
 ) -> UpsertResult:
     replaces = settings.replace and span_column != ""
-    span = span_of(df, span_column, settings.since, settings.until) if replaces else None
+    span = span_of(df, span_column, settings.recompute.since, settings.recompute.until) if replaces else None
     return upsert_changes(df, path, keys, span, settings.retries, tolerance=settings.tolerance)
 
 
@@ -130,7 +137,7 @@ def describe(result: UpsertResult) -> str:
 
 def backfill(spark: SparkSession, config: Config, settings: BackfillSettings) -> dict[str, UpsertResult]:
     """Recompute and write (or, dry, count) each target table, printing what each one got."""
-    stream, job = settings.stream, settings.job
+    stream, job = settings.recompute.stream, settings.recompute.job
     schema = schema_from_ddl(config.schema(stream.schema))
     bronze = read_input(spark, config.kafka, settings.source, schema).persist()
     try:
@@ -140,17 +147,7 @@ def backfill(spark: SparkSession, config: Config, settings: BackfillSettings) ->
             table = table_location(config, pipeline.device_table) if pipeline.device_table else ""
             ddl = config.schema(pipeline.device_schema)
             devices = read_devices(spark, config.kafka, table, stream.devices_topic, ddl, stream.device_key)
-        silver, gold, dead = recompute(
-            bronze,
-            schema,
-            stream,
-            job,
-            settings.slide,
-            settings.since,
-            settings.until,
-            settings.clean,
-            devices,
-        )
+        silver, gold, dead = recompute(bronze, schema, settings.recompute, devices)
         if devices is not None:
             silver = with_schema(silver, schema_from_ddl(config.schema(config.pipeline.clean_schema)))
         silver, gold = silver.persist(), gold.persist()

@@ -26,9 +26,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from arus.batch.backfill import recompute, with_complete_windows
+from arus.batch.backfill import Recompute, recompute, with_complete_windows
 from arus.batch.sources import POSITION, BatchInput
-from arus.config import AggregateConfig, CleanConfig, StreamConfig
 from arus.core.transforms import ERROR, SOURCE, parse_events
 from arus.io.checkpoints import StreamBatch, read_stream_batches
 from arus.io.delta import close
@@ -39,17 +38,12 @@ FLOAT_TYPES = (T.DoubleType, T.FloatType)
 
 @dataclass(frozen=True)
 class ReconcileSettings:
-    stream: StreamConfig
-    job: AggregateConfig
+    recompute: Recompute
     source: BatchInput
     gold_path: str
     checkpoint: Path | None  # the streaming query's, when it has an offset log
     late_path: str | None
     tolerance: float
-    slide: str | None
-    since: datetime | None
-    until: datetime | None
-    clean: CleanConfig | None = None
 
 
 @dataclass
@@ -196,7 +190,8 @@ def reconcile(
     schema: T.StructType,
     settings: ReconcileSettings,
 ) -> Report:
-    raw, job = settings.stream, settings.job
+    plan = settings.recompute
+    raw, job = plan.stream, plan.job
     keys = list(job.keys)
     on = [*keys, "window_start"]
     evidence = []
@@ -238,12 +233,10 @@ def reconcile(
         }
 
         def gold_of(rows: DataFrame) -> DataFrame:
-            _, gold, _ = recompute(
-                rows, schema, raw, job, settings.slide, settings.since, settings.until, settings.clean
-            )
+            _, gold, _ = recompute(rows, schema, plan)
             return gold
 
-        stream = with_complete_windows(stream_gold, settings.since, settings.until)
+        stream = with_complete_windows(stream_gold, plan.since, plan.until)
         batch = gold_of(bronze).persist()
         as_streamed = gold_of(bronze.join(excluded, POSITION, "left_anti"))
         differences = compare_aggregates(stream, batch, keys, settings.tolerance)
