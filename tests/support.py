@@ -10,7 +10,7 @@ tests/integration/streaming_data.py and batch_support.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from pyspark.sql import types as T
 from arus.config import Config, KafkaConfig
 from arus.io.producer import make_producer
 from arus.pyengine.consumer import ConsumerSettings
+from arus.sources.iot import fleet, readings, to_record
 from arus.sources.send import Record, SendLoop
 
 # The columns spark.read.format("kafka") gives, before any parsing.
@@ -95,6 +96,20 @@ def job_args(topics: dict[str, str], folder: Path, *extra: str) -> list[str]:
 def run_aggregate(topics: dict[str, str], folder: Path, *extra: str) -> None:
     """The main job in this process, to the end of its input (its default availableNow trigger)."""
     assert aggregate.main(job_args(topics, folder, *extra)) == 0
+
+
+def aggregated_readings(
+    config: Config, new_topic: Callable[..., str], folder: Path, devices: int, seed: int, start: datetime
+) -> tuple[dict[str, str], Iterator[dict[str, object]], list[dict[str, object]]]:
+    """New topics {"in", "out"} of 3 partitions and "dead"; the first 60 readings of a seeded fleet
+    (one every 10 s per device from `start`) sent to "in" and aggregated by the main job with a
+    2-minute watermark, tables under `folder`. The topics, the readings still to come, the 60."""
+    topics = {"in": new_topic("in", 3), "out": new_topic("out", 3), "dead": new_topic("dead")}
+    events = readings(fleet(devices, seed=seed), start, 10.0, seed=seed)
+    first = [next(events) for _ in range(60)]
+    produce(config, [to_record(e, topics["in"]) for e in first])
+    run_aggregate(topics, folder, "--watermark", "2 minutes")
+    return topics, events, first
 
 
 def consumer_settings(config: Config, topics: dict[str, str], group: str, *extra: str) -> ConsumerSettings:

@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 from arus.jobs import aggregate
 from faultkit import MainJob, json_record, produce, read_delta, read_topic, reading, write_config
-from pyspark.sql import SparkSession
 from support import job_args
 
 from arus.sources.send import Record
@@ -110,8 +109,9 @@ def oracle(events: list[dict[str, object]]) -> pd.DataFrame:
     return out.reset_index().sort_values(["device_id", "window_start"]).reset_index(drop=True)
 
 
+@pytest.mark.usefixtures("spark")  # the job, run in this process, takes the tests' session
 def test_every_class_of_bad_input_is_contained(
-    main_job: MainJob, spark: SparkSession, tmp_path: Path, figures: dict[str, object]
+    main_job: MainJob, tmp_path: Path, figures: dict[str, object]
 ) -> None:
     config, topics = main_job.config, main_job.topics
     records, events, classes = bad_input(topics["in"])
@@ -146,12 +146,9 @@ def test_every_class_of_bad_input_is_contained(
     )
 
 
+@pytest.mark.usefixtures("spark")
 def test_a_flood_of_bad_records_trips_the_circuit_breaker(
-    main_job: MainJob,
-    spark: SparkSession,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    figures: dict[str, object],
+    main_job: MainJob, tmp_path: Path, capsys: pytest.CaptureFixture[str], figures: dict[str, object]
 ) -> None:
     config, topics = main_job.config, main_job.topics
     good = [json_record(topics["in"], reading(i)) for i in range(15)]

@@ -14,18 +14,14 @@ import pytest
 from arus.jobs import aggregate
 from faultkit import MainJob, json_record, produce, read_delta, reading, write_config
 from kafka import KafkaAdminClient, TopicPartition
-from pyspark.sql import SparkSession
 from support import job_args
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 
+@pytest.mark.usefixtures("spark")  # the job, run in this process, takes the tests' session
 def test_records_deleted_past_the_checkpoint(
-    main_job: MainJob,
-    spark: SparkSession,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    figures: dict[str, object],
+    main_job: MainJob, tmp_path: Path, capsys: pytest.CaptureFixture[str], figures: dict[str, object]
 ) -> None:
     config, topics = main_job.config, main_job.topics
     first = [reading(i) for i in range(40)]

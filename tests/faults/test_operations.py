@@ -48,6 +48,18 @@ from arus.ops import broker
 pytestmark = pytest.mark.faults
 
 
+def broker_up(conf: Path, bootstrap: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`arus broker up --config conf` as a user runs it, with KAFKA_BOOTSTRAP_SERVERS=`bootstrap`."""
+    return subprocess.run(
+        [sys.executable, "-m", "arus.cli", "broker", "up", "--config", str(conf)],
+        cwd=REPO_ROOT,
+        env=clean_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def test_broker_up_uses_a_running_broker_it_did_not_start(
     private_broker: Config, tmp_path: Path, figures: dict[str, object]
 ) -> None:
@@ -69,14 +81,7 @@ def test_broker_up_uses_a_running_broker_it_did_not_start(
     )
     bootstrap = private_broker.kafka.bootstrap_servers
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "arus.cli", "broker", "up", "--config", str(conf)],
-        cwd=REPO_ROOT,
-        env=clean_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = broker_up(conf, bootstrap, timeout=120)
     figures["broker_up_s"] = round(time.monotonic() - started, 1)
     assert result.returncode == 0, result.stderr
     assert f"using the broker at {bootstrap}, which arus did not start" in result.stdout
@@ -114,14 +119,7 @@ def test_broker_up_refuses_a_bootstrap_address_held_by_something_that_is_not_kaf
     conf = write_config(tmp_path / "arus.toml", load_config(DEFAULT_CONFIG, env={}), **settings)
     started = time.monotonic()
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "arus.cli", "broker", "up", "--config", str(conf)],
-            cwd=REPO_ROOT,
-            env=clean_env(KAFKA_BOOTSTRAP_SERVERS=address),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = broker_up(conf, address, timeout=60)
     finally:
         listener.close()
     figures["refused_in_s"] = round(time.monotonic() - started, 1)

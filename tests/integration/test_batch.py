@@ -57,9 +57,9 @@ def streamed(
     spark: SparkSession, config: Config, kafka: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Streamed]:
     """4 devices, 5 minutes of readings every 15 s, a few sent twice, two malformed records."""
+    sent = events(devices=4, start=START, count=20, interval_s=15.0, seed=11)
     root = tmp_path_factory.mktemp("batch")
     topic = create_topic(config, "batch", partitions=2)
-    sent = events(devices=4, start=START, count=20, interval_s=15.0, seed=11)
     send_events(config, topic, sent + sent[:3])
     send(config, topic, [("bad", value) for value in BAD_RECORDS])
     run = stream_run(config, topic, root)

@@ -10,7 +10,7 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from support import kafka_rows
 
-from arus.config import CleanConfig, StreamConfig, StreamGuards
+from arus.config import DEFAULT_CONFIG, CleanConfig, load_config
 from arus.core.clean import (
     clean_events,
     parse_device_dimension,
@@ -144,28 +144,8 @@ def test_with_schema_casts_orders_and_fills_missing_columns(spark: SparkSession)
     assert_df_equality(result, expected)
 
 
-STREAM = StreamConfig(
-    topic="in",
-    devices_topic="devices",
-    device_key="device_id",
-    schema="s",
-    event_time_field="event_time",
-    id_field="event_id",
-    watermark="2 minutes",
-    starting_offsets="earliest",
-    deadletter_topic="dead",
-    deadletter_table="dead",
-    late_topic="late",
-    late_table="late",
-    guards=StreamGuards(
-        max_record_bytes=0,
-        min_event_time="",
-        max_event_ahead_s=0,
-        max_deadletter_ratio=1.0,
-        breaker_min_records=0,
-        fail_on_data_loss=True,
-    ),
-)
+# The shipped [stream]: events keyed by event_id and timed by event_time, its guards on.
+STREAM = load_config(DEFAULT_CONFIG, env={}).stream
 
 
 def test_bronze_to_silver_deduplicates_enriches_and_cleans(spark: SparkSession) -> None:

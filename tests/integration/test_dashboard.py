@@ -16,14 +16,14 @@ import pandas as pd
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from playwright.sync_api import Page, expect, sync_playwright
-from support import produce, run_aggregate
+from support import aggregated_readings, produce
 
 from arus.config import Config
 from arus.core.rules import time_text
 from arus.io.checkpoints import read_query_status
 from arus.io.lake import read_table
 from arus.ops import dashboard, lag
-from arus.sources.iot import fleet, readings, to_record
+from arus.sources.iot import to_record
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -57,11 +57,7 @@ def cells(page: Page, row: str, *names: str) -> list[str]:
 def test_the_page_shows_the_brokers_offsets_the_metrics_and_the_newest_gold_windows(
     config: Config, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:
-    topics = {"in": new_topic("in", 3), "out": new_topic("out", 3), "dead": new_topic("dead")}
-    events = readings(fleet(4, seed=7), START, 10.0, seed=7)
-    first = [next(events) for _ in range(60)]
-    produce(config, [to_record(e, topics["in"]) for e in first])
-    run_aggregate(topics, tmp_path, "--watermark", "2 minutes")
+    topics, events, first = aggregated_readings(config, new_topic, tmp_path, 4, 7, START)
     checkpointed = end_offsets(config, topics["in"])
 
     metrics = tmp_path / "metrics"

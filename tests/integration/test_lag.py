@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
-from support import produce, run_aggregate
+from support import aggregated_readings, produce
 
 from arus.config import Config
 from arus.core.rules import time_text
 from arus.ops import lag
-from arus.sources.iot import fleet, readings, to_record
+from arus.sources.iot import to_record
 from arus.sources.send import Record
 
 pytestmark = pytest.mark.integration
@@ -46,11 +46,7 @@ def assert_partitions_add_up(reader: dict[str, Any]) -> None:
 def test_a_spark_checkpoint_lags_by_the_records_after_its_last_batch(
     config: Config, new_topic: Callable[..., str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    topics = {"in": new_topic("in", 3), "out": new_topic("out", 3), "dead": new_topic("dead")}
-    events = readings(fleet(6, seed=11), START, 10.0, seed=11)
-    first = [next(events) for _ in range(60)]
-    produce(config, [to_record(e, topics["in"]) for e in first])
-    run_aggregate(topics, tmp_path, "--watermark", "2 minutes")
+    topics, events, first = aggregated_readings(config, new_topic, tmp_path, 6, 11, START)
 
     # The job's --checkpoint folder: lag finds the query's own checkpoint (aggregates/) below it.
     [query] = lag_report(capsys, "--checkpoint", str(tmp_path / "checkpoint"))["queries"]
