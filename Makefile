@@ -23,11 +23,11 @@ demo: setup kafka-up ## Set everything up, produce IoT readings, run the whole p
 
 .PHONY: test
 test: setup ## Run the unit and integration tests (against the real broker, which it starts)
-	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/integration --durations=15 $(PYTEST_ARGS)
 
 .PHONY: test-faults
 test-faults: setup ## Kill jobs and brokers, feed bad input, try bad logins: the reliability suite (own brokers, ~6 min)
-	$(PY) -m pytest tests/faults -m faults $(PYTEST_ARGS)
+	$(PY) -m pytest tests/faults -m faults --durations=10 $(PYTEST_ARGS)
 
 ## --- setup --------------------------------------------------------------------
 
