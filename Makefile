@@ -26,7 +26,7 @@ test: setup ## Run the unit and integration tests (against the real broker, whic
 	$(PY) -m pytest tests/unit tests/integration --durations=15 $(PYTEST_ARGS)
 
 .PHONY: test-faults
-test-faults: setup ## Kill jobs and brokers, feed bad input, try bad logins: the reliability suite (own brokers, ~6 min)
+test-faults: setup ## Kill jobs and brokers, feed bad input, try bad logins: the reliability suite (own brokers, ~10 min)
 	$(PY) -m pytest tests/faults -m faults --durations=10 $(PYTEST_ARGS)
 
 ## --- setup --------------------------------------------------------------------
