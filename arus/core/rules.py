@@ -52,9 +52,14 @@ TIME_PATTERN = "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"
 
 
 def time_text(at: datetime) -> str:
-    """`at` as Spark writes it with TIME_PATTERN: UTC, milliseconds, Z."""
-    at = at.astimezone(UTC)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+    """`at` as Spark writes it with TIME_PATTERN: UTC, milliseconds, Z (2024-05-01T12:00:00.000Z).
+
+    The one form of a time as text: output values and headers, producers' event times, metrics.
+    A naive time is refused rather than read as the machine's local time.
+    """
+    if at.tzinfo is None:
+        raise ValueError("event times must be timezone-aware")
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # --- the circuit breaker --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from arus.config import Config
+from arus.core.rules import time_text
 
 KEYS = (
     "time",
@@ -45,11 +46,6 @@ KEYS = (
 )
 SOURCES = ("spark", "consumer", "producer")
 LOOPBACK = "127.0.0.1"
-
-
-def utc_text(at: datetime) -> str:
-    """ISO-8601 in UTC with milliseconds and a `Z`, as Spark writes its progress times."""
-    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def record(
@@ -74,7 +70,7 @@ def record(
     if source not in SOURCES:
         raise ValueError(f"metrics source must be one of {', '.join(SOURCES)}, not {source!r}")
     return {
-        "time": time or utc_text(datetime.now(UTC)),
+        "time": time or time_text(datetime.now(UTC)),
         "source": source,
         "app": app,
         "query": query,

@@ -35,9 +35,10 @@ from arus.core.rules import (
     dead_letter_headers,
     late_headers,
     record_limits,
+    time_text,
 )
 from arus.grammar import Field, duration_us, parse_schema, require, window_us
-from arus.io.metrics import Metrics, lag_key, record, utc_text
+from arus.io.metrics import Metrics, lag_key, record
 from arus.io.producer import make_producer
 from arus.pyengine.records import InvalidRecord, parse_record
 from arus.pyengine.windowing import Aggregator, Outcome, WindowSpec, aggregate_key_text, from_us, to_json
@@ -324,7 +325,7 @@ class WindowConsumer:
                 input_rows_per_s=rows / max(now - since, 1e-9),
                 processed_rows_per_s=rows / self.busy_s if self.busy_s else None,
                 batch_duration_ms=round(self.busy_s * 1000),
-                watermark=None if watermark is None else utc_text(from_us(watermark)),
+                watermark=None if watermark is None else time_text(from_us(watermark)),
                 state_rows=len(self.engine.windows),
                 late=counters.late - before.late,
                 dead_letters=counters.dead - before.dead,

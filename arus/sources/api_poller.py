@@ -40,6 +40,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from arus.config import ApiConfig, Config
+from arus.core.rules import time_text
 from arus.io.producer import ProducerError
 from arus.sources.base import Source, write_state
 from arus.sources.send import (
@@ -47,7 +48,6 @@ from arus.sources.send import (
     SendLimits,
     SendLoop,
     Summary,
-    format_time,
     origin_headers,
     parse_time,
     stable_id,
@@ -237,7 +237,7 @@ def to_payload(record: Any, rid: str, api: ApiConfig) -> dict[str, Any]:
     """The record with `event_id` and `event_time` added (a record that is not an object is wrapped)."""
     payload = dict(record) if isinstance(record, dict) else {"record": record}
     try:
-        event_time: str | None = format_time(parse_time(get_path(record, api.time_field), api.time_format))
+        event_time: str | None = time_text(parse_time(get_path(record, api.time_field), api.time_format))
     except ValueError:
         event_time = None
     return {**payload, "event_id": stable_id(NAMESPACE, api.source_name, rid), "event_time": event_time}

@@ -37,6 +37,7 @@ from typing import IO, Any, cast
 from kafka import KafkaProducer
 
 from arus.config import Config, ConfigError, CsvConfig
+from arus.core.rules import time_text
 from arus.io.producer import ProducerError
 from arus.sources.base import Source, write_state
 from arus.sources.send import (
@@ -44,7 +45,6 @@ from arus.sources.send import (
     SendLimits,
     SendLoop,
     Summary,
-    format_time,
     origin_headers,
     parse_time,
     stable_id,
@@ -176,7 +176,7 @@ def parse_row(layout: Layout, row: Row) -> Event | BadRow:
     for column in layout.columns:
         text = values[column]
         if column == layout.time_column:
-            payload[column] = format_time(event_time)
+            payload[column] = time_text(event_time)
         elif text.strip() in layout.null_values:
             payload[column] = None
         else:
@@ -339,7 +339,7 @@ def save_cursor(path: Path, source: Path, header: tuple[str, ...], line: int, of
         "header": list(header),
         "line": line,
         "offset": offset,
-        "saved_at": format_time(datetime.now(UTC)),
+        "saved_at": time_text(datetime.now(UTC)),
     }
     write_state(path, state)
 
@@ -506,7 +506,7 @@ class CsvReplay(Source):
                     at = now + (at - first_time) / (self.limits.speed or 1.0)
                 payload = {
                     **parsed.payload,
-                    layout.time_column: format_time(at),
+                    layout.time_column: time_text(at),
                     ID_FIELD: event_id(source_file, row),
                 }
                 loop.summary.count("rows")

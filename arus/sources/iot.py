@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from arus.config import Config, ConfigError, IotDeliveryConfig, IotFaultsConfig
+from arus.core.rules import time_text
 from arus.sources.base import Source
-from arus.sources.send import ChildFeed, Record, SendLimits, SendLoop, can_fork, format_time, origin_headers
+from arus.sources.send import ChildFeed, Record, SendLimits, SendLoop, can_fork, origin_headers
 
 SOURCE = "iot-simulator"
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "arus/iot")
@@ -217,7 +218,7 @@ def _signal(
     dumps = json.dumps
     for seq in itertools.count():
         at = start + timedelta(seconds=seq * interval_s)
-        event_time = format_time(at)
+        event_time = time_text(at)
         hour = at.hour + at.minute / 60 + at.second / 3600
         # The same expression, in the same order, as per device: identical floats.
         base = [

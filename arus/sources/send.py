@@ -4,8 +4,8 @@ summary at the end, and a clean flush when asked to stop. Event generators stay 
 is the only one that sends. ChildFeed moves a generator into a forked process.
 
 Also the small pieces the sources agree on: the Kafka record, deterministic event ids (UUIDv5),
-the origin headers, and how event times are parsed and written (timezone-aware UTC, ISO-8601 with
-`Z`).
+the origin headers, and how event times are parsed (to timezone-aware UTC; they are written by
+arus.core.rules.time_text, the form every part of arus writes).
 """
 
 from __future__ import annotations
@@ -83,13 +83,6 @@ def origin_headers(source: str, **extra: str) -> tuple[tuple[str, bytes], ...]:
     """The headers that say where a record comes from: source, schema_version, then `extra`."""
     pairs = {"source": source, "schema_version": SCHEMA_VERSION, **extra}
     return tuple((k, v.encode()) for k, v in pairs.items())
-
-
-def format_time(at: datetime) -> str:
-    """ISO-8601 in UTC with milliseconds and a `Z`: 2024-05-01T12:00:00.000Z."""
-    if at.tzinfo is None:
-        raise ValueError("event times must be timezone-aware")
-    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def timezone(name: str) -> tzinfo:

@@ -18,6 +18,7 @@ from kafka.future import Future
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from arus.config import DEFAULT_CONFIG, load_config
+from arus.core.rules import time_text
 from arus.io.producer import KeyHashPartitioner, ProducerError
 from arus.sources.base import Source, add_send_arguments, launch, with_send_arguments
 from arus.sources.send import (
@@ -26,7 +27,6 @@ from arus.sources.send import (
     Record,
     SendLimits,
     SendLoop,
-    format_time,
     origin_headers,
     parse_time,
     stable_id,
@@ -129,12 +129,12 @@ def test_parse_time_refuses_what_it_cannot_read(value: object, fmt: str) -> None
         parse_time(value, fmt)
 
 
-def test_format_time_is_utc_with_milliseconds_and_z() -> None:
-    assert format_time(datetime(2024, 3, 1, 19, 0, 0, 123456, tzinfo=timezone(timedelta(hours=7)))) == (
+def test_time_text_is_utc_with_milliseconds_and_z() -> None:
+    assert time_text(datetime(2024, 3, 1, 19, 0, 0, 123456, tzinfo=timezone(timedelta(hours=7)))) == (
         "2024-03-01T12:00:00.123Z"
     )
     with pytest.raises(ValueError):
-        format_time(datetime(2024, 3, 1))  # noqa: DTZ001 - a naive time is the point
+        time_text(datetime(2024, 3, 1))  # noqa: DTZ001 - a naive time is the point
 
 
 def test_stable_id_is_a_uuid5_of_the_parts() -> None:

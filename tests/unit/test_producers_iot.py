@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from arus.config import DEFAULT_CONFIG, ConfigError, IotDeliveryConfig, IotFaultsConfig, load_config
+from arus.core.rules import time_text
 from arus.sources.iot import (
     DELIVERY_RATES,
     FAULT_RATES,
@@ -33,7 +34,7 @@ from arus.sources.iot import (
     unpaced_messages,
     with_rates,
 )
-from arus.sources.send import SendLimits, format_time
+from arus.sources.send import SendLimits
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 INTERVAL = 10.0
@@ -248,7 +249,7 @@ def test_delivery_problems_at_their_rates_and_as_described() -> None:
             assert message.value == original[message.event_id]
         elif e["kind"] == "out_of_order":
             # Sent after the device's next reading (unless that one was held back too).
-            following = event_id(str(e["device_id"]), format_time(at + timedelta(seconds=INTERVAL)))
+            following = event_id(str(e["device_id"]), time_text(at + timedelta(seconds=INTERVAL)))
             assert following in delayed or position[following] < i
         elif e["kind"] == "duplicate":
             assert position[message.event_id] < i and sent[position[message.event_id]].value == message.value
@@ -334,10 +335,10 @@ def test_the_default_demo_shows_every_delivery_problem() -> None:
 
 def test_event_id_is_the_uuid5_of_source_device_and_event_time() -> None:
     for device_id, at in [("dev-0000", START), ("dev-0042", START + timedelta(days=400)), ("dév/ü", START)]:
-        expected = uuid.uuid5(NAMESPACE, f"iot-simulator/{device_id}/{format_time(at)}")
-        assert event_id(device_id, format_time(at)) == str(expected)
+        expected = uuid.uuid5(NAMESPACE, f"iot-simulator/{device_id}/{time_text(at)}")
+        assert event_id(device_id, time_text(at)) == str(expected)
     # Every variant nibble (8, 9, a, b) appears, so the nibble mapping is checked for all of them.
-    ids = [event_id("dev-0001", format_time(START + timedelta(seconds=s))) for s in range(200)]
+    ids = [event_id("dev-0001", time_text(START + timedelta(seconds=s))) for s in range(200)]
     assert {i[19] for i in ids} == set("89ab")
     assert all(uuid.UUID(i).version == 5 for i in ids)
 
