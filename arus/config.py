@@ -533,13 +533,19 @@ def load_config(
     return dataclasses.replace(config, source=str(file))
 
 
+def say(prog: str, reason: object) -> None:
+    """An expected failure on stderr, a line per mistake each after `prog:`, never a traceback."""
+    for line in str(reason).splitlines():
+        print(f"{prog}: {line}", file=sys.stderr)
+
+
 def load_config_or_say(prog: str, path: str | None) -> Config | None:
-    """load_config for a command's main: None after one line on stderr after `prog:`, so a config
-    mistake ends the command with its exit code instead of a traceback."""
+    """load_config for a command's main: None after `say` gave the mistakes, so a config mistake
+    ends the command with its exit code instead of a traceback."""
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        say(prog, exc)
         return None
 
 

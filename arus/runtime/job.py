@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from arus.config import Config, ConfigError, load_config
+from arus.config import Config, ConfigError, load_config, say
 from arus.core.rules import GuardError
 
 FAILED = 1
@@ -35,9 +35,8 @@ S = TypeVar("S")
 
 
 def refuse(name: str, reason: object) -> int:
-    """A line on stderr per mistake, no traceback: what a user fixes in config, flags or broker."""
-    for line in str(reason).splitlines():
-        print(f"{name}: {line}", file=sys.stderr)
+    """Said (arus.config.say) and REFUSED: what a user fixes in config, flags or broker."""
+    say(name, reason)
     return REFUSED
 
 
