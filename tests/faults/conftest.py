@@ -10,12 +10,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from faultkit import ARUS_ENV, FIGURES_FILE, HEAP, QUICK_JVM, MainJob, free_ports, make_topics
+from faultkit import (
+    ARUS_ENV,
+    FIGURES_FILE,
+    HEAP,
+    QUICK_JVM,
+    MainJob,
+    free_port_block,
+    free_ports,
+    make_topics,
+)
 
 from arus.config import DEFAULT_CONFIG, BrokerConfig, Config, KafkaConfig, load_config
 from arus.ops import broker
@@ -102,6 +112,24 @@ def private_broker(plain_config: Config) -> Iterator[Config]:
     finally:
         for node in nodes:
             broker.stop_node(node, timeout=10)
+
+
+@pytest.fixture(scope="session")
+def cluster(plain_config: Config, fault_root: Path) -> Iterator[tuple[Config, list[broker.Node]]]:
+    """Three brokers on six consecutive free ports: replication factor 3, min ISR 2. Shared by the
+    session: a test that stops a node starts it again before it ends."""
+    first = free_port_block(6)
+    node_config = BrokerConfig(
+        "127.0.0.1", first, first + 1, HEAP, str(fault_root / "cluster" / "kafka"), first
+    )
+    config = dataclasses.replace(plain_config, broker=node_config)
+    nodes = broker.nodes_for(config, cluster=3)
+    try:
+        broker.up(config, cluster=3)  # what `make kafka-cluster-up` runs, on our own ports
+        yield dataclasses.replace(config, kafka=KafkaConfig(",".join(n.address for n in nodes))), nodes
+    finally:
+        for node in nodes:
+            broker.stop_node(node, signal.SIGKILL)  # a throwaway cluster needs no controlled shutdown
 
 
 @pytest.fixture

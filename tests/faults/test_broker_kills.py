@@ -15,14 +15,12 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from arus.jobs import aggregate
 from faultkit import (
     HEAP,
-    free_port_block,
     json_record,
     make_topics,
     read_delta,
@@ -35,7 +33,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
 from support import job_args
 
-from arus.config import BrokerConfig, Config, KafkaConfig
+from arus.config import Config, KafkaConfig
 from arus.io.producer import make_producer
 from arus.ops import broker
 from arus.sources.send import Record, SendLimits, SendLoop
@@ -171,23 +169,6 @@ def test_broker_killed_under_producer_and_live_job(
     )
 
 
-@pytest.fixture(scope="module")
-def cluster(plain_config: Config, fault_root: Path) -> Iterator[tuple[Config, list[broker.Node]]]:
-    """Three brokers on six consecutive free ports: replication factor 3, min ISR 2."""
-    first = free_port_block(6)
-    node_config = BrokerConfig(
-        "127.0.0.1", first, first + 1, HEAP, str(fault_root / "cluster" / "kafka"), first
-    )
-    config = dataclasses.replace(plain_config, broker=node_config)
-    nodes = broker.nodes_for(config, cluster=3)
-    try:
-        broker.up(config, cluster=3)  # what `make kafka-cluster-up` runs, on our own ports
-        yield dataclasses.replace(config, kafka=KafkaConfig(",".join(n.address for n in nodes))), nodes
-    finally:
-        for node in nodes:
-            broker.stop_node(node, signal.SIGKILL)  # a throwaway cluster needs no controlled shutdown
-
-
 def test_partition_leader_killed_in_a_three_broker_cluster(
     cluster: tuple[Config, list[broker.Node]], figures: dict[str, object]
 ) -> None:
@@ -241,3 +222,6 @@ def test_partition_leader_killed_in_a_three_broker_cluster(
         consumed=len(seen),
     )
     assert figures["acked_after_kill"] and figures["consumed_after_kill"], "the pipeline stopped"
+    # The cluster is the session's: later tests (topics, lag, the cluster lab) need all three.
+    broker.start_node(victim, HEAP)
+    broker.wait_until_ready(nodes, config)
