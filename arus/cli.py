@@ -50,6 +50,7 @@ COMMANDS: dict[str, Command] = {
     "tail": Command("arus.ops.tail", "print a topic's records (--from-beginning, -n, --follow, --json)"),
     "send": Command("arus.ops.send", "send JSON records to a topic, each acknowledged (stdin or --value)"),
     "lag": Command("arus.ops.lag", "lag per partition of every consumer group and Spark checkpoint"),
+    "check": Command("arus.ops.labs", "self-check a course lab, item by item", "lab1|lab2|lab3|lab4"),
     "dashboard": Command("arus.ops.dashboard", "a live local web page: lag, rates, late, dead letters, gold"),
     "bench run": Command("arus.bench.run", "run the benchmarks (own broker on 29092)"),
     "bench report": Command("arus.bench.report", "render docs/benchmarks.md from the newest results"),
