@@ -3,10 +3,12 @@
     arus consume                          # run live with a table of the latest windows
     arus consume --until-idle 10          # catch up, stop after 10 s without records
     arus consume --max-records 5000 --no-view --where kind=temperature
+    arus consume --where "value > 30 and site in ('north', 'east')" --group-id hot-sites
 
 It reads `[stream] topic` and computes what `arus aggregate` computes, from the same [stream]
 (schema, event time, watermark, id field) and [aggregate] settings (keys, value fields, window), in
-plain Python (arus.pyengine): the same rows, field names and record keys. Records that fail to parse
+plain Python (arus.pyengine): the same rows, field names and record keys, with readings cleaned
+per [clean] as the Spark job cleans them. Records that fail to parse
 go to `[consumer] deadletter_topic` with their original bytes and the reason, events behind the
 watermark to `late_topic`, window aggregates to `output_topic` (update mode: each change of a
 window is published; the latest record per key is current). At-least-once: output is acknowledged
@@ -23,7 +25,7 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from arus.config import Config, ConfigError, job_parser
-from arus.core.rules import GuardError
+from arus.core.rules import FilterError, GuardError
 from arus.io.kafka import check_kafka
 from arus.io.producer import ProducerError
 from arus.pyengine.consumer import ConsumerSettings, consumer_settings, run
@@ -51,11 +53,7 @@ LISTS = ("keys", "value_fields")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = job_parser(
-        "arus consume",
-        "The main job's window aggregates in plain Python, in a kafka-python consumer group.",
-        metrics=True,
-    )
+    parser = job_parser("arus consume", __doc__ or "", metrics=True)
     for name, text in {**STREAM_FLAGS, **AGGREGATE_FLAGS, **CONSUMER_FLAGS}.items():
         parser.add_argument(f"--{name.replace('_', '-')}", help=text)
     parser.add_argument("--starting-offsets", choices=("earliest", "latest"), help="for a new group")
@@ -63,8 +61,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--where",
         action="append",
         default=[],
-        metavar="FIELD=VALUE",
-        help="aggregate only events whose FIELD is VALUE (repeatable; all must hold)",
+        metavar="FILTER",
+        help="aggregate only the (cleaned) events this holds for, e.g. kind=temperature or "
+        "\"value >= 30 and (site in ('north', 'east') or kind != humidity)\": "
+        "=, !=, <, <=, >, >=, in (...), not in (...), and, or, parentheses; repeatable, all must hold "
+        "(docs/consumer.md)",
     )
     parser.add_argument("--until-idle", type=float, metavar="SECONDS", help="stop after this long idle")
     parser.add_argument("--max-records", type=int, help="stop after reading this many records")
@@ -90,12 +91,6 @@ def settings_from(args: argparse.Namespace, config: Config) -> ConsumerSettings:
     job = replace(config.aggregate, **given([*AGGREGATE_FLAGS]))
     view = {"view_rows": args.view_rows, "view_refresh_s": args.refresh}
     consumer = replace(config.consumer, **given([*CONSUMER_FLAGS], **view))
-    where: list[tuple[str, str]] = []
-    for condition in args.where:
-        name, sep, value = condition.partition("=")
-        if not sep or not name:
-            raise ConfigError(f"--where takes FIELD=VALUE, got {condition!r}")
-        where.append((name, value))
     try:
         schema = config.schema(raw.schema)
         return consumer_settings(
@@ -103,11 +98,14 @@ def settings_from(args: argparse.Namespace, config: Config) -> ConsumerSettings:
             job,
             consumer,
             schema,
-            where,
+            config.clean,
+            args.where,
             args.until_idle,
             args.max_records,
             not args.no_view,
         )
+    except FilterError as exc:
+        raise ConfigError(f"--where: {exc}") from None
     except ValueError as exc:
         raise ConfigError(f"{config.source}: {exc}") from None
 

@@ -1,33 +1,26 @@
-"""Cleaning and enrichment of readings: pure DataFrame -> DataFrame transforms.
+"""Cleaning, filtering and enrichment of readings: pure DataFrame -> DataFrame transforms.
 
     events -> with_normalised_names -> with_canonical_units -> with_rounded_values   (clean_events)
+    events.where(filter_column(parse_filter(text, types)))                          (a --where filter)
     events + device dimension -> with_device_metadata                               (stream-static join)
 
 Every function skips the columns a DataFrame does not have, so a topic with another schema passes
-through unharmed. None of them reads, writes or starts a query (docs/pipeline.md).
+through unharmed. None of them reads, writes or starts a query (docs/pipeline.md). The rule data
+(the units, the filter grammar) is arus.core.rules', which the kafka-python consumer applies too
+(arus.pyengine.transform).
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-# A known unit, lower-cased -> (canonical unit, shift, factor): canonical value = (value + shift) * factor.
-UNITS: dict[str, tuple[str, float, float]] = {
-    **dict.fromkeys(("c", "°c", "degc", "celsius"), ("C", 0.0, 1.0)),
-    **dict.fromkeys(("f", "°f", "degf", "fahrenheit"), ("C", -32.0, 5.0 / 9.0)),
-    **dict.fromkeys(("k", "kelvin"), ("C", -273.15, 1.0)),
-    **dict.fromkeys(("hpa", "mbar"), ("hPa", 0.0, 1.0)),
-    "kpa": ("hPa", 0.0, 10.0),
-    "pa": ("hPa", 0.0, 0.01),
-    "bar": ("hPa", 0.0, 1000.0),
-    "w": ("W", 0.0, 1.0),
-    "kw": ("W", 0.0, 1000.0),
-    **dict.fromkeys(("%", "pct", "percent", "%rh"), ("%", 0.0, 1.0)),
-}
+from arus.core.rules import COMPARISONS, UNITS, AllOf, AnyOf, Filter
 
 
 def _literal_map(values: dict[str, object]) -> Column:
@@ -78,6 +71,23 @@ def clean_events(
         .transform(with_canonical_units, unit_field, value_fields)
         .transform(with_rounded_values, value_fields, decimals)
     )
+
+
+def filter_column(where: Filter) -> Column:
+    """A parsed --where filter (arus.core.rules.parse_filter) as a Column for `events.where(...)`.
+
+    A null field makes its condition null, which `where` drops: the "does not hold" of the rules.
+    """
+    if isinstance(where, AllOf | AnyOf):
+        join = operator.and_ if isinstance(where, AllOf) else operator.or_
+        return functools.reduce(join, [filter_column(part) for part in where.parts])
+    field = F.col(where.field)
+    if where.op == "in":
+        return field.isin(*where.values)
+    if where.op == "not in":
+        return ~field.isin(*where.values)
+    result: Column = COMPARISONS[where.op](field, F.lit(where.values[0]))
+    return result
 
 
 def with_device_metadata(

@@ -5,6 +5,8 @@
     MISSING_FIELD.format(name=...) ...           # dead-letter reasons, word for word
     KEY_SEPARATOR, KEY_TIME_FORMAT               # the output record key
     DEAD_LETTER_HEADERS, LATE_HEADERS            # Kafka header names, in the order both write them
+    UNITS                                        # [clean]'s known units and their conversions
+    parse_filter("value > 30 and site in ('north', 'east')", types) -> Filter   # --where
 
 The Spark side builds Columns from these (arus.core.transforms, arus.core.late); the kafka-python
 side (arus.pyengine) builds values; tests/integration/test_rules.py feeds the same edge cases to both.
@@ -17,9 +19,12 @@ producers never start a JVM for them.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from arus.config import ConfigError, StreamConfig
 
@@ -173,3 +178,249 @@ def dead_letter_headers(error: str, at: RecordPosition) -> list[Header]:
 def late_headers(event_time: datetime, watermark: datetime, at: RecordPosition) -> list[Header]:
     """The headers of a late event read at `at`, as the Spark job's late_records writes them."""
     return _headers(LATE_HEADERS, (LATE, time_text(event_time), time_text(watermark), *at))
+
+
+# --- cleaning ([clean]) ---------------------------------------------------------------------------
+
+# A known unit, lower-cased and trimmed of spaces -> (canonical unit, shift, factor): canonical value
+# = (value + shift) * factor, a double. arus.core.clean builds Spark map literals from it,
+# arus.pyengine.transform looks units up in it. An unknown unit is kept as sent, trimmed.
+UNITS: dict[str, tuple[str, float, float]] = {
+    **dict.fromkeys(("c", "°c", "degc", "celsius"), ("C", 0.0, 1.0)),
+    **dict.fromkeys(("f", "°f", "degf", "fahrenheit"), ("C", -32.0, 5.0 / 9.0)),
+    **dict.fromkeys(("k", "kelvin"), ("C", -273.15, 1.0)),
+    **dict.fromkeys(("hpa", "mbar"), ("hPa", 0.0, 1.0)),
+    "kpa": ("hPa", 0.0, 10.0),
+    "pa": ("hPa", 0.0, 0.01),
+    "bar": ("hPa", 0.0, 1000.0),
+    "w": ("W", 0.0, 1.0),
+    "kw": ("W", 0.0, 1000.0),
+    **dict.fromkeys(("%", "pct", "percent", "%rh"), ("%", 0.0, 1.0)),
+}
+
+
+# --- filters (--where) ----------------------------------------------------------------------------
+
+# One grammar, parsed here into typed conditions; arus.core.clean.filter_column makes the Spark
+# Column of a Filter and arus.pyengine.transform.predicate the Python function, so both engines
+# keep the same events:
+#
+#     filter     := all ("or" all)*
+#     all        := term ("and" term)*
+#     term       := "(" filter ")" | FIELD OP value | FIELD ["not"] "in" "(" value ("," value)* ")"
+#     OP         := "=" | "!=" | "<" | "<=" | ">" | ">="
+#     value      := a number, a 'quoted' or "quoted" string, or a bare word (kind=temperature)
+#
+# Keywords are case-insensitive. A value takes its field's schema type: a number for a numeric
+# field (compared as numbers), true/false for a boolean, an ISO-8601 time with a zone for a
+# timestamp, text for a string. A condition on a field that is null (or absent) does not hold,
+# whatever the operator, as SQL's three-valued logic filters it; NaN equals NaN and is above every
+# number, as in Spark.
+
+FilterValue = str | int | float | bool | datetime
+# Python's comparison operators, which a Spark Column overloads too (col > lit is GreaterThan).
+COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+NUMERIC_TYPES = ("double", "float", "bigint", "int", "smallint", "tinyint")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """FIELD OP value, or FIELD [not] in (values...): one value for a comparison."""
+
+    field: str
+    op: str  # one of COMPARISONS, "in" or "not in"
+    values: tuple[FilterValue, ...]
+
+
+@dataclass(frozen=True)
+class AllOf:
+    parts: tuple[Filter, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    parts: tuple[Filter, ...]
+
+
+Filter = Condition | AllOf | AnyOf
+
+
+class FilterError(ValueError):
+    """A filter that does not parse or does not fit the schema; the message points at the place."""
+
+    def __init__(self, text: str, at: int, problem: str) -> None:
+        super().__init__(f"{problem} at column {at + 1}:\n  {text}\n  {' ' * at}^")
+        self.at = at
+        self.problem = problem
+
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<op>!=|<=|>=|=|<|>|\(|\)|,)
+      | (?P<quoted>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+      | (?P<word>[^\s()',"=<>!]+)
+    )""",
+    re.X,
+)
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+_FIELD_NAME = re.compile(r"[A-Za-z_]\w*")
+_KEYWORDS = ("and", "or", "not", "in")
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # "op", "quoted", "word" or "end"
+    text: str
+    at: int
+
+    def keyword(self, word: str) -> bool:
+        return self.kind == "word" and self.text.lower() == word
+
+
+def _tokens(text: str) -> list[_Token]:
+    tokens, at = [], 0
+    while text[at:].strip():
+        match = _TOKEN.match(text, at)
+        if match is None or match.lastgroup is None:
+            start = len(text) - len(text[at:].lstrip())
+            raise FilterError(
+                text, start, "unclosed quote" if text[start] in "'\"" else "unexpected character"
+            )
+        tokens.append(_Token(match.lastgroup, match[match.lastgroup], match.start(match.lastgroup)))
+        at = match.end()
+    return [*tokens, _Token("end", "", len(text.rstrip()))]
+
+
+class _Parser:
+    """Recursive descent over the tokens, one method per rule of the grammar."""
+
+    def __init__(self, text: str, types: Mapping[str, str]) -> None:
+        self.text, self.types = text, types
+        self.tokens = _tokens(text)
+        self.i = 0
+
+    @property
+    def next(self) -> _Token:
+        return self.tokens[self.i]
+
+    def fail(self, token: _Token, problem: str) -> FilterError:
+        found = {"end": "the end", "quoted": token.text}.get(token.kind, repr(token.text))
+        return FilterError(self.text, token.at, f"{problem}, found {found}")
+
+    def take(self, op: str, what: str) -> None:
+        if self.next.kind != "op" or self.next.text != op:
+            raise self.fail(self.next, f"expected {what}")
+        self.i += 1
+
+    def parse(self) -> Filter:
+        result = self.any_of()
+        if self.next.kind != "end":
+            raise self.fail(self.next, "expected 'and', 'or' or the end")
+        return result
+
+    def any_of(self) -> Filter:
+        return self.joined("or", self.all_of, AnyOf)
+
+    def all_of(self) -> Filter:
+        return self.joined("and", self.term, AllOf)
+
+    def joined(self, word: str, part: Callable[[], Filter], node: type[AllOf | AnyOf]) -> Filter:
+        parts = [part()]
+        while self.next.keyword(word):
+            self.i += 1
+            parts.append(part())
+        return parts[0] if len(parts) == 1 else node(tuple(parts))
+
+    def term(self) -> Filter:
+        if self.next.kind == "op" and self.next.text == "(":
+            self.i += 1
+            inner = self.any_of()
+            self.take(")", "')'")
+            return inner
+        name = self.next
+        if name.kind != "word" or not _FIELD_NAME.fullmatch(name.text) or name.text.lower() in _KEYWORDS:
+            raise self.fail(name, "expected a field name or '('")
+        if name.text not in self.types:
+            known = ", ".join(sorted(self.types))
+            raise FilterError(self.text, name.at, f"no field {name.text!r} in the schema (fields: {known})")
+        self.i += 1
+        op = self.next
+        if op.kind == "op" and op.text in COMPARISONS:
+            self.i += 1
+            return Condition(name.text, op.text, (self.value(name.text),))
+        negated = op.keyword("not")
+        if negated:
+            self.i += 1
+        if not self.next.keyword("in"):
+            raise self.fail(self.next, "expected 'in'" if negated else "expected =, !=, <, <=, >, >= or 'in'")
+        self.i += 1
+        self.take("(", "'(' after 'in'")
+        values = [self.value(name.text)]
+        while self.next.kind == "op" and self.next.text == ",":
+            self.i += 1
+            values.append(self.value(name.text))
+        self.take(")", "',' or ')'")
+        return Condition(name.text, "not in" if negated else "in", tuple(values))
+
+    def value(self, field: str) -> FilterValue:
+        token = self.next
+        if token.kind not in ("word", "quoted"):
+            raise self.fail(token, "expected a value")
+        self.i += 1
+        text = token.text
+        if token.kind == "quoted":
+            text = re.sub(r"\\(.)", r"\1", text[1:-1])
+        kind = self.types[field]
+        try:
+            return _typed(text, kind, token.kind == "quoted")
+        except ValueError as exc:
+            raise FilterError(self.text, token.at, f"{field} is a {kind}: {exc}") from None
+
+
+def _typed(text: str, kind: str, quoted: bool) -> FilterValue:
+    """A filter value as its field's type (ValueError saying what it must be)."""
+    if kind in NUMERIC_TYPES:
+        if quoted or not _NUMBER.fullmatch(text):
+            raise ValueError(f"compare it with a number, not {text!r}")
+        # A whole number stays exact for an integer field (within a BIGINT, as Spark's literals are).
+        if _INTEGER.fullmatch(text) and kind != "double" and kind != "float" and abs(int(text)) < 2**63:
+            return int(text)
+        return float(text)
+    if kind == "boolean":
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"compare it with true or false, not {text!r}")
+        return text.lower() == "true"
+    if kind == "timestamp":
+        try:
+            at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            at = None
+        if at is None or at.tzinfo is None:
+            raise ValueError(
+                f"compare it with an ISO-8601 time with a zone, e.g. 2026-03-01T12:00:00Z, not {text!r}"
+            )
+        return at.astimezone(UTC)
+    return text
+
+
+def parse_filter(text: str, types: Mapping[str, str]) -> Filter:
+    """A --where expression as typed conditions; `types` maps each field a filter may name to its
+    Spark simple type name (arus.grammar.Field.type). FilterError points at what is wrong."""
+    if not text.strip():
+        raise FilterError(text, 0, "an empty filter")
+    return _Parser(text, types).parse()
+
+
+def all_of(filters: Sequence[Filter]) -> Filter | None:
+    """Several filters that must all hold (repeated --where) as one; None for none."""
+    if len(filters) <= 1:
+        return filters[0] if filters else None
+    return AllOf(tuple(filters))

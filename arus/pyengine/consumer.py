@@ -1,15 +1,15 @@
 """The kafka-python consumer: the main job's window aggregates in a consumer group, without Spark.
 
-    settings = consumer_settings(stream, job, consumer, config.schema(stream.schema))
+    settings = consumer_settings(stream, job, consumer, config.schema(stream.schema), config.clean, where)
     counters = run(config, settings)        # until a bound, Ctrl-C or SIGTERM; the summary counts
 
-Poll -> parse (arus.pyengine.records) -> window, deduplicate (arus.pyengine.windowing) -> produce
-and await every acknowledgement -> commit. At-least-once: it commits no further than the first
-record an open window still needs, with the watermark (and the offsets of late events in
-still-open windows) in the commit metadata, so after a crash or a rebalance the group replays
-those records to rebuild its windows; replayed records it had already published for are not
-published again. Output published after the last commit is published again after a crash.
-Dead letters and late events carry the Spark job's headers (arus.core.rules).
+Poll -> parse (arus.pyengine.records) -> deduplicate, clean, filter (arus.pyengine.transform),
+window (arus.pyengine.windowing) -> produce and await every acknowledgement -> commit.
+At-least-once: it commits no further than the first record an open window still needs, with the
+watermark (and the offsets of late events in still-open windows) in the commit metadata, so after
+a crash or a rebalance the group replays those records to rebuild its windows; replayed records it
+had already published for are not published again. Output published after the last commit is
+published again after a crash. Dead letters and late events carry the Spark job's headers (arus.core.rules).
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ from typing import Any, TextIO
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
-from arus.config import AggregateConfig, Config, ConsumerConfig, KafkaConfig, StreamConfig
+from arus.config import AggregateConfig, CleanConfig, Config, ConsumerConfig, KafkaConfig, StreamConfig
 from arus.core.rules import (
     GuardError,
     Header,
     Partition,
     RecordLimits,
+    all_of,
     check_deadletter_ratio,
     dead_letter_headers,
     late_headers,
+    parse_filter,
     record_limits,
     time_text,
 )
@@ -41,6 +43,7 @@ from arus.grammar import Field, duration_us, parse_schema, require, window_us
 from arus.io.metrics import Metrics, lag_key, record
 from arus.io.producer import make_producer
 from arus.pyengine.records import InvalidRecord, parse_record
+from arus.pyengine.transform import cleaned_types
 from arus.pyengine.windowing import Aggregator, Outcome, WindowSpec, aggregate_key_text, from_us, to_json
 from arus.signals import stop_on_signals
 
@@ -71,18 +74,21 @@ def consumer_settings(
     job: AggregateConfig,
     consumer: ConsumerConfig,
     schema_ddl: str,
-    where: Sequence[tuple[str, str]] = (),
+    clean: CleanConfig | None = None,
+    where: Sequence[str] = (),
     until_idle: float | None = None,
     max_records: int | None = None,
     view: bool = True,
 ) -> ConsumerSettings:
-    """The [stream], [aggregate] and [consumer] settings the consumer runs with; ValueError naming what
-    it cannot run with. `where`: (field, value) pairs an event must all match to be aggregated."""
+    """The [stream], [aggregate], [clean] and [consumer] settings the consumer runs with; ValueError
+    naming what it cannot run with (arus.core.rules.FilterError for a filter). `where`: --where
+    expressions that must all hold for an event, cleaned, to be aggregated."""
     fields = require(parse_schema(schema_ddl), stream.event_time_field)
     types = {f.name: f.type for f in fields}
     if types[stream.event_time_field] != "timestamp":
         raise ValueError(f"event-time field {stream.event_time_field!r} must be a TIMESTAMP")
-    unknown = [n for n in (*job.keys, *job.value_fields, *(w[0] for w in where)) if n not in types]
+    filter_types = cleaned_types(types, clean) if clean is not None else types
+    unknown = [n for n in (*job.keys, *job.value_fields) if n not in types]
     if stream.id_field and stream.id_field not in types:
         unknown.append(stream.id_field)
     if unknown:
@@ -94,7 +100,8 @@ def consumer_settings(
         size_us=window_us(job.window),
         delay_us=duration_us(stream.watermark),
         dedup_field=stream.id_field,
-        where=tuple(where),
+        clean=clean,
+        where=all_of([parse_filter(text, filter_types) for text in where]),
     )
     limits = record_limits(stream)
     return ConsumerSettings(stream, job, consumer, spec, fields, limits, until_idle, max_records, view)

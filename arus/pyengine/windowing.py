@@ -24,8 +24,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from arus.core.rules import Partition, RecordPosition, aggregate_key, time_text
+from arus.config import CleanConfig
+from arus.core.rules import Filter, Partition, RecordPosition, aggregate_key, time_text
 from arus.pyengine.records import EPOCH, java_double, spark_string
+from arus.pyengine.transform import cleaner, predicate
 
 # percentile_approx(col, p, 10000) in arus.core.transforms: its summary is exact below 5,000 values
 # per window (2 * relative error * n < 1), so exact percentiles match it there.
@@ -151,7 +153,8 @@ class WindowSpec:
     size_us: int
     delay_us: int
     dedup_field: str = ""
-    where: tuple[tuple[str, str], ...] = ()  # (field, value): keep events whose field is the value
+    clean: CleanConfig | None = None  # [clean], applied to on-time, first-seen events
+    where: Filter | None = None  # then only events it holds for are aggregated (--where)
 
 
 @dataclass
@@ -183,7 +186,10 @@ class Aggregator:
     - a window closes (is dropped from state) once its end <= watermark; an event for a closed
       window is late;
     - with deduplication, an event whose time is <= watermark is late too, and an id is remembered
-      until watermark >= its event time + delay: Spark's dropDuplicatesWithinWatermark.
+      until watermark >= its event time + delay: Spark's dropDuplicatesWithinWatermark;
+    - what is left is cleaned ([clean]) and filtered (--where), in that order, as the Spark job's
+      silver is cleaned after deduplication: so a filter sees canonical units and lower-case names,
+      and an event filtered out still counts for the watermark and still uses up its id.
     Spark's late filter lags one micro-batch behind its watermark; this one does not, so events
     within one batch of the watermark may be counted late here and aggregated there.
 
@@ -206,6 +212,8 @@ class Aggregator:
         self._hold_entries = 0  # in the hold heaps, closed ones included
         self._live_holds = 0
         self._late_open: list[tuple[int, int, Partition]] = []  # window end, offset, partition
+        self._clean = cleaner(spec.clean) if spec.clean is not None else None
+        self._keep = predicate(spec.where) if spec.where is not None else None
 
     def is_late(self, event_us: int) -> bool:
         if self.watermark_us is None:
@@ -230,8 +238,6 @@ class Aggregator:
         tp = (at[0], at[1])
         if event_ms > self.max_event_ms.get(tp, event_ms - 1):
             self.max_event_ms[tp] = event_ms
-        if spec.where and any(spark_string(event.get(name)) != value for name, value in spec.where):
-            return Outcome.FILTERED
         wm = self.watermark_us
         end = event_us - event_us % spec.size_us + spec.size_us
         if wm is not None and (
@@ -247,6 +253,10 @@ class Aggregator:
             if event_id in self.seen:
                 return Outcome.DUPLICATE
             self._remember(event_id, event_us, tp, at[2])
+        if self._clean is not None:
+            event = self._clean(event)
+        if self._keep is not None and not self._keep(event):
+            return Outcome.FILTERED
         keys = tuple([event.get(k) for k in spec.keys])
         start = window_start_us(event_us, spec.size_us)
         key = (keys, start)

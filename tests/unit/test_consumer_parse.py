@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from arus.jobs.consumer import parse_args, settings_from
 
-from arus.core.rules import RecordLimits
+from arus.config import load_config
+from arus.core.rules import Condition, RecordLimits
 from arus.grammar import Field, parse_schema, require
 from arus.pyengine.consumer import ConsumerSettings, Counters, render_view
 from arus.pyengine.records import (
@@ -212,7 +213,8 @@ def test_consumer_settings_take_aggregate_config_and_flags() -> None:
     s = settings("--window", "5 minutes", "--where", "kind=temperature", "--no-view", "--until-idle", "3")
     assert (s.spec.keys, s.spec.value_fields, s.spec.dedup_field) == (("device_id",), ("value",), "event_id")
     assert (s.spec.size_us, s.spec.delay_us) == (300_000_000, 120_000_000)
-    assert s.spec.where == (("kind", "temperature"),)
+    assert s.spec.where == Condition("kind", "=", ("temperature",))
+    assert s.spec.clean == load_config().clean
     assert (s.view, s.until_idle, s.max_records) == (False, 3.0, None)
 
 
@@ -222,7 +224,9 @@ def test_consumer_settings_take_aggregate_config_and_flags() -> None:
         (["--window", "soon"], "not a duration"),
         (["--keys", "nope"], "fields not in schema"),
         (["--event-time-field", "device_id"], "must be a TIMESTAMP"),
-        (["--where", "kind"], "FIELD=VALUE"),
+        (["--where", "kind"], "--where: expected =, !=, <, <=, >, >= or 'in', found the end at column 5"),
+        (["--where", "value > hot"], "value is a double: compare it with a number"),
+        (["--where", "kind = a", "--where", "nope in (1)"], "no field 'nope' in the schema"),
     ],
 )
 def test_bad_settings_fail_fast(argv: list[str], message: str) -> None:

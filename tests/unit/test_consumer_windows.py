@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from arus.config import CleanConfig
+from arus.core.rules import parse_filter
 from arus.grammar import duration_us, window_us
 from arus.pyengine.windowing import Aggregator, Outcome, WindowSpec, to_us, window_start_us
 
@@ -160,12 +162,28 @@ def test_duplicates_are_dropped_while_their_id_is_remembered() -> None:
 
 
 def test_where_filters_events_but_the_watermark_still_sees_them() -> None:
-    engine = Aggregator(spec(where=(("kind", "temperature"),)))
+    engine = Aggregator(spec(where=parse_filter("kind=temperature", {"kind": "string"})))
     feed = Feed(engine)
     assert feed(event("a", 10, kind="temperature")) is Outcome.AGGREGATED
     assert feed(event("b", 500, kind="humidity")) is Outcome.FILTERED
     assert [r["count"] for r in engine.end_batch()] == [1]
     assert engine.watermark_us == to_us(at(380))
+
+
+def test_events_are_cleaned_before_the_filter_and_after_dedup_and_lateness() -> None:
+    types = {"kind": "string", "unit": "string", "value": "double"}
+    where = parse_filter("kind = temperature and value > 30", types)
+    engine = Aggregator(spec(clean=CleanConfig(("kind",), "unit", ("value",), 1), where=where))
+    feed = Feed(engine)
+    hot = event("a", 10, 95.0, kind=" Temperature", unit="F")  # 35.0 C after cleaning
+    assert feed(hot) is Outcome.AGGREGATED
+    assert feed(event("b", 11, 86.0, kind="TEMPERATURE", unit="f")) is Outcome.FILTERED  # 30.0 C
+    assert feed(event("b", 12, 99.0, kind="temperature", unit="C")) is Outcome.DUPLICATE  # id b was used
+    assert feed(event("c", 13, 40.0, kind="humidity", unit="%")) is Outcome.FILTERED
+    [row] = engine.end_batch()
+    assert (row["count"], row["value_mean"]) == (1, 35.0)
+    assert hot["kind"] == " Temperature"  # the event as parsed is left alone (the late topic gets its bytes)
+    assert feed(event("d", -200, 200.0, kind="temperature", unit="C")) is Outcome.LATE
 
 
 def test_commit_positions_hold_back_to_the_first_record_an_open_window_or_id_needs() -> None:
