@@ -6,11 +6,13 @@ idempotence, pacing, dead letters). Run it against the local broker:
 
     python samples/producer_minimal.py course.samples
 
-The topic must exist (``arus topics create course.samples``); read the record back with
+The broker is ``$KAFKA_BOOTSTRAP_SERVERS`` (as for arus), else 127.0.0.1:9092. The topic must exist
+(``arus topics create course.samples``); read the record back with
 ``python samples/consumer_minimal.py course.samples`` or ``arus tail course.samples --from-beginning``.
 """
 
 import json
+import os
 import sys
 
 from kafka import KafkaProducer
@@ -18,7 +20,7 @@ from kafka import KafkaProducer
 topic = sys.argv[1] if len(sys.argv) > 1 else "course.samples"
 
 producer = KafkaProducer(
-    bootstrap_servers="127.0.0.1:9092",
+    bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
     value_serializer=lambda v: json.dumps(v).encode("utf-8"),
 )
 

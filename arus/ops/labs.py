@@ -27,6 +27,8 @@ from kafka.errors import KafkaError
 from arus.config import Config, job_parser, load_config_or_say, say
 from arus.grammar import parse_schema
 from arus.io.kafka import KafkaUnavailable
+from arus.ops.lab_items import Item, missing, passed
+from arus.ops.lab_pipeline import lab4
 from arus.ops.lag import UnknownReader, end_offsets, group_positions
 from arus.ops.topics import admin_client, reader
 
@@ -36,25 +38,7 @@ SAMPLE = 500
 FIELDS_SHARE = 0.9
 
 
-@dataclass(frozen=True)
-class Item:
-    """One thing a lab asks for: whether it is there, what was seen, and what to do if not."""
-
-    name: str
-    ok: bool
-    seen: str
-    hint: str = ""
-
-
 Check = Callable[[Config, argparse.Namespace], list[Item]]
-
-
-def passed(name: str, seen: str) -> Item:
-    return Item(name, True, seen)
-
-
-def missing(name: str, seen: str, hint: str) -> Item:
-    return Item(name, False, seen, hint)
 
 
 # --- what the checks read -------------------------------------------------------------------------
@@ -308,6 +292,27 @@ def lab2(config: Config, args: argparse.Namespace) -> list[Item]:
     return items
 
 
+# --- lab 3: the consumer -------------------------------------------------------------------------
+
+
+def lab3(config: Config, args: argparse.Namespace) -> list[Item]:
+    run = (
+        f"arus consume --input-topic {args.input_topic} --output-topic {args.output_topic} "
+        f"--group-id {args.group} --until-idle 10"
+    )
+    items = [committed_item(config, args.group, args.input_topic, run)]
+    value_fields = config.aggregate.value_fields
+    fields = [
+        *config.aggregate.keys,
+        "window_start",
+        "window_end",
+        "count",
+        *(f"{f}_mean" for f in value_fields),
+    ]
+    items += topic_items(config, "windows", args.output_topic, fields, run)
+    return items
+
+
 # --- the command ----------------------------------------------------------------------------------
 
 
@@ -356,10 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
             ("api", "course.api"),
         ],
     )
+    three = parser.add_argument_group("lab3")
+    three.add_argument("--group", default="course-lab3", help="the consumer group (default course-lab3)")
+    add_topic_flags(three, [("input", "course.readings"), ("output", "course.consumer.aggregates")])
+    four = parser.add_argument_group("lab4 (the flags of `arus pipeline`; defaults from the config)")
+    four.add_argument("--lake", help="folder of the tables (default: [paths] lake)")
+    four.add_argument("--checkpoint", help="folder of the stages' checkpoints (default: under [paths])")
+    for name in ("raw", "clean", "deadletter", "late", "aggregates", "alerts"):
+        four.add_argument(f"--{name}-topic", help=f"the {name} topic (default from conf)")
     return parser
 
 
-LABS: dict[str, Check] = {"lab1": lab1, "lab2": lab2}
+LABS: dict[str, Check] = {"lab1": lab1, "lab2": lab2, "lab3": lab3, "lab4": lab4}
 
 
 def main(argv: list[str] | None = None) -> int:
