@@ -285,7 +285,7 @@ def lab2(config: Config, args: argparse.Namespace) -> list[Item]:
     )
     items += topic_items(config, "iot", args.iot_topic, schema_fields(config, config.stream.schema), iot)
     devices = schema_fields(config, config.pipeline.device_schema)
-    items += topic_items(config, "iot devices", args.devices_topic, devices, iot)
+    items += topic_items(config, "iot devices", args.devices_topic or "course.devices", devices, iot)
     csv_fields = [config.csv.time_column, config.csv.key_column, "event_id"]
     items += topic_items(config, "csv", args.csv_topic, csv_fields, csv)
     items += topic_items(config, "api", args.api_topic, [config.api.id_field, "event_id", "event_time"], api)
@@ -356,7 +356,6 @@ def build_parser() -> argparse.ArgumentParser:
         [
             ("sample", "course.samples"),
             ("iot", "course.readings"),
-            ("devices", "course.devices"),
             ("csv", "course.csv"),
             ("api", "course.api"),
         ],
@@ -369,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     four.add_argument("--checkpoint", help="folder of the stages' checkpoints (default: under [paths])")
     for name in ("raw", "clean", "deadletter", "late", "aggregates", "alerts"):
         four.add_argument(f"--{name}-topic", help=f"the {name} topic (default from conf)")
+    parser.add_argument(
+        "--devices-topic", help="the devices topic (lab2: default course.devices; lab4: from conf)"
+    )
     return parser
 
 
