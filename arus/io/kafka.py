@@ -3,6 +3,8 @@
     check_kafka(kafka, topics)                  # broker reachable, login accepted, topics there
     with explained_connection_errors(kafka):    # "Unable to bootstrap" -> KafkaUnavailable(cause)
         client = KafkaConsumer(...)
+    with logged_warnings() as seen:             # why a client retried: it says so only in its log
+        ...
     earliest_offsets(kafka, topic)              # where each partition now begins
 
 The producers (arus.sources), the kafka-python consumer (arus.pyengine) and the Spark jobs' guards
@@ -65,17 +67,26 @@ def connection_problem(kafka: KafkaConfig, seen: Sequence[str]) -> str:
 
 
 @contextmanager
-def explained_connection_errors(kafka: KafkaConfig) -> Iterator[None]:
-    """Within the block, a client that cannot bootstrap raises KafkaUnavailable naming the cause."""
+def logged_warnings() -> Iterator[list[str]]:
+    """The warnings and errors kafka-python logs within the block: its clients say why they retried
+    or gave up only there (their exceptions are often a bare timeout)."""
     recorder = _Recorder()
     logger = logging.getLogger("kafka")
     logger.addHandler(recorder)
     try:
-        yield
-    except KafkaTimeoutError:
-        raise KafkaUnavailable(connection_problem(kafka, recorder.messages)) from None
+        yield recorder.messages
     finally:
         logger.removeHandler(recorder)
+
+
+@contextmanager
+def explained_connection_errors(kafka: KafkaConfig) -> Iterator[None]:
+    """Within the block, a client that cannot bootstrap raises KafkaUnavailable naming the cause."""
+    with logged_warnings() as seen:
+        try:
+            yield
+        except KafkaTimeoutError:
+            raise KafkaUnavailable(connection_problem(kafka, seen)) from None
 
 
 def check_kafka(kafka: KafkaConfig, topics: Sequence[str], timeout_s: float = 5.0) -> None:

@@ -126,13 +126,29 @@ def _partitions(producer: KafkaProducer, topic: str) -> set[int] | None:
     return partitions
 
 
+def close_producer(producer: KafkaProducer, timeout: float = 10.0) -> None:
+    """Close `producer` on every path, dropping what it could not deliver within `timeout`.
+
+    kafka-python's close raises KafkaTimeoutError when its flush times out and leaves the producer
+    open, so the producer's __del__ closes it again at exit and prints that traceback over the
+    error the user was told. Past the timeout its sender is stopped without waiting (as close does
+    once the flush is done), which fails the records still pending, and the producer closes.
+    """
+    try:
+        producer.close(timeout=timeout)
+    except KafkaTimeoutError:
+        producer._sender.force_close()
+        producer._sender.join(timeout)
+        producer.close(timeout=0)
+
+
 def connect(config: Config, topics: Iterable[str]) -> KafkaProducer:
     """A producer for `config`, after checking that every topic exists."""
     producer = make_producer(config.kafka, config.producer)
     try:
         check_topics(producer, topics, config.kafka.bootstrap_servers)
     except BaseException:
-        producer.close(timeout=0)
+        close_producer(producer, timeout=0)
         raise
     return producer
 

@@ -16,15 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from kafka.errors import KafkaError
 
 from arus.config import ConfigError, job_parser, load_config
-from arus.io.producer import make_producer
+from arus.io.kafka import logged_warnings
+from arus.io.producer import close_producer, make_producer
 from arus.ops.topics import partitions_of, reader
 
 ACK_TIMEOUT_S = 30.0
+# get() waits this much longer than the producer's own delivery timeout, so the producer gives up
+# first: the record's future then fails and close() has nothing left to flush.
+GRACE_S = 5.0
+RETRIED = "attempts left): "  # kafka-python's "retrying (N attempts left): <error>" warning
 
 
 class BadJson(ValueError):
@@ -52,6 +57,20 @@ def values(lines: Iterable[str], source: str) -> Iterator[tuple[str, bytes]]:
         yield f"{source} {number}", value.encode()
 
 
+def refusal(exc: KafkaError, seen: Sequence[str]) -> str:
+    """The error, and what the broker kept answering when kafka-python retried until it gave up
+    (NOT_ENOUGH_REPLICAS, NOT_LEADER...): the error alone is then a bare timeout."""
+    retried = [message.split(RETRIED, 1)[1] for message in seen if RETRIED in message]
+    return f"{exc} (the broker kept answering {retried[-1]})" if retried else str(exc)
+
+
+def positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not seconds > 0:
+        raise ValueError(text)
+    return seconds
+
+
 def plural(count: int) -> str:
     return f"{count} record" if count == 1 else f"{count} records"
 
@@ -76,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--header", action="append", type=header, default=[], metavar="NAME=VALUE", help="repeatable"
     )
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=ACK_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"how long a record may take to be acknowledged, retries included (default {ACK_TIMEOUT_S:g})",
+    )
     return parser
 
 
@@ -88,21 +114,32 @@ def main(argv: list[str] | None = None) -> int:
     except BadJson as exc:
         parser.error(str(exc))
     sent = 0
+    seen: list[str] = []
     try:
         config = load_config(args.config)
         # Checked first: a broker that creates topics on first use would otherwise make a typo a topic.
         with reader(config.kafka) as consumer:
             partitions_of(consumer, args.topic, config.kafka)
         # linger_ms=0: each record is sent alone and waited for, so lingering would only add delay.
-        producer = make_producer(config.kafka, config.producer, linger_ms=0)
+        # kafka-python wants a request to fit in the delivery timeout, which --timeout sets.
+        deadline_ms = int(args.timeout * 1000)
+        producer = make_producer(
+            config.kafka,
+            config.producer,
+            linger_ms=0,
+            delivery_timeout_ms=deadline_ms,
+            request_timeout_ms=max(1, min(config.producer.request_timeout_ms, deadline_ms - 1)),
+        )
         try:
             key = None if args.key is None else args.key.encode()
-            for where, value in given if given is not None else values(sys.stdin, "line"):
-                meta = producer.send(args.topic, value=value, key=key, headers=args.header).get(ACK_TIMEOUT_S)
-                print(f"{where}: partition {meta.partition} offset {meta.offset}", flush=True)
-                sent += 1
+            with logged_warnings() as seen:
+                for where, value in given if given is not None else values(sys.stdin, "line"):
+                    pending = producer.send(args.topic, value=value, key=key, headers=args.header)
+                    meta = pending.get(args.timeout + GRACE_S)
+                    print(f"{where}: partition {meta.partition} offset {meta.offset}", flush=True)
+                    sent += 1
         finally:
-            producer.close(timeout=10)
+            close_producer(producer)
     except BadJson as exc:
         verb = "was" if sent == 1 else "were"
         before = f"the {plural(sent)} before it {verb} sent, as printed" if sent else "nothing was sent"
@@ -112,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"send: {exc}", file=sys.stderr)
         return 1
     except KafkaError as exc:
-        print(f"send: {plural(sent)} sent, then the broker refused one: {exc}", file=sys.stderr)
+        why = refusal(exc, seen)
+        print(f"send: {plural(sent)} sent, then the broker refused one: {why}", file=sys.stderr)
         return 1
     print(f"sent {plural(sent)} to {args.topic} (acks={config.producer.acks})", file=sys.stderr)
     return 0

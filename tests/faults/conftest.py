@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -22,9 +23,12 @@ from faultkit import (
     HEAP,
     QUICK_JVM,
     MainJob,
+    Secured,
     free_port_block,
     free_ports,
+    make_ca,
     make_topics,
+    server_keystore,
 )
 
 from arus.config import DEFAULT_CONFIG, BrokerConfig, Config, KafkaConfig, load_config
@@ -152,3 +156,40 @@ def main_job(private_broker: Config, isolated_env: Callable[..., None]) -> MainJ
     isolated_env()
     names = make_topics(private_broker.kafka, ("in", 1), ("out", 1), ("dead", 1))
     return MainJob(private_broker, dict(zip(["in", "out", "dead"], names, strict=True)))
+
+
+# --- the secured broker: test_security and test_ops_secured share it ---------------------------
+
+
+@pytest.fixture(scope="session")
+def secured(plain_config: Config, fault_root: Path) -> Iterator[Secured]:
+    home = fault_root / "secure"
+    ca = make_ca(home / "ca", "arus-test-ca")
+    other_ca = make_ca(home / "other-ca", "someone-elses-ca")
+    port, controller, ssl_port = free_ports(3)
+    config = dataclasses.replace(
+        plain_config,
+        secure_broker=BrokerConfig(
+            "127.0.0.1", port, controller, HEAP, str(home / "kafka"), ssl_port=ssl_port
+        ),
+    )
+    passwords = {user: secrets.token_urlsafe(18) for user in ("producer-a", "job")}
+    security = broker.Security(
+        admin_password=secrets.token_urlsafe(18),
+        users=tuple(passwords.items()),
+        tls_keystore=server_keystore(ca, home / "ca"),
+    )
+    (node,) = broker.nodes_for(config, security=security)
+    try:
+        broker.up(config, security=security)
+        admin = security.client(node.address)
+        names = make_topics(admin, ("a.readings", 1), ("b.private", 1), ("job.out", 1), ("job.dead", 1))
+        # make_topics names them faults.<prefix>.<random>: ACLs by prefix.
+        topics = dict(zip(["a", "b", "out", "dead"], names, strict=True))
+        broker.grant(admin, "producer-a", ["faults.a."], ["WRITE", "DESCRIBE"], prefixed=True)
+        broker.grant(admin, "job", ["faults.a."], ["READ", "DESCRIBE"], prefixed=True)
+        broker.grant(admin, "job", ["faults.job."], ["WRITE", "DESCRIBE"], prefixed=True)
+        broker.grant(admin, "job", ["*"], ["READ"], resource="GROUP")
+        yield Secured(config, node, {**passwords, "admin": security.admin_password}, ca, other_ca, topics)
+    finally:
+        broker.stop_node(node, timeout=10)

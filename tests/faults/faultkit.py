@@ -6,6 +6,7 @@ come from the machine's `openssl`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from deltalake import DeltaTable
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
-from arus.config import DEFAULT_CONFIG, ENV_OVERRIDES, REPO_ROOT, Config, KafkaConfig
+from arus.config import DEFAULT_CONFIG, ENV_OVERRIDES, REPO_ROOT, Config, KafkaConfig, load_config
 from arus.io.producer import make_producer
 from arus.ops import broker
 from arus.runtime.guards import FAULT_ENV
@@ -269,3 +270,46 @@ def server_keystore(ca: Ca, folder: Path, host: str = "127.0.0.1") -> Path:
     keystore.write_text("".join(parts))
     keystore.chmod(0o600)
     return keystore
+
+
+# --- the secured (SASL/SCRAM + ACL + TLS) broker's clients: test_security, test_ops_secured ---------
+
+SCRAM = "SCRAM-SHA-512"
+
+
+@dataclasses.dataclass(frozen=True)
+class Secured:
+    """conftest's `secured` broker: its config, node, users' passwords, CAs and topics (a, b, out, dead)."""
+
+    config: Config
+    node: broker.Node
+    passwords: dict[str, str]
+    ca: Ca
+    other_ca: Ca
+    topics: dict[str, str]
+
+    def env(
+        self, user: str, password: str | None = None, tls: bool = False, ca: Ca | None = None
+    ) -> dict[str, str]:
+        """The environment a client of `user` gets: KAFKA_* variables only, as in production."""
+        port = self.node.ssl_port if tls else self.node.port
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": f"{self.node.host}:{port}",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL" if tls else "SASL_PLAINTEXT",
+            "KAFKA_SASL_MECHANISM": SCRAM,
+            "KAFKA_SASL_USERNAME": user,
+            "KAFKA_SASL_PASSWORD": self.passwords[user] if password is None else password,
+        }
+        if tls:
+            env["KAFKA_SSL_CAFILE"] = str((ca or self.ca).cert)
+        return env
+
+    def client(
+        self, user: str, password: str | None = None, tls: bool = False, ca: Ca | None = None
+    ) -> Config:
+        return load_config(DEFAULT_CONFIG, env=self.env(user, password, tls, ca))
+
+    @property
+    def admin(self) -> KafkaConfig:
+        """The super user's connection, to look at what clients may not."""
+        return self.client("admin").kafka

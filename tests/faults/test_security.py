@@ -7,114 +7,35 @@ One secured broker (arus.ops.broker's `--sasl` mode on free ports) with users cr
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from arus.jobs import aggregate
 from deltalake import DeltaTable
 from faultkit import (
-    HEAP,
-    Ca,
+    Secured,
     clean_env,
     failures_at_once,
-    free_ports,
     json_record,
-    make_ca,
-    make_topics,
     read_topic,
     reading,
     run_job_process,
-    server_keystore,
     write_config,
 )
 from kafka import KafkaConsumer
 from support import job_args
 
-from arus.config import DEFAULT_CONFIG, BrokerConfig, Config, KafkaConfig, load_config
+from arus.config import KafkaConfig
 from arus.io.kafka import explained_connection_errors
 from arus.io.producer import ProducerError, make_producer
-from arus.ops import broker
 from arus.sources.send import SendLoop
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(900)]
 
-SCRAM = "SCRAM-SHA-512"
 LIMIT_S = 10.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Secured:
-    config: Config
-    node: broker.Node
-    passwords: dict[str, str]
-    ca: Ca
-    other_ca: Ca
-    topics: dict[str, str]
-
-    def env(
-        self, user: str, password: str | None = None, tls: bool = False, ca: Ca | None = None
-    ) -> dict[str, str]:
-        """The environment a client of `user` gets: KAFKA_* variables only, as in production."""
-        port = self.node.ssl_port if tls else self.node.port
-        env = {
-            "KAFKA_BOOTSTRAP_SERVERS": f"{self.node.host}:{port}",
-            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL" if tls else "SASL_PLAINTEXT",
-            "KAFKA_SASL_MECHANISM": SCRAM,
-            "KAFKA_SASL_USERNAME": user,
-            "KAFKA_SASL_PASSWORD": self.passwords[user] if password is None else password,
-        }
-        if tls:
-            env["KAFKA_SSL_CAFILE"] = str((ca or self.ca).cert)
-        return env
-
-    def client(
-        self, user: str, password: str | None = None, tls: bool = False, ca: Ca | None = None
-    ) -> Config:
-        return load_config(DEFAULT_CONFIG, env=self.env(user, password, tls, ca))
-
-    @property
-    def admin(self) -> KafkaConfig:
-        """The super user's connection, to look at what clients may not."""
-        return self.client("admin").kafka
-
-
-@pytest.fixture(scope="module")
-def secured(plain_config: Config, fault_root: Path) -> Iterator[Secured]:
-    home = fault_root / "secure"
-    ca = make_ca(home / "ca", "arus-test-ca")
-    other_ca = make_ca(home / "other-ca", "someone-elses-ca")
-    port, controller, ssl_port = free_ports(3)
-    config = dataclasses.replace(
-        plain_config,
-        secure_broker=BrokerConfig(
-            "127.0.0.1", port, controller, HEAP, str(home / "kafka"), ssl_port=ssl_port
-        ),
-    )
-    passwords = {user: secrets.token_urlsafe(18) for user in ("producer-a", "job")}
-    security = broker.Security(
-        admin_password=secrets.token_urlsafe(18),
-        users=tuple(passwords.items()),
-        tls_keystore=server_keystore(ca, home / "ca"),
-    )
-    (node,) = broker.nodes_for(config, security=security)
-    try:
-        broker.up(config, security=security)
-        admin = security.client(node.address)
-        names = make_topics(admin, ("a.readings", 1), ("b.private", 1), ("job.out", 1), ("job.dead", 1))
-        # make_topics names them faults.<prefix>.<random>: ACLs by prefix.
-        topics = dict(zip(["a", "b", "out", "dead"], names, strict=True))
-        broker.grant(admin, "producer-a", ["faults.a."], ["WRITE", "DESCRIBE"], prefixed=True)
-        broker.grant(admin, "job", ["faults.a."], ["READ", "DESCRIBE"], prefixed=True)
-        broker.grant(admin, "job", ["faults.job."], ["WRITE", "DESCRIBE"], prefixed=True)
-        broker.grant(admin, "job", ["*"], ["READ"], resource="GROUP")
-        yield Secured(config, node, {**passwords, "admin": security.admin_password}, ca, other_ca, topics)
-    finally:
-        broker.stop_node(node, timeout=10)
 
 
 def test_clients_log_in_with_credentials_from_the_environment(

@@ -1,0 +1,152 @@
+"""The ops tools (`arus topics`, `tail`, `send`, `lag`) on the 3-broker cluster and the SASL broker.
+
+They are run as users run them: `arus <tool>` in its own process, told where the broker is only by
+a config file (the cluster) or by KAFKA_* variables (the SASL broker: credentials never in a file).
+Every expected figure comes from the broker's own answers (the offsets `send` printed, a consumer
+group's commits), not from the tool under test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from faultkit import HEAP, clean_env, read_topic, write_config
+from kafka import KafkaConsumer
+
+from arus.config import REPO_ROOT, Config, KafkaConfig
+from arus.ops import broker
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def arus(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """`arus ARGS` in its own process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "arus.cli", *args],
+        cwd=REPO_ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stdout
+
+
+def sent_offsets(stdout: str) -> list[tuple[int, int]]:
+    """(partition, offset) of each record `arus send` printed: '--value 1: partition 2 offset 0'."""
+    return [(int(line.split()[-3]), int(line.split()[-1])) for line in stdout.splitlines()]
+
+
+def commit_all(kafka: KafkaConfig, topic: str, group: str, expected: int) -> None:
+    """Consumer group `group` reads `expected` records of `topic` and commits them."""
+    consumer = KafkaConsumer(
+        topic, **kafka.client_kwargs(), group_id=group, auto_offset_reset="earliest",
+        enable_auto_commit=False, consumer_timeout_ms=10_000,
+    )  # fmt: skip
+    try:
+        read = 0
+        for _ in consumer:
+            read += 1
+            if read == expected:
+                break
+        assert read == expected
+        consumer.commit()
+    finally:
+        consumer.close()
+
+
+def partition_rows(describe_out: str) -> dict[int, list[str]]:
+    """`arus topics describe`'s partition table: {partition: its cells}."""
+    lines = describe_out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("PARTITION"))
+    rows = {}
+    for line in lines[header + 1 :]:
+        if not line.strip():
+            break
+        cells = line.split()
+        rows[int(cells[0])] = cells
+    return rows
+
+
+def test_tools_on_the_three_broker_cluster(
+    cluster: tuple[Config, list[broker.Node]], tmp_path: Path, figures: dict[str, object]
+) -> None:
+    config, nodes = cluster
+    env = clean_env()
+    conf = str(write_config(tmp_path / "arus.toml", config))
+    topic = f"ops.cluster.{tmp_path.name[-8:]}"
+
+    created = ok(arus("topics", "--config", conf, "create", topic, "--partitions", "3",
+                      "--replication-factor", "3", env=env))  # fmt: skip
+    assert "3 partitions, replication factor 3" in created
+    values = [json.dumps({"device_id": f"dev-{i % 4}", "n": i}) for i in range(12)]
+    sent = arus(
+        "send", "--config", conf, topic, "--key", "dev-k", "--header", "trace=t1", "--header", "source=ops",
+        env=env, stdin="\n".join(values) + "\n",
+    )  # fmt: skip
+    offsets = sent_offsets(ok(sent))
+    assert len(offsets) == 12 and "sent 12 records" in sent.stderr
+    per_partition = {p: sum(1 for q, _ in offsets if q == p) for p in range(3)}
+
+    described = ok(arus("topics", "--config", conf, "describe", topic, env=env))
+    rows = partition_rows(described)
+    node_ids = {str(n.node_id) for n in nodes}
+    assert sorted(rows) == [0, 1, 2]
+    for partition, (_, leader, replicas, isr, earliest, latest, messages, *_) in rows.items():
+        assert set(replicas.split(",")) == node_ids and set(isr.split(",")) == node_ids, described
+        assert leader in node_ids
+        count = per_partition[partition]
+        assert (int(earliest), int(latest), int(messages)) == (0, count, count)
+
+    tailed = ok(arus("tail", "--config", conf, topic, "--from-beginning", "--json", env=env))
+    records = [json.loads(line) for line in tailed.splitlines()]
+    assert sorted((r["partition"], r["offset"]) for r in records) == sorted(offsets)
+    assert sorted(json.dumps(r["value"]) for r in records) == sorted(values)
+    assert {r["key"] for r in records} == {"dev-k"}
+    assert all(r["headers"] == [["trace", "t1"], ["source", "ops"]] for r in records)
+    # send's records read back by a client of another library than the one that sent them.
+    assert sorted(v.decode() for _, v, _ in read_topic(config.kafka, topic)) == sorted(values)
+
+    group = f"ops-group-{tmp_path.name[-8:]}"
+    commit_all(config.kafka, topic, group, 12)
+    more = ok(arus("send", "--config", conf, topic, *(f"--value={v}" for v in values[:5]), env=env))
+    behind = {p: sum(1 for q, _ in sent_offsets(more) if q == p) for p in range(3)}
+    lag = json.loads(ok(arus("lag", "--config", conf, "--group", group, "--json", env=env)))
+    [shown] = lag["groups"]
+    assert shown["lag"] == 5
+    assert {p["partition"]: p["lag"] for p in shown["partitions"]} == behind
+    assert {p["partition"]: p["offset"] for p in shown["partitions"]} == per_partition
+    figures.update(
+        brokers=len(nodes), records_sent=17, tail_records=len(records), group_lag=shown["lag"],
+        partitions={p: rows[p][1:4] for p in rows},
+    )  # fmt: skip
+
+
+def test_send_says_why_when_min_insync_replicas_cannot_be_met(
+    cluster: tuple[Config, list[broker.Node]], tmp_path: Path, figures: dict[str, object]
+) -> None:
+    """acks=all needs min.insync.replicas (3 here) in sync: with one broker stopped the broker answers
+    NOT_ENOUGH_REPLICAS; `arus send` says so in a line and exits 1, without kafka-python's traceback."""
+    config, nodes = cluster
+    env = clean_env()
+    conf = str(write_config(tmp_path / "arus.toml", config))
+    topic = f"ops.minisr.{tmp_path.name[-8:]}"
+    ok(arus("topics", "--config", conf, "create", topic, "--partitions", "1", "--replication-factor", "3",
+            "--config", "min.insync.replicas=3", env=env))  # fmt: skip
+    victim = nodes[-1]
+    broker.stop_node(victim)  # a controlled shutdown: the controller takes it out of the ISR at once
+    try:
+        result = arus("send", "--config", conf, topic, "--value", '{"a": 1}', "--timeout", "3", env=env)
+    finally:
+        broker.start_node(victim, HEAP)
+        broker.wait_until_ready(nodes, config)
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr and "Exception" not in result.stderr, result.stderr
+    assert "NotEnoughReplicas" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    figures.update(exit_code=result.returncode, said=result.stderr.strip())
