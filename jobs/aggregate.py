@@ -3,6 +3,7 @@
     arus aggregate                                          # catch up on the topic, then stop
     arus aggregate --trigger "10 seconds"                   # run live until Ctrl-C
     arus aggregate --window "5 minutes" --slide "1 minute" --show
+    arus aggregate --take-over gold_aggregates              # after the pipeline wrote it, on purpose
     spark-submit jobs/aggregate.py [the same options]       # on a cluster, or a local Spark
 
 Reads `[stream] topic` (any JSON topic: its schema and event-time field come from [stream], keys
@@ -23,8 +24,15 @@ import sys
 from dataclasses import replace
 
 from arus.config import Config, checked, job_parser
+from arus.runtime.job import add_take_over
 from arus.runtime.progress import await_queries
-from arus.runtime.queries import AggregateQuery, aggregate_query, preflight_aggregate, start_aggregate_query
+from arus.runtime.queries import (
+    AggregateQuery,
+    aggregate_query,
+    aggregate_writes,
+    preflight_aggregate,
+    start_aggregate_query,
+)
 from arus.runtime.session import streaming_main
 from arus.runtime.show import show_aggregates
 
@@ -73,6 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", help="checkpoint folder (default under [paths] checkpoints)")
     parser.add_argument("--max-offsets-per-trigger", type=int, help="cap on records per micro-batch")
     parser.add_argument("--show", action="store_true", help="print the table and topic contents at the end")
+    add_take_over(parser)
     return parser.parse_args(argv)
 
 
@@ -104,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             [start_aggregate_query(spark, config.kafka, query, tally)], tally
         ),
         show=lambda spark, config, query: show_aggregates(spark, config.kafka, query),
+        writes=lambda _config, query: aggregate_writes(query),
     )
 
 

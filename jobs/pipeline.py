@@ -3,6 +3,7 @@
     arus pipeline --available-now --show    # catch up in two phases, print gold and alerts
     arus pipeline                           # live: every stage at once, [pipeline] trigger
     arus pipeline --stages clean,aggregate  # some stages only
+    arus pipeline --lake data/lake-pipeline # tables of its own, beside the main job's
 
 Four stages, each one streaming query with its own checkpoint (arus.runtime.pipeline): bronze
 (records as received, dead letters), clean (silver and the clean topic, late events), aggregate
@@ -21,7 +22,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from arus.config import Config, ConfigError, job_parser
-from arus.runtime.pipeline import STAGES, PipelinePlan, Topics, preflight_pipeline, run_pipeline, tables_under
+from arus.runtime.job import add_take_over
+from arus.runtime.pipeline import (
+    STAGES,
+    PipelinePlan,
+    Topics,
+    pipeline_writes,
+    preflight_pipeline,
+    run_pipeline,
+    tables_under,
+)
 from arus.runtime.queries import reading_id
 from arus.runtime.session import streaming_main
 from arus.runtime.show import show_pipeline
@@ -44,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("raw", "clean", "devices", "deadletter", "late", "aggregates", "alerts"):
         parser.add_argument(f"--{name}-topic", help=f"the {name} topic (default from conf)")
     parser.add_argument("--show", action="store_true", help="print the gold aggregates and alerts at the end")
+    add_take_over(parser)
     return parser.parse_args(argv)
 
 
@@ -85,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         show=lambda spark, config, plan: show_pipeline(
             spark, config.kafka, plan.topics, plan.tables, config.aggregate.keys
         ),
+        writes=pipeline_writes,
     )
 
 

@@ -7,7 +7,9 @@ Exit codes, the same for every arus command (README, docs/reliability.md):
     1  failed while running (or, for reconcile, found a difference nothing explains)
     2  usage or config error, or refused before starting (a preflight check of the broker, topics,
        tables or data loss failed): nothing was read or written; argparse exits 2 on a bad flag too
-    3  stopped by a guard while running: the dead-letter circuit breaker, or records lost upstream
+    3  stopped by a guard while running: the dead-letter circuit breaker, or records lost upstream;
+       or refused at start by the table-writer guard (arus.io.owners): a table another job writes,
+       or a new checkpoint whose tables hold rows it would write again
 
 Expected failures are one line on stderr, never a traceback. No Spark here: the kafka-python
 consumer uses it too.
@@ -38,6 +40,19 @@ def refuse(name: str, reason: object) -> int:
     """Said (arus.config.say) and REFUSED: what a user fixes in config, flags or broker."""
     say(name, reason)
     return REFUSED
+
+
+def add_take_over(parser: argparse.ArgumentParser) -> None:
+    """--take-over, the way past the table-writer guard (arus.io.owners) for a job that writes tables."""
+    parser.add_argument(
+        "--take-over",
+        action="append",
+        default=[],
+        metavar="TABLE",
+        help="write TABLE (a name under the lake, or a path) although another checkpoint's job is "
+        "recorded as its writer, or although this checkpoint is new and the table holds rows it "
+        "would append again; this job is its writer from then on (repeat for several tables)",
+    )
 
 
 def prepare(

@@ -30,6 +30,7 @@ from arus.core.stages import bronze_to_checked, bronze_to_silver
 from arus.core.transforms import schema_from_ddl
 from arus.grammar import duration_us
 from arus.io.kafka import check_kafka
+from arus.io.owners import Writes, writer
 from arus.io.sinks import read_devices, read_kafka_stream
 from arus.runtime.microbatch import LateOutput
 from arus.runtime.progress import Tally, await_queries
@@ -273,3 +274,22 @@ def preflight_pipeline(config: Config, plan: PipelinePlan) -> None:
         "alerts": [topics.clean, topics.alerts],
     }
     check_kafka(config.kafka, [t for stage in plan.stages for t in needed[stage]])
+
+
+def pipeline_writes(config: Config, plan: PipelinePlan) -> Writes:
+    """The tables the plan's stages write, each with every stage's checkpoint that writes it (the
+    late table has two). The alerts table is left out (arus.io.owners)."""
+    tables = plan.tables
+    bronze, clean = plan.checkpoint("bronze"), plan.checkpoint("clean")
+    gold = aggregate_stage(config, plan).query_checkpoint
+    writers: dict[str, dict[str, tuple[str, ...]]] = {
+        "bronze": {tables.bronze: (bronze,), tables.deadletter: (bronze,)},
+        "clean": {tables.silver: (clean,), tables.late: (clean, gold)},
+        "aggregate": {tables.gold: (gold,), tables.late: (clean, gold)},
+        "alerts": {},
+    }
+    return Writes(
+        writer(plan.checkpoints, "arus pipeline"),
+        {table: checkpoints for stage in plan.stages for table, checkpoints in writers[stage].items()},
+        "--lake <another folder>",
+    )

@@ -32,6 +32,7 @@ from arus.core.rules import GuardError, record_limits
 from arus.core.stages import bronze_to_checked, bronze_to_silver, silver_to_gold
 from arus.core.transforms import parse_events, schema_from_ddl, valid_events
 from arus.io.kafka import check_kafka
+from arus.io.owners import Writes, writer
 from arus.io.sinks import read_kafka_stream
 from arus.runtime.guards import check_lost_records
 from arus.runtime.microbatch import LateOutput
@@ -149,6 +150,16 @@ def preflight_aggregate(kafka: KafkaConfig, query: AggregateQuery) -> None:
         check_kafka(kafka, [stream.late_topic])
     except GuardError as exc:
         print(f"aggregate: WARNING: a late event will stop the job: {exc}", file=sys.stderr, flush=True)
+
+
+def aggregate_writes(query: AggregateQuery) -> Writes:
+    """The main job's tables (gold, late, dead letters), all written by its one query."""
+    tables = [query.gold.path, query.late_table] + ([query.dead.table.path] if query.dead else [])
+    return Writes(
+        writer(query.checkpoint, "arus aggregate"),
+        {table: (query.query_checkpoint,) for table in tables},
+        "ARUS_LAKE_DIR=<another folder>, or --table, --deadletter-table and --late-table",
+    )
 
 
 def start_aggregate_query(

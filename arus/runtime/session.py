@@ -19,9 +19,10 @@ from typing import TypeVar
 
 from pyspark.sql import SparkSession
 
-from arus.config import Config, ConfigError, SparkConfig, project_root
+from arus.config import Config, ConfigError, SparkConfig, project_root, say
 from arus.io.metrics import Metrics
-from arus.runtime.job import REFUSED, prepare, run
+from arus.io.owners import TableClaimed, Writes, claim_tables
+from arus.runtime.job import GUARD_STOPPED, REFUSED, prepare, refuse, run
 from arus.runtime.listener import MetricsListener, drain
 from arus.runtime.progress import Tally
 
@@ -121,13 +122,23 @@ def streaming_main(
     check: Callable[[Config, S], object],
     start: Callable[[SparkSession, Config, S, Tally], object],
     show: Callable[[SparkSession, Config, S], None],
+    writes: Callable[[Config, S], Writes] | None = None,
 ) -> int:
-    """A streaming job's `main` once its flags are parsed: settle its settings or refuse (2), run
-    `start` on one timed session, print `show` under --show, and return the exit code."""
+    """A streaming job's `main` once its flags are parsed: settle its settings or refuse (2), record
+    it as the writer of the tables it `writes` or refuse (3, arus.io.owners), run `start` on one
+    timed session, print `show` under --show, and return the exit code."""
     prepared = prepare(name, args, settings_from, check)
     if prepared is None:
         return REFUSED
     config, settings = prepared
+    if writes is not None:
+        try:
+            claim_tables(writes(config, settings), args.take_over)
+        except TableClaimed as exc:
+            say(name, exc)
+            return GUARD_STOPPED
+        except ValueError as exc:
+            return refuse(name, exc)
 
     def work() -> None:
         spark = run_timed(
