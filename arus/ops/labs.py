@@ -72,6 +72,10 @@ def sample(config: Config, topic: str) -> Sampled | None:
     return Sampled(sum(ends[tp] - first[tp] for tp in tps), records)
 
 
+def plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
 def as_object(value: bytes | None) -> dict[str, object] | None:
     try:
         parsed = json.loads(value or b"")
@@ -98,7 +102,7 @@ def topic_items(
         return [missing(f"{what}: topic {topic} exists", "no such topic", hint)]
     if not found.records:
         return [missing(f"{what}: {topic} holds records", "the topic is empty", hint)]
-    items = [passed(f"{what}: {topic} holds records", f"{found.total:,} records")]
+    items = [passed(f"{what}: {topic} holds records", plural(found.total, "record"))]
     read = len(found.records)
     if keyed:
         unkeyed = sum(1 for key, _ in found.records if not key)
@@ -255,7 +259,7 @@ def committed_item(config: Config, group: str, topic: str, hint: str) -> Item:
     if not mine:
         return missing(name, f"group {group} has no offsets on {topic}", hint)
     lag = sum(end - mine.get(tp, 0) for tp, end in ends.items())
-    behind = "no lag left" if not lag else f"lag {lag:,} (`arus lag --group {group}` per partition)"
+    behind = "no lag left" if not lag else f"lag {lag:,} (per partition: `arus lag --group {group}`)"
     return passed(name, f"{len(mine)} of {len(ends)} partitions committed, {behind}")
 
 
