@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from kafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 
 from arus.config import Config, ConfigError, KafkaConfig, TopicConfig, job_parser, load_config
 from arus.io.kafka import explained_connection_errors
@@ -88,7 +88,10 @@ def ensure_topics(
 def failed(prog: str, exc: Exception) -> int:
     """A tool's one line on stderr for a config mistake, a RuntimeError (TopicError,
     KafkaUnavailable) or the broker's error answer; the exit code, 1."""
-    if isinstance(exc, KafkaError):
+    if isinstance(exc, TopicAuthorizationFailedError):
+        topics = ", ".join(sorted(map(repr, exc.args[0]))) if exc.args else "the topic"
+        print(f"{prog}: the broker's ACLs do not let this user do that on topic {topics}", file=sys.stderr)
+    elif isinstance(exc, KafkaError):
         print(f"{prog}: the broker answered with an error: {exc}", file=sys.stderr)
     else:
         print(f"{prog}: {exc}", file=sys.stderr)
@@ -119,8 +122,10 @@ def reader(kafka: KafkaConfig) -> AbstractContextManager[KafkaConsumer]:
 
 
 def missing(topic: str, kafka: KafkaConfig) -> TopicError:
+    # A broker hides a topic from a user without DESCRIBE on it: it looks like no topic at all.
+    who = f", or user {kafka.sasl_username!r} may not describe it (ACLs)" if kafka.sasl_username else ""
     return TopicError(
-        f"topic {topic!r} does not exist on {kafka.bootstrap_servers} "
+        f"topic {topic!r} does not exist on {kafka.bootstrap_servers}{who} "
         "(`arus topics` lists the topics, `arus topics create` makes one)"
     )
 
@@ -148,8 +153,9 @@ class TopicSummary:
     name: str
     partitions: int
     replication: int
-    cleanup_policy: str
-    retention_ms: int
+    # None where the broker did not say: DescribeConfigs needs an ACL a SASL client user may lack.
+    cleanup_policy: str | None
+    retention_ms: int | None
     messages: int
 
 
@@ -165,7 +171,8 @@ class PartitionState:
 
 
 def settings(admin: KafkaAdminClient, names: Sequence[str]) -> dict[str, dict[str, str]]:
-    """cleanup.policy and retention.ms of each topic, in one request."""
+    """cleanup.policy and retention.ms of each topic, in one request; a topic whose settings the
+    broker does not show this user (no DESCRIBE_CONFIGS) has none."""
     if not names:
         return {}
     wanted = dict.fromkeys(SHOWN_SETTINGS)
@@ -186,8 +193,8 @@ def summaries(config: Config, pattern: str = "*") -> list[TopicSummary]:
             name=t["name"],
             partitions=len(t["partitions"]),
             replication=max((len(p["replica_nodes"]) for p in t["partitions"]), default=0),
-            cleanup_policy=configs[t["name"]]["cleanup.policy"],
-            retention_ms=int(configs[t["name"]]["retention.ms"]),
+            cleanup_policy=configs.get(t["name"], {}).get("cleanup.policy"),
+            retention_ms=retention(configs.get(t["name"], {})),
             messages=sum(latest[tp] - earliest[tp] for tp in tps if tp.topic == t["name"]),
         )
         for t in topics
@@ -215,7 +222,7 @@ def describe(config: Config, topic: str) -> tuple[TopicSummary, list[PartitionSt
         partitions = sorted(found["partitions"], key=lambda p: p["partition_index"])
         tps = [TopicPartition(topic, p["partition_index"]) for p in partitions]
         earliest, latest = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
-        configs = settings(admin, [topic])[topic]
+        configs = settings(admin, [topic]).get(topic, {})
         try:
             sizes = disk_sizes(admin, topic)
             note = "size: the leader's copy on disk (DescribeLogDirs)"
@@ -238,8 +245,8 @@ def describe(config: Config, topic: str) -> tuple[TopicSummary, list[PartitionSt
         name=topic,
         partitions=len(states),
         replication=max((len(s.replicas) for s in states), default=0),
-        cleanup_policy=configs["cleanup.policy"],
-        retention_ms=int(configs["retention.ms"]),
+        cleanup_policy=configs.get("cleanup.policy"),
+        retention_ms=retention(configs),
         messages=sum(s.latest - s.earliest for s in states),
     )
     return summary, states, note
@@ -297,8 +304,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: set[i
     return "\n".join(line.rstrip() for line in lines)
 
 
-def duration_text(ms: int) -> str:
-    """retention.ms as a person reads it: -1 is forever, 604800000 is 7d."""
+def retention(configs: dict[str, str]) -> int | None:
+    found = configs.get("retention.ms")
+    return None if found is None else int(found)
+
+
+def duration_text(ms: int | None) -> str:
+    """retention.ms as a person reads it: -1 is forever, 604800000 is 7d, unknown is -."""
+    if ms is None:
+        return "-"
     if ms < 0:
         return "forever"
     for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
@@ -322,7 +336,14 @@ def size_text(size: int | None) -> str:
 
 def summary_table(topics: Sequence[TopicSummary]) -> str:
     rows = [
-        (t.name, t.partitions, t.replication, t.cleanup_policy, duration_text(t.retention_ms), t.messages)
+        (
+            t.name,
+            t.partitions,
+            t.replication,
+            t.cleanup_policy or "-",
+            duration_text(t.retention_ms),
+            t.messages,
+        )
         for t in topics
     ]
     headers = ("TOPIC", "PARTITIONS", "REPLICATION", "CLEANUP", "RETENTION", "MESSAGES")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from faultkit import HEAP, clean_env, read_topic, write_config
+from faultkit import HEAP, Secured, clean_env, read_topic, write_config
 from kafka import KafkaConsumer
 
 from arus.config import REPO_ROOT, Config, KafkaConfig
@@ -150,3 +150,64 @@ def test_send_says_why_when_min_insync_replicas_cannot_be_met(
     assert "NotEnoughReplicas" in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     figures.update(exit_code=result.returncode, said=result.stderr.strip())
+
+
+def test_tools_on_the_sasl_broker_with_credentials_from_the_environment(
+    secured: Secured, tmp_path: Path, figures: dict[str, object]
+) -> None:
+    """Each tool gets only KAFKA_* variables (no config file holds a credential); `producer-a` may write
+    the a. topics, `job` may read them: send, tail, topics describe and lag each work as that user."""
+    topic = secured.topics["a"]
+    writer, reader = clean_env(**secured.env("producer-a")), clean_env(**secured.env("job"))
+    values = [json.dumps({"device_id": "dev-1", "n": i}) for i in range(4)]
+    before = len(read_topic(secured.admin, topic, idle_ms=500))
+    sent = sent_offsets(ok(arus("send", topic, "--key", "dev-1", "--header", "trace=s1",
+                                *(f"--value={v}" for v in values), env=writer)))  # fmt: skip
+    assert [offset for _, offset in sent] == list(range(before, before + 4))
+
+    tailed = ok(arus("tail", topic, "-n", "4", "--json", env=reader))
+    records = [json.loads(line) for line in tailed.splitlines()]
+    assert [(r["offset"], json.dumps(r["value"]), r["key"], r["headers"]) for r in records] == [
+        (offset, value, "dev-1", [["trace", "s1"]]) for (_, offset), value in zip(sent, values, strict=True)
+    ]
+    rows = partition_rows(ok(arus("topics", "describe", topic, env=reader)))
+    assert rows[0][4:7] == ["0", str(before + 4), str(before + 4)]
+
+    group = f"ops-sasl-{tmp_path.name[-8:]}"
+    commit_all(secured.client("job").kafka, topic, group, before + 4)
+    ok(arus("send", topic, "--value", values[0], "--value", values[1], env=writer))
+    lag = json.loads(ok(arus("lag", "--group", group, "--json", env=reader)))
+    assert [g["lag"] for g in lag["groups"]] == [2]
+    figures.update(user_tools=["send", "tail", "topics describe", "lag"], group_lag=2)
+
+
+def test_acl_limited_users_are_told_what_they_may_not_do(
+    secured: Secured, tmp_path: Path, figures: dict[str, object]
+) -> None:
+    """A user without READ on a topic (ACL) who tails it, or without DESCRIBE who tails, describes or
+    sends to it, is
+    refused: one line naming the topic (and the user, where the broker hides the topic), exit 1, no
+    traceback."""
+    # job may write its job. topics: a record there is what `tail` would have to fetch.
+    ok(arus("send", secured.topics["out"], "--value", "{}", env=clean_env(**secured.env("job"))))
+    said = {}
+    cases = {
+        # job may WRITE and DESCRIBE job. topics, not READ them
+        "tail, no READ": (["tail", secured.topics["out"], "--from-beginning"], "job"),
+        # producer-a may not even see b. topics
+        "tail, no DESCRIBE": (["tail", secured.topics["b"], "--from-beginning"], "producer-a"),
+        "describe, no DESCRIBE": (["topics", "describe", secured.topics["b"]], "producer-a"),
+        "send, no WRITE or DESCRIBE": (["send", secured.topics["out"], "--value", "{}"], "producer-a"),
+    }
+    for name, (args, user) in cases.items():
+        result = arus(*args, env=clean_env(**secured.env(user)))
+        said[name] = result.stderr.strip()
+        assert result.returncode == 1 and "Traceback" not in result.stderr, (name, result)
+        assert said[name].count("\n") == 0 and args[1] in said[name], (name, said[name])
+        assert "ACLs" in said[name], (name, said[name])
+        if "no DESCRIBE" in name:
+            assert f"user {user!r} may not describe it" in said[name], (name, said[name])
+    assert said["tail, no READ"] == (
+        f"tail: the broker's ACLs do not let this user do that on topic {secured.topics['out']!r}"
+    )
+    figures.update(refused=said)
