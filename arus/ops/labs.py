@@ -150,7 +150,7 @@ def cluster_topic_items(admin: object, topic: str, replication: int, min_isr: in
         return [missing(f"topic {topic} exists", "no such topic", create)]
     partitions = described["partitions"]
     factor = min(len(p["replica_nodes"]) for p in partitions)
-    items = [passed(f"topic {topic} exists", f"{len(partitions)} partitions")]
+    items = [passed(f"topic {topic} exists", plural(len(partitions), "partition"))]
     name = f"{topic}: replication factor {replication}"
     recreate = f"replication is fixed at creation: delete the topic and `{create}`"
     items.append(
@@ -172,7 +172,7 @@ def cluster_topic_items(admin: object, topic: str, replication: int, min_isr: in
     short = [p["partition_index"] for p in partitions if set(p["isr_nodes"]) != set(p["replica_nodes"])]
     name = f"{topic}: every replica in sync (ISR = replicas)"
     items.append(
-        passed(name, f"{len(partitions)} partitions, full ISR")
+        passed(name, f"{plural(len(partitions), 'partition')}, full ISR")
         if not short
         else missing(
             name,
@@ -224,11 +224,11 @@ def lab1(config: Config, args: argparse.Namespace) -> list[Item]:
         items = [passed("the brokers answer", f"at {config.kafka.bootstrap_servers}")]
         name = f"{args.brokers} brokers registered"
         items.append(
-            passed(name, f"{len(brokers)}: " + ", ".join(f"{b['host']}:{b['port']}" for b in brokers))
+            passed(name, ", ".join(f"{b['host']}:{b['port']}" for b in brokers))
             if len(brokers) >= args.brokers
             else missing(
                 name,
-                f"{len(brokers)} broker(s)",
+                plural(len(brokers), "broker"),
                 "start the cluster (`arus broker up --cluster 3`) and point the check at it "
                 "(--bootstrap-servers 127.0.0.1:19091)",
             )
