@@ -1,5 +1,6 @@
 """The rules both engines share (arus.core.rules), fed the same edge cases on the Spark path and the
-kafka-python path: durations, record limits, dead-letter reasons, the output key and the headers."""
+kafka-python path: durations, record limits, dead-letter reasons, the output key, the headers,
+[clean] and --where filters."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from support import kafka_rows
 
+from arus.config import CleanConfig
+from arus.core.clean import clean_events, filter_column
 from arus.core.late import late_records
 from arus.core.rules import (
     RecordLimits,
     dead_letter_headers,
     late_headers,
+    parse_filter,
 )
 from arus.core.transforms import (
     aggregate_key_column,
@@ -27,6 +31,7 @@ from arus.core.transforms import (
 )
 from arus.grammar import duration_us, parse_schema, window_us
 from arus.pyengine.records import InvalidRecord, parse_record
+from arus.pyengine.transform import cleaner, predicate
 from arus.pyengine.windowing import aggregate_key_text
 
 DDL = "event_id STRING NOT NULL, device_id STRING NOT NULL, value DOUBLE, event_time TIMESTAMP NOT NULL"
@@ -218,3 +223,105 @@ def test_both_engines_write_the_same_headers(spark: SparkSession) -> None:
         "watermark timestamp",
     )
     assert headers_of(late_records(late)) == [late_headers(event_time, watermark, ("in", 3, 12))]
+
+
+# --- [clean] and --where on both engines ------------------------------------------------------------
+
+CLEAN = CleanConfig(
+    name_fields=("kind", "site"), unit_field="unit", value_fields=("value", "seq"), decimals=3
+)
+READINGS = "id int, kind string, site string, unit string, value double, seq bigint"
+NAN, INF = float("nan"), float("inf")
+# Names with spaces, tabs, capitals and non-ASCII; every unit spelling, unknown and null ones;
+# values on a rounding half, below it, tiny negatives, huge, NaN, infinite, null; integers.
+TO_CLEAN = [
+    (0, " Temperature ", "JAKARTA", "F", 98.6, 3),
+    (1, "\tHumidity", "Bandung  ", " °F ", 2.0005, None),
+    (2, "PRESSURE", "İstanbul", "kPa", 101.3255, 7),
+    (3, "power", "ΣΊΣΥΦΟΣ", "KW", 1.23456789, -2),
+    (4, None, "medan", "K", 300.0, 0),
+    (5, "x", " ", "Pa", 123456.789, 1),
+    (6, "x", "", "bar", 1.0015, 1),
+    (7, "x", "a", " lux ", 2.675, 1),
+    (8, "x", "a", None, -0.0001, 1),
+    (9, "x", "a", "%RH", NAN, 1),
+    (10, "x", "a", "mbar", INF, 1),
+    (11, "x", "a", "degC", None, None),
+    (12, "x", "a", "w", 1e300, 1),
+    (13, "x", "a", "celsius", -40.00049, 1),
+    (14, "x", "a", "fahrenheit", -40.0, 1),
+    (15, "x", "a", "", 0.1 + 0.2, 1),
+]
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and a != a:
+        return b != b
+    return bool(a == b) and type(a) is type(b)
+
+
+@pytest.mark.integration
+def test_both_engines_clean_the_same_way(spark: SparkSession) -> None:
+    rows = spark.createDataFrame(TO_CLEAN, READINGS)
+    cleaned = clean_events(rows, CLEAN.name_fields, CLEAN.unit_field, CLEAN.value_fields, CLEAN.decimals)
+    from_spark = [r.asDict() for r in cleaned.orderBy("id").collect()]
+    names = ["id", "kind", "site", "unit", "value", "seq"]
+    from_python = [cleaner(CLEAN)(dict(zip(names, row, strict=True))) for row in TO_CLEAN]
+    different = [
+        (s, p)
+        for s, p in zip(from_spark, from_python, strict=True)
+        if not all(same(s[n], p[n]) for n in names)
+    ]
+    assert not different
+    assert from_python[0]["value"] == 37.0 and from_python[1]["kind"] == "\thumidity"  # they did change
+
+
+EVENTS = "id int, kind string, site string, value double, seq bigint, ok boolean, event_time timestamp"
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+TO_FILTER = [
+    (0, "temperature", "jakarta", 31.5, 7, True, T0),
+    (1, "temperature", "medan", 30.0, 30, False, T0 + timedelta(seconds=1)),
+    (2, "humidity", "jakarta", NAN, None, None, None),
+    (3, None, None, None, -1, True, T0 - timedelta(microseconds=1)),
+    (4, "Temperature", "bandung", -INF, 9_007_199_254_740_993, False, T0),
+    (5, "power", "surabaya", 250.0, 0, True, T0 + timedelta(days=1)),
+    (6, "", "ΣΊΣΥΦΟΣ", -0.0, 2, False, T0),
+]
+FILTERS = [
+    "value > 30",
+    "value >= 30 and value <= 31.5",
+    "value = 0",
+    "value != 30",
+    "value < 1e308",
+    "value in (30, 31.5, 0)",
+    "value not in (30)",
+    "seq > 6.5 or seq < 0",
+    "seq = 9007199254740993",
+    "seq not in (7, 30)",
+    "kind = temperature and site in ('jakarta', 'medan')",
+    "kind != temperature",
+    "kind < 'p' or site >= 'Σ'",
+    "kind = ''",
+    "(kind = temperature or site = jakarta) and ok = true",
+    "ok != true or value > 100",
+    "event_time > '2026-03-01T12:00:00Z'",
+    "event_time <= '2026-03-01T19:00:00+07:00' and event_time >= 2026-03-01T11:59:59.999999Z",
+    "site not in ('jakarta') and (value > 0 or value < 0)",
+]
+
+
+@pytest.mark.integration
+def test_both_engines_keep_the_same_events_for_a_filter(spark: SparkSession) -> None:
+    rows = spark.createDataFrame(TO_FILTER, EVENTS)
+    types = {f.name: f.type for f in parse_schema(EVENTS)}
+    filters = [parse_filter(text, types) for text in FILTERS]
+    # One query for every filter: what `where` keeps is where the condition is true (not null).
+    kept = rows.select(
+        "id", *[F.coalesce(filter_column(f), F.lit(False)).alias(f"f{i}") for i, f in enumerate(filters)]
+    ).collect()
+    from_spark = [{r["id"] for r in kept if r[f"f{i}"]} for i in range(len(filters))]
+    names = EVENTS.replace(",", "").split()[::2]
+    events = [dict(zip(names, row, strict=True)) for row in TO_FILTER]
+    from_python = [{e["id"] for e in events if predicate(f)(e)} for f in filters]
+    assert list(zip(FILTERS, from_python, strict=True)) == list(zip(FILTERS, from_spark, strict=True))
+    assert {0, 1} <= from_python[1] and from_python[1] != from_python[2]  # they did filter
