@@ -222,7 +222,7 @@ def lab1(config: Config, args: argparse.Namespace) -> list[Item]:
     with admin_client(config.kafka) as admin:
         brokers = admin.describe_cluster()["brokers"]
         items = [passed("the brokers answer", f"at {config.kafka.bootstrap_servers}")]
-        name = f"{args.brokers} brokers registered"
+        name = f"{plural(args.brokers, 'broker')} registered"
         items.append(
             passed(name, ", ".join(f"{b['host']}:{b['port']}" for b in brokers))
             if len(brokers) >= args.brokers
