@@ -38,7 +38,10 @@ def rounded(value: Any, decimals: int) -> Any:
     already round (decimals is never negative: arus.config checks it)."""
     if type(value) is not float or not math.isfinite(value):
         return value
-    exact = Decimal(repr(value))
+    text = repr(value)
+    if "e" not in text and len(text) - text.index(".") - 1 <= decimals:
+        return value  # the common case, a reading already as precise as the sensor: cheap
+    exact = Decimal(text)
     if exact.as_tuple().exponent >= -decimals:  # type: ignore[operator]
         return value
     # Enough precision for every digit kept; Decimal's default 28 would refuse 1e300.
