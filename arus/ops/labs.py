@@ -32,6 +32,7 @@ from arus.ops.lab_pipeline import lab4
 from arus.ops.lag import UnknownReader, end_offsets, group_positions
 from arus.ops.topics import admin_client, reader
 
+EXIT_CODES = "exit codes: 0 every item passes, 1 an item is missing (or no broker answers), 2 a usage mistake"
 # How many of a topic's newest records a check reads: enough to see keys and fields, cheap on any topic.
 SAMPLE = 500
 # The IoT simulator malforms a few readings on purpose (lab 2, exercise 3); most must carry the fields.
@@ -339,13 +340,14 @@ def render(lab: str, where: str, items: Sequence[Item]) -> str:
     return "\n".join(lines)
 
 
-def add_topic_flags(parser: argparse._ActionsContainer, defaults: Iterable[tuple[str, str]]) -> None:
-    for name, default in defaults:
-        parser.add_argument(f"--{name}-topic", default=default, help=f"(default {default})")
+def add_topic_flags(parser: argparse._ActionsContainer, flags: Iterable[tuple[str, str, str]]) -> None:
+    for name, what, default in flags:
+        parser.add_argument(f"--{name}-topic", default=default, help=f"{what} (default {default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = job_parser("arus check", __doc__)
+    parser.epilog = f"{parser.epilog}\n\n{EXIT_CODES}"
     parser.add_argument("lab", choices=sorted(LABS), help="which lab to check")
     parser.add_argument("--bootstrap-servers", help="the broker(s) to look at (default: [kafka])")
     parser.add_argument("--json", action="store_true", help="the items as one JSON object")
@@ -358,15 +360,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_topic_flags(
         two,
         [
-            ("sample", "course.samples"),
-            ("iot", "course.readings"),
-            ("csv", "course.csv"),
-            ("api", "course.api"),
+            ("sample", "the minimal samples' topic", "course.samples"),
+            ("iot", "the IoT readings", "course.readings"),
+            ("csv", "the CSV replay's topic", "course.csv"),
+            ("api", "the API poller's topic", "course.api"),
         ],
     )
     three = parser.add_argument_group("lab3")
     three.add_argument("--group", default="course-lab3", help="the consumer group (default course-lab3)")
-    add_topic_flags(three, [("input", "course.readings"), ("output", "course.consumer.aggregates")])
+    add_topic_flags(
+        three,
+        [
+            ("input", "the topic it reads", "course.readings"),
+            ("output", "its windows' topic", "course.consumer.aggregates"),
+        ],
+    )
     four = parser.add_argument_group("lab4 (the flags of `arus pipeline`; defaults from the config)")
     four.add_argument("--lake", help="folder of the tables (default: [paths] lake)")
     four.add_argument("--checkpoint", help="folder of the stages' checkpoints (default: under [paths])")
