@@ -51,6 +51,8 @@ COMMANDS: dict[str, Command] = {
     "send": Command("arus.ops.send", "send JSON records to a topic, each acknowledged (stdin or --value)"),
     "lag": Command("arus.ops.lag", "lag per partition of every consumer group and Spark checkpoint"),
     "check": Command("arus.ops.labs", "self-check a course lab, item by item", "lab1|lab2|lab3|lab4"),
+    "scorecard": Command("arus.ops.scorecard", "grade a run against the IoT ledger: injected vs caught"),
+    "trace": Command("arus.ops.trace", "where one event went: raw, bronze, silver or late, gold, alerts"),
     "dashboard": Command("arus.ops.dashboard", "a live local web page: lag, rates, late, dead letters, gold"),
     "bench run": Command("arus.bench.run", "run the benchmarks (own broker on 29092)"),
     "bench report": Command("arus.bench.report", "render docs/benchmarks.md from the newest results"),
