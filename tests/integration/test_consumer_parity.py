@@ -1,5 +1,6 @@
 """The kafka-python consumer against the Spark job: same verdicts on records, same statistics, and
-on one real topic the same aggregate rows and the same dead letters."""
+on one real topic the same aggregate rows and the same dead letters, with [clean] changing units,
+names and decimals, and with a compound --where filter."""
 
 from __future__ import annotations
 
@@ -8,22 +9,25 @@ import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from support import RAW_KAFKA, consumer_settings, produce, run_aggregate, topic_records
 
 from arus.config import Config
-from arus.core.rules import record_limits
-from arus.core.stages import bronze_to_checked
-from arus.core.transforms import aggregate_windows, schema_from_ddl
+from arus.core.clean import filter_column
+from arus.core.rules import parse_filter, record_limits
+from arus.core.stages import bronze_to_checked, bronze_to_silver, silver_to_gold
+from arus.core.transforms import aggregate_key_column, aggregate_windows, schema_from_ddl
 from arus.grammar import parse_schema, window_us
 from arus.pyengine.consumer import run
 from arus.pyengine.records import InvalidRecord, parse_record
+from arus.pyengine.transform import cleaned_types
 from arus.pyengine.windowing import Aggregator, WindowSpec, to_us
 from arus.sources.iot import fleet, readings, to_record
 from arus.sources.send import Record
@@ -254,6 +258,47 @@ ODD_BUT_VALID = [
 ]
 
 
+# Keyed by a name [clean] normalises too, so a consumer that did not clean would key other windows.
+KEYS = ("device_id", "site")
+# Reads cleaned values: each value bound is near the median in canonical units, which raw Fahrenheit,
+# Kelvin or kPa readings are not; " JAKARTA" and "Temperature" match nothing uncleaned.
+WHERE = (
+    "(kind = temperature and value >= 26) "
+    "or (site in ('jakarta', 'medan') and kind != humidity and value < 1011)"
+)
+
+
+def messy(event: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A reading as a careless source sends it: other units, names in other cases and padded with
+    spaces, decimals past the sensor's; the shipped [clean] makes it a canonical reading again."""
+    out = dict(event)
+    value, roll = float(event["value"]), rng.random()
+    if event["kind"] == "temperature" and roll < 0.3:
+        out["unit"], out["value"] = rng.choice(["F", " °f", "fahrenheit"]), value * 9 / 5 + 32
+    elif event["kind"] == "temperature" and roll < 0.45:
+        out["unit"], out["value"] = "K", value + 273.15
+    elif event["kind"] == "pressure" and roll < 0.3:
+        out["unit"], out["value"] = "kPa", value / 10
+    elif event["kind"] == "power" and roll < 0.3:
+        out["unit"], out["value"] = "kW", value / 1000
+    elif roll < 0.6:
+        out["value"] = value + 0.00049
+    if rng.random() < 0.4:
+        out["site"] = rng.choice([f" {event['site'].upper()} ", event["site"].title(), f"{event['site']}  "])
+    if rng.random() < 0.3:
+        out["kind"] = rng.choice([event["kind"].title(), f" {event['kind']}"])
+    return out
+
+
+def rows_by_key(frame: DataFrame) -> dict[str, dict[str, Any]]:
+    """Aggregate rows as the jobs publish them: their record key -> the row as Spark's to_json writes it."""
+    as_json = frame.select(
+        aggregate_key_column(KEYS).alias("key"),
+        F.to_json(F.struct(*frame.columns), {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"}).alias("row"),
+    ).collect()
+    return {r["key"]: json.loads(r["row"]) for r in as_json}
+
+
 def latest_by_key(config: Config, topic: str) -> dict[str, dict[str, Any]]:
     """What a reader of the at-least-once output keeps: the last record per key."""
     return {r.key.decode(): json.loads(r.value) for r in topic_records(config, topic)}
@@ -292,22 +337,27 @@ def test_consumer_and_spark_job_agree_on_one_topic(
     records: list[Record] = []
     rng = random.Random(9)
     for i, event in enumerate(events):
-        records.append(to_record(event, topics["in"]))
+        sent = to_record(messy(event, rng), topics["in"])
+        records.append(sent)
         if i == 40:  # among events of their own minute, so on time for both (see the watermark rules)
             records += [Record(topics["in"], "dev-0000", value) for value in ODD_BUT_VALID]
         if rng.random() < 0.01:  # a retrying producer sends it again
-            records.append(to_record(event, topics["in"]))
+            records.append(sent)
         if i % 400 == 7:
             records.append(Record(topics["in"], f"bad-{i}", MALFORMED[(i // 400) % len(MALFORMED)]))
     records += [Record(topics["in"], "bad-tail", value) for value in MALFORMED]
     produce(config, records)
 
     started = time.monotonic()
-    run_aggregate({"in": topics["in"], "out": topics["spark_out"], "dead": topics["spark_dead"]}, tmp_path)
+    keys = ("--keys", ",".join(KEYS))
+    spark_topics = {"in": topics["in"], "out": topics["spark_out"], "dead": topics["spark_dead"]}
+    run_aggregate(spark_topics, tmp_path, *keys)
     spark_s = time.monotonic() - started
     print(f"\nspark job {spark_s:.1f}s", flush=True)
 
-    counters = run(config, consumer_settings(config, topics, f"parity-{topics['in']}", "--until-idle", "3"))
+    counters = run(
+        config, consumer_settings(config, topics, f"parity-{topics['in']}", *keys, "--until-idle", "3")
+    )
     print(counters.line())
 
     unique = len(events) + len(ODD_BUT_VALID)
@@ -322,16 +372,41 @@ def test_consumer_and_spark_job_agree_on_one_topic(
     different = [k for k in from_spark if not same_rows(from_consumer[k], from_spark[k])]
     assert not different, [(from_spark[k], from_consumer[k]) for k in different[:3]]
 
-    gold = spark.read.format("delta").load(str(tmp_path / "gold"))
-    as_json = gold.select(
-        F.concat_ws("|", "device_id", F.date_format("window_start", "yyyy-MM-dd'T'HH:mm:ss'Z'")).alias("key"),
-        F.to_json(F.struct(*gold.columns), {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"}).alias("row"),
-    ).collect()
-    assert {r["key"] for r in as_json} == set(from_consumer)
-    assert all(same_rows(from_consumer[r["key"]], json.loads(r["row"])) for r in as_json)
+    gold = rows_by_key(spark.read.format("delta").load(str(tmp_path / "gold")))
+    assert gold.keys() == from_consumer.keys()
+    assert all(same_rows(from_consumer[k], gold[k]) for k in gold)
+    # [clean] changed what was sent: the keys carry only the four sites' cleaned names.
+    assert {k.split("|")[1] for k in gold if k.count("|") == 2} == {"bandung", "jakarta", "medan", "surabaya"}
 
     spark_dead = dead_letter_set(config, topics["spark_dead"])
     consumer_dead = dead_letter_set(config, topics["dead"])
     assert sorted(d[1] for d in consumer_dead) == sorted(malformed)
     assert consumer_dead == spark_dead
     assert topic_records(config, topics["late"]) == []
+
+    # The same records through a compound --where: the consumer's rows are Spark's silver, filtered
+    # by the Column the same expression gives, then windowed (a batch query, no second job run).
+    started = time.monotonic()
+    filtered = {**topics, "out": new_topic("consumer-where", 3)}
+    where_run = consumer_settings(
+        config, filtered, f"where-{topics['in']}", *keys, "--where", WHERE, "--max-records", str(len(records))
+    )
+    counters = run(config, where_run)
+    bronze = spark.createDataFrame(
+        [
+            (r.key.encode() if r.key else None, r.value, r.topic, 0, i, KAFKA_TIME)
+            for i, r in enumerate(records)
+        ],
+        RAW_KAFKA,
+    )
+    ddl = config.schema(config.stream.schema)
+    silver, _ = bronze_to_silver(bronze, schema_from_ddl(ddl), config.stream, clean=config.clean)
+    types = cleaned_types({f.name: f.type for f in parse_schema(ddl)}, config.clean)
+    kept = silver.where(filter_column(parse_filter(WHERE, types)))
+    expected = rows_by_key(silver_to_gold(kept, config.stream, replace(config.aggregate, keys=KEYS)))
+    from_consumer = latest_by_key(config, filtered["out"])
+    assert from_consumer.keys() == expected.keys()
+    assert all(same_rows(from_consumer[k], expected[k]) for k in expected)
+    assert 0 < sum(row["count"] for row in expected.values()) == counters.aggregated < unique
+    assert counters.filtered == unique - counters.aggregated
+    print(f"filtered run and its Spark batch {time.monotonic() - started:.1f}s", flush=True)
