@@ -215,7 +215,8 @@ UNITS: dict[str, tuple[str, float, float]] = {
 # field (compared as numbers), true/false for a boolean, an ISO-8601 time with a zone for a
 # timestamp, text for a string. A condition on a field that is null (or absent) does not hold,
 # whatever the operator, as SQL's three-valued logic filters it; NaN equals NaN and is above every
-# number, as in Spark.
+# number, as in Spark. There is no general "not": with only and/or over conditions, a null condition
+# read as false gives exactly SQL's result, which a negation of a null would not.
 
 FilterValue = str | int | float | bool | datetime
 # Python's comparison operators, which a Spark Column overloads too (col > lit is GreaterThan).
@@ -391,7 +392,7 @@ def _typed(text: str, kind: str, quoted: bool) -> FilterValue:
         if quoted or not _NUMBER.fullmatch(text):
             raise ValueError(f"compare it with a number, not {text!r}")
         # A whole number stays exact for an integer field (within a BIGINT, as Spark's literals are).
-        if _INTEGER.fullmatch(text) and kind != "double" and kind != "float" and abs(int(text)) < 2**63:
+        if _INTEGER.fullmatch(text) and kind not in ("double", "float") and abs(int(text)) < 2**63:
             return int(text)
         return float(text)
     if kind == "boolean":
