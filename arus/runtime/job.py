@@ -18,6 +18,9 @@ consumer uses it too.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import re
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -34,6 +37,44 @@ GUARD_STOPPED = 3
 _GUARD_MARKS = ("GuardError: ", "Some data may have been lost")
 
 S = TypeVar("S")
+
+# A run's log level (e.g. ARUS_LOG_LEVEL=DEBUG arus aggregate): Spark's driver log and kafka-python's.
+LOG_LEVEL_ENV = "ARUS_LOG_LEVEL"
+LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR")
+DEFAULT_LOG_LEVEL = "WARN"
+
+
+def log_level() -> str:
+    """ARUS_LOG_LEVEL, checked; WARN when unset."""
+    level = os.environ.get(LOG_LEVEL_ENV, DEFAULT_LOG_LEVEL).strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{LOG_LEVEL_ENV}={level!r}: must be one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+class _HidePasswords(logging.Filter):
+    """kafka-python logs each client's whole configuration at DEBUG, its SASL password with it."""
+
+    PASSWORD = re.compile(r"""('sasl_plain_password': )(?:'[^']*'|"[^"]*")""")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "sasl_plain_password" in message:
+            record.msg, record.args = self.PASSWORD.sub(r"\1'[hidden]'", message), ()
+        return True
+
+
+def apply_log_level(level: str) -> None:
+    """kafka-python's and arus's Python loggers at `level`, on stderr. The root logger stays at
+    WARNING: py4j at DEBUG writes out every call into the JVM with its arguments, the Kafka
+    options' JAAS line (and its password) among them."""
+    if level == DEFAULT_LOG_LEVEL:
+        return
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_HidePasswords())
+    for name in ("kafka", "arus"):
+        logging.getLogger(name).setLevel("WARNING" if level == "WARN" else level)
 
 
 def refuse(name: str, reason: object) -> int:
@@ -67,6 +108,7 @@ def prepare(
     raises ValueError, so that is a refusal too.
     """
     try:
+        apply_log_level(log_level())
         config = load_config(args.config)
         settings = settings_from(args, config)
         if check is not None:

@@ -22,7 +22,7 @@ from pyspark.sql import SparkSession
 from arus.config import Config, ConfigError, SparkConfig, project_root, say
 from arus.io.metrics import Metrics
 from arus.io.owners import TableClaimed, Writes, claim_tables
-from arus.runtime.job import GUARD_STOPPED, REFUSED, prepare, refuse, run
+from arus.runtime.job import DEFAULT_LOG_LEVEL, GUARD_STOPPED, REFUSED, log_level, prepare, refuse, run
 from arus.runtime.listener import MetricsListener, drain
 from arus.runtime.progress import Tally
 
@@ -79,7 +79,17 @@ def build_session(app_name: str, config: SparkConfig, extra: dict[str, str] | No
     for key, value in {**spark_conf(config, jars), **(extra or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("WARN")
+    level = log_level()
+    if level == DEFAULT_LOG_LEVEL:
+        session.sparkContext.setLogLevel(level)
+    else:
+        # Every logger, not only the root (which is all setLogLevel sets): the Kafka clients' too,
+        # which conf/spark/log4j2.properties keeps at ERROR.
+        jvm = session.sparkContext._jvm
+        log4j = jvm.org.apache.logging.log4j  # type: ignore[union-attr]
+        log4j.core.config.Configurator.setAllLevels(
+            log4j.LogManager.ROOT_LOGGER_NAME, log4j.Level.getLevel(level)
+        )
     return session
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from faultkit import HEAP, Secured, clean_env, read_topic, write_config
+from faultkit import HEAP, Secured, clean_env, make_topics, read_topic, write_config
 from kafka import KafkaConsumer
 
 from arus.config import REPO_ROOT, Config, KafkaConfig
@@ -124,6 +124,7 @@ def test_tools_on_the_three_broker_cluster(
     figures.update(
         brokers=len(nodes), records_sent=17, tail_records=len(records), group_lag=shown["lag"],
         partitions={p: rows[p][1:4] for p in rows},
+        describe_output=described,  # for docs/operations.md
     )  # fmt: skip
 
 
@@ -157,7 +158,8 @@ def test_tools_on_the_sasl_broker_with_credentials_from_the_environment(
 ) -> None:
     """Each tool gets only KAFKA_* variables (no config file holds a credential); `producer-a` may write
     the a. topics, `job` may read them: send, tail, topics describe and lag each work as that user."""
-    topic = secured.topics["a"]
+    # A topic of its own (the session's other secured tests count the shared ones), under the a. ACLs.
+    [topic] = make_topics(secured.admin, ("a.ops", 1))
     writer, reader = clean_env(**secured.env("producer-a")), clean_env(**secured.env("job"))
     values = [json.dumps({"device_id": "dev-1", "n": i}) for i in range(4)]
     before = len(read_topic(secured.admin, topic, idle_ms=500))
@@ -170,7 +172,8 @@ def test_tools_on_the_sasl_broker_with_credentials_from_the_environment(
     assert [(r["offset"], json.dumps(r["value"]), r["key"], r["headers"]) for r in records] == [
         (offset, value, "dev-1", [["trace", "s1"]]) for (_, offset), value in zip(sent, values, strict=True)
     ]
-    rows = partition_rows(ok(arus("topics", "describe", topic, env=reader)))
+    described = ok(arus("topics", "describe", topic, env=reader))
+    rows = partition_rows(described)
     assert rows[0][4:7] == ["0", str(before + 4), str(before + 4)]
 
     group = f"ops-sasl-{tmp_path.name[-8:]}"
@@ -178,7 +181,14 @@ def test_tools_on_the_sasl_broker_with_credentials_from_the_environment(
     ok(arus("send", topic, "--value", values[0], "--value", values[1], env=writer))
     lag = json.loads(ok(arus("lag", "--group", group, "--json", env=reader)))
     assert [g["lag"] for g in lag["groups"]] == [2]
-    figures.update(user_tools=["send", "tail", "topics describe", "lag"], group_lag=2)
+    shown = ok(arus("lag", "--group", group, env=reader))
+    assert "total lag 2" in shown
+    figures.update(
+        user_tools=["send", "tail", "topics describe", "lag"],
+        group_lag=2,
+        describe_output=described,  # for docs/operations.md
+        lag_output=shown,
+    )
 
 
 def test_acl_limited_users_are_told_what_they_may_not_do(
@@ -188,16 +198,17 @@ def test_acl_limited_users_are_told_what_they_may_not_do(
     sends to it, is
     refused: one line naming the topic (and the user, where the broker hides the topic), exit 1, no
     traceback."""
-    # job may write its job. topics: a record there is what `tail` would have to fetch.
-    ok(arus("send", secured.topics["out"], "--value", "{}", env=clean_env(**secured.env("job"))))
+    # job may write its job. topics (this one its own): a record there is what `tail` would fetch.
+    [out] = make_topics(secured.admin, ("job.ops", 1))
+    ok(arus("send", out, "--value", "{}", env=clean_env(**secured.env("job"))))
     said = {}
     cases = {
         # job may WRITE and DESCRIBE job. topics, not READ them
-        "tail, no READ": (["tail", secured.topics["out"], "--from-beginning"], "job"),
+        "tail, no READ": (["tail", out, "--from-beginning"], "job"),
         # producer-a may not even see b. topics
         "tail, no DESCRIBE": (["tail", secured.topics["b"], "--from-beginning"], "producer-a"),
         "describe, no DESCRIBE": (["topics", "describe", secured.topics["b"]], "producer-a"),
-        "send, no WRITE or DESCRIBE": (["send", secured.topics["out"], "--value", "{}"], "producer-a"),
+        "send, no WRITE or DESCRIBE": (["send", out, "--value", "{}"], "producer-a"),
     }
     for name, (args, user) in cases.items():
         result = arus(*args, env=clean_env(**secured.env(user)))
@@ -207,7 +218,5 @@ def test_acl_limited_users_are_told_what_they_may_not_do(
         assert "ACLs" in said[name], (name, said[name])
         if "no DESCRIBE" in name:
             assert f"user {user!r} may not describe it" in said[name], (name, said[name])
-    assert said["tail, no READ"] == (
-        f"tail: the broker's ACLs do not let this user do that on topic {secured.topics['out']!r}"
-    )
+    assert said["tail, no READ"] == (f"tail: the broker's ACLs do not let this user do that on topic {out!r}")
     figures.update(refused=said)

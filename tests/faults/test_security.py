@@ -56,29 +56,45 @@ def test_clients_log_in_with_credentials_from_the_environment(
     job = secured.client("job")
     assert len(read_topic(job.kafka, secured.topics["a"])) == 30
 
-    # The Spark job, in its own process, over TLS, with nothing but KAFKA_* variables to go on.
+    # The Spark job, in its own process, over TLS, with nothing but KAFKA_* variables to go on, and
+    # at DEBUG: Spark's loggers (the Kafka clients' among them) and kafka-python's say everything.
     topics = {"in": secured.topics["a"], "out": secured.topics["out"], "dead": secured.topics["dead"]}
     conf = write_config(tmp_path / "arus.toml", secured.config)
     result = run_job_process(
         ["--config", str(conf), *job_args(topics, tmp_path)],
-        clean_env(**secured.env("job", tls=True)),
+        clean_env(**secured.env("job", tls=True), ARUS_LOG_LEVEL="DEBUG"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     gold = DeltaTable(str(tmp_path / "gold")).to_pandas()
     assert int(gold["count"].sum()) == len(events)
     assert len({key for key, _, _ in read_topic(secured.admin, secured.topics["out"])}) == len(gold)
 
+    # The DEBUG run did log at DEBUG, the Kafka clients inside Spark and kafka-python both.
+    assert " DEBUG org.apache.kafka.clients" in result.stderr or " DEBUG NetworkClient" in result.stderr
+    assert " DEBUG kafka." in result.stderr
     output = progress.getvalue() + result.stdout + result.stderr + secured.node.log_file.read_text()
-    leaked = [user for user, password in secured.passwords.items() if password in output]
-    assert not leaked, f"passwords of {leaked} in logs or progress output"
+    assert leaked_passwords(output + secured.passwords["job"], secured.passwords) == ["job"]  # it can fail
+    leaked = leaked_passwords(output, secured.passwords)
+    where = [
+        output[max(0, at - 300) : at + 100].replace(secured.passwords[user], "<PASSWORD>")
+        for user in leaked
+        for at in [output.index(secured.passwords[user])]
+    ]
+    assert not leaked, f"passwords of {leaked} in logs or progress output: {where}"
     assert all(p not in repr(secured.client(u)) for u, p in secured.passwords.items() if u != "admin")
     figures.update(
         users=sorted(secured.passwords),
         producer_acked=summary.acked,
         consumer_read=30,
         spark_job_over="SASL_SSL + SCRAM-SHA-512",
+        debug_output_scanned_mb=round(len(output) / 1e6, 1),
         passwords_in_output=0,
     )
+
+
+def leaked_passwords(output: str, passwords: dict[str, str]) -> list[str]:
+    """The users whose password appears in `output`."""
+    return [user for user, password in passwords.items() if password in output]
 
 
 def test_wrong_credentials_are_rejected_within_seconds(
@@ -159,3 +175,35 @@ def test_tls_listener_rejects_a_client_trusting_another_ca(
     figures.update(
         tls_acked=summary.acked, wrong_ca_rejected_in_s=round(rejected_in, 1), plaintext_rejected=True
     )
+
+
+def test_sparks_own_kafka_client_refuses_a_wrong_password(
+    secured: Secured,
+    tmp_path: Path,
+    isolated_env,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    figures: dict[str, object],
+) -> None:
+    """What it proves: Spark's Kafka source (the Java client inside Spark, not kafka-python) is
+    refused by the broker when the password is wrong, and the job then fails (exit 1) in one line
+    that names the authentication failure, writes nothing and prints no password. The preflight
+    (kafka-python) would refuse first, so it is switched off here: nothing else differs from a run
+    of `arus aggregate` (flags, config, KAFKA_* variables)."""
+    topics = {"in": secured.topics["a"], "out": secured.topics["out"], "dead": secured.topics["dead"]}
+    conf = write_config(tmp_path / "arus.toml", secured.config)
+    wrong = "not-" + secured.passwords["job"]
+    isolated_env(**secured.env("job", wrong))
+    monkeypatch.setattr(aggregate, "preflight_aggregate", lambda kafka, query: None)
+    before = read_topic(secured.admin, secured.topics["out"], idle_ms=500)
+    started = time.monotonic()
+    code = aggregate.main(["--config", str(conf), *job_args(topics, tmp_path)])
+    seconds = time.monotonic() - started
+    out, err = capsys.readouterr()
+    assert code == 1, err[-3000:]
+    failure = [line for line in err.splitlines() if line.startswith("aggregate: failed:")]
+    assert len(failure) == 1 and "Authentication failed" in failure[0], err[-3000:]
+    assert not list((tmp_path / "gold").rglob("*.parquet")), "gold rows written"
+    assert read_topic(secured.admin, secured.topics["out"], idle_ms=500) == before
+    assert wrong not in out + err and secured.passwords["job"] not in out + err
+    figures.update(spark_client_refused_in_s=round(seconds, 1), said=failure[0][:200])
