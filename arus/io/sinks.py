@@ -80,9 +80,15 @@ def write_kafka(df: DataFrame, kafka: KafkaConfig, topic: str) -> None:
 
 
 def merge_into_delta(
-    df: DataFrame, path: str, keys: Sequence[str], app_id: str | None = None, batch_id: int | None = None
+    df: DataFrame,
+    path: str,
+    keys: Sequence[str],
+    app_id: str | None = None,
+    batch_id: int | None = None,
+    update: bool = True,
 ) -> None:
-    """Upsert rows into the Delta table at `path` by `keys`, creating the table on first use.
+    """Upsert rows into the Delta table at `path` by `keys`, creating the table on first use; with
+    `update` False, only insert the rows whose keys it does not hold yet and never change a row.
 
     Re-running the same rows changes nothing, which is what makes a replayed micro-batch safe.
     Given `app_id` and `batch_id`, a replayed batch is not even committed again: Delta records the
@@ -94,14 +100,10 @@ def merge_into_delta(
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
 
     def merge() -> None:
-        (
-            DeltaTable.forPath(spark, path)
-            .alias("t")
-            .merge(df.alias("s"), condition)
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+        builder = DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), condition)
+        if update:
+            builder = builder.whenMatchedUpdateAll()
+        builder.whenNotMatchedInsertAll().execute()
 
     # A concurrent commit (maintenance compacting the table, a backfill) can win the race; the
     # merge is idempotent, so it is simply tried again on the new version.

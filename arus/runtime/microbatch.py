@@ -3,7 +3,6 @@
     read_batch_input(spark, kafka, batch)     # exactly the Kafka records a batch read, again
     write_kafka_once(records, ..., marks)     # a replayed batch does not publish its records twice
     write_late_events(spark, kafka, out, ...) # what a batch dropped behind the watermark, to Delta + Kafka
-    insert_new_into_delta(df, path, key)      # rows found again change nothing
 
 A query's foreachBatch sees only its own output, so the input rows its stateful operators dropped
 as late are gone; arus.core.late finds them in the re-read input. What a batch read comes from
@@ -19,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from delta.tables import DeltaTable
 from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -27,9 +25,8 @@ from pyspark.sql import functions as F
 from arus.config import KafkaConfig
 from arus.core.late import LATE_COLUMNS, late_events, late_records
 from arus.io.checkpoints import StreamBatch, checkpoint_path, query_id, read_stream_batch
-from arus.io.delta import retry_on_conflict
-from arus.io.lake import is_table
 from arus.io.sinks import append_to_delta, read_kafka_batch, write_kafka
+from arus.runtime.guards import kill_point
 
 
 def read_batch_input(spark: SparkSession, kafka: KafkaConfig, batch: StreamBatch) -> DataFrame:
@@ -149,32 +146,11 @@ def write_late_events(
         count = late.count()
         if count:
             append_to_delta(late, out.table_path, txn_app_id(f"{out.stage}-late", out.checkpoint), batch_id)
+            kill_point("late-after-delta", batch_id)
             write_kafka(late_records(late), kafka, out.topic)
         return count
     finally:
         late.unpersist()
-
-
-def insert_new_into_delta(df: DataFrame, path: str, key: str) -> None:
-    """Insert the rows whose `key` the Delta table at `path` does not hold yet; never update one.
-
-    Finding a row again (a replayed batch, a later batch that sees the same thing) changes nothing.
-    """
-    spark = df.sparkSession
-    if not is_table(path):
-        df.limit(0).write.format("delta").mode("ignore").save(path)
-
-    def merge() -> None:
-        (
-            DeltaTable.forPath(spark, path)
-            .alias("t")
-            .merge(df.alias("s"), f"t.`{key}` = s.`{key}`")
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-
-    # Maintenance compacting the table may commit first; inserting only new keys is safe to repeat.
-    retry_on_conflict(merge)
 
 
 def txn_app_id(name: str, checkpoint: str | Path) -> str:

@@ -3,14 +3,15 @@
     write_aggregates(kafka, gold, topic, keys, late, parse, dead)  # gold MERGE + topic, dead letters, late
     write_bronze(kafka, bronze, dead, checkpoint)                 # records as received + dead letters
     write_clean(kafka, silver, topic, key, id_field, late, parse) # silver + the clean topic once, late
-    write_alerts(kafka, rules, table, silver, ...)                # new alerts into Delta, then published
+    write_alerts(kafka, rules, table, silver, ...)                # new alerts into Delta, the topic once
 
 A sink is a plain spec (a DeltaSink, a DeadLetterSink, a LateOutput, a topic name), so a query's
 writer never reads another query's settings. Delta is written once per micro-batch however often
 Spark runs it: appends and MERGEs carry (txnAppId, txnVersion) = (<sink app>-<query id>, batch id),
 the query id read from the query's checkpoint (arus.io.checkpoints). Kafka output is
-at-least-once with deterministic keys. Kill points (arus.runtime.guards) sit between the writes,
-where the fault tests stop the process.
+at-least-once with deterministic keys; the clean and alerts topics are published once per batch
+(write_kafka_once) even when it is replayed. Kill points (arus.runtime.guards) sit after each
+write, where the fault tests stop the process (docs/reliability.md lists them).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from arus.io.sinks import append_to_delta, merge_into_delta, write_kafka
 from arus.runtime.guards import kill_point
 from arus.runtime.microbatch import (
     LateOutput,
-    insert_new_into_delta,
     read_batch_input,
     txn_app_id,
     write_kafka_once,
@@ -168,6 +168,7 @@ def write_clean(
                 kill_point("clean-after-delta", batch_id)
                 records = to_kafka_records(readings, key)
                 write_kafka_once(records, kafka, topic, marks, batch_id, id_field)
+                kill_point("clean-after-kafka", batch_id)
         finally:
             readings.unpersist()
         count = write_late_events(readings.sparkSession, kafka, late, parse, batch_id)
@@ -217,9 +218,15 @@ def write_alerts(
     query: str = "alerts",
 ) -> Writer:
     """Find a batch's alerts (rules over it and its devices' earlier readings in the `silver`
-    table), insert the new ones into `table` by alert_id, publish what this batch found to
-    [alerts] topic (`rules.topic`)."""
+    table), insert the new ones into `table` by alert_id, publish what this batch inserted to
+    [alerts] topic (`rules.topic`) once.
+
+    `silver` keeps growing while the pipeline runs, so a replayed batch could find more alerts than
+    its first attempt: the insert carries the batch's Delta transaction id, and a replay skips it
+    and publishes what the first attempt stored.
+    """
     key = rules.key
+    marks = f"{checkpoint}/published"
     lookback_s = duration_us(rules.lookback) / 1_000_000
 
     def write(batch: DataFrame, batch_id: int) -> None:
@@ -257,13 +264,18 @@ def write_alerts(
             )
             detected = f"{query_id(checkpoint)}/{batch_id}"
             found = cache(found.withColumn("detected_in", F.lit(detected)))
-            insert_new_into_delta(found, table, "alert_id")
+            # The query id is in its checkpoint once the query has started.
+            app_id = txn_app_id(query, checkpoint)
+            merge_into_delta(found, table, ["alert_id"], app_id, batch_id, update=False)
+            kill_point("alerts-after-delta", batch_id)
             # What this batch inserted, again after a replay: a crash before publishing loses nothing.
             stored = spark.read.format("delta").load(table)
             new = cache(stored.where(F.col("detected_in") == detected).drop("detected_in"))
             count = new.count()
             if count:
-                write_kafka(to_kafka_records(new, F.col("alert_id")), kafka, rules.topic)
+                records = to_kafka_records(new, F.col("alert_id"))
+                write_kafka_once(records, kafka, rules.topic, marks, batch_id, "alert_id")
+                kill_point("alerts-after-kafka", batch_id)
             if tally is not None:
                 tally.set(query, batch_id, alerts=count)
         finally:
