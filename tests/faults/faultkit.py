@@ -185,10 +185,10 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run_job_process(
-    args: Sequence[str], env: dict[str, str], timeout: float = 480
+    args: Sequence[str], env: dict[str, str], timeout: float = 480, job: str = "jobs.aggregate"
 ) -> subprocess.CompletedProcess[str]:
-    """The job as its own process (and process group, which a kill point SIGKILLs whole)."""
-    cmd = [sys.executable, "-m", "jobs.aggregate", *args]
+    """The job (a module) as its own process (and process group, which a kill point SIGKILLs whole)."""
+    cmd = [sys.executable, "-m", job, *args]
     with subprocess.Popen(
         cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
