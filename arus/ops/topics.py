@@ -225,9 +225,14 @@ def describe(config: Config, topic: str) -> tuple[TopicSummary, list[PartitionSt
         configs = settings(admin, [topic]).get(topic, {})
         try:
             sizes = disk_sizes(admin, topic)
-            note = "size: the leader's copy on disk (DescribeLogDirs)"
+            # DescribeLogDirs needs DESCRIBE on the cluster: a SASL client user without it gets
+            # no log dirs (or, from some brokers, an error).
+            note = (
+                "size: the leader's copy on disk (DescribeLogDirs)"
+                if sizes
+                else "size: not available (the broker showed this user no log dirs)"
+            )
         except KafkaError as exc:
-            # DescribeLogDirs needs DESCRIBE on the cluster, which a SASL client user may not have.
             sizes, note = {}, f"size: not available (DescribeLogDirs refused: {type(exc).__name__})"
     states = [
         PartitionState(
