@@ -26,3 +26,8 @@ def missing(name: str, seen: str, hint: str) -> Item:
 def judged(name: str, ok: bool, seen: str, hint: str) -> Item:
     """An item whose hint is shown only when it is missing."""
     return Item(name, ok, seen, "" if ok else hint)
+
+
+def plural(count: int, word: str) -> str:
+    """A count as a person says it: 1 record, 1,200 records."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"

@@ -20,7 +20,7 @@ from arus.config import Config
 from arus.grammar import duration_us, window_us
 from arus.io.checkpoints import is_checkpoint, read_query_status
 from arus.io.lake import read_table
-from arus.ops.lab_items import Item, judged, missing, passed
+from arus.ops.lab_items import Item, judged, missing, passed, plural
 from arus.ops.topics import summaries
 
 # Tables a stage creates with its first row, which a good run may never have: the stage that writes each.
@@ -81,8 +81,8 @@ def accounting(config: Config, raw: str, tables: dict[str, pd.DataFrame]) -> Ite
     expected, found = set(ids.dropna()), set(silver[config.stream.id_field])
     duplicates = len(kept) - len(expected)
     seen = (
-        f"{len(bronze):,} = {len(silver):,} silver + {len(dead):,} dead letters + {len(late):,} late "
-        f"+ {duplicates:,} duplicates"
+        f"{len(bronze):,} = {len(silver):,} silver + {plural(len(dead), 'dead letter')} + {len(late):,} late "
+        f"+ {plural(duplicates, 'duplicate')}"
     )
     if expected == found and len(silver) == len(found):
         return passed(name, seen)
@@ -133,7 +133,7 @@ def lab4(config: Config, args: argparse.Namespace) -> list[Item]:
     topics = topic_names(config, args)
     counts = {t.name: t.messages for t in summaries(config)}
     items = [
-        passed(f"topic {topic} ({role})", f"{counts[topic]:,} records")
+        passed(f"topic {topic} ({role})", plural(counts[topic], "record"))
         if topic in counts
         else missing(f"topic {topic} ({role})", "no such topic", f"`arus broker up` creates it; {RUN}")
         for role, topic in topics.items()
@@ -147,7 +147,7 @@ def lab4(config: Config, args: argparse.Namespace) -> list[Item]:
         name = f"table {table} ({role})"
         if df is not None:
             tables[role] = df
-            items.append(passed(name, f"{len(df):,} rows"))
+            items.append(passed(name, plural(len(df), "row")))
         elif role in WHEN_ANY and stage_committed(checkpoints, WHEN_ANY[role]):
             tables[role] = pd.DataFrame(columns=["topic", "partition", "offset"])
             items.append(passed(name, f"none yet: the {WHEN_ANY[role]} stage ran and wrote no row"))
@@ -165,7 +165,7 @@ def lab4(config: Config, args: argparse.Namespace) -> list[Item]:
             items.append(missing(name, f"not checked: {why}", RUN))
         elif needs == ["bronze"]:
             records, rows = counts[topics["raw"]], len(tables["bronze"])
-            seen = f"{rows:,} rows, {records:,} records"
+            seen = f"{plural(rows, 'row')}, {plural(records, 'record')}"
             items.append(judged(name, rows == records, seen, f"run it to the end of the raw topic: {RUN}"))
         elif "late" in needs:
             items.append(accounting(config, topics["raw"], tables))

@@ -27,7 +27,7 @@ from kafka.errors import KafkaError
 from arus.config import Config, job_parser, load_config_or_say, say
 from arus.grammar import parse_schema
 from arus.io.kafka import KafkaUnavailable
-from arus.ops.lab_items import Item, missing, passed
+from arus.ops.lab_items import Item, missing, passed, plural
 from arus.ops.lab_pipeline import lab4
 from arus.ops.lag import UnknownReader, end_offsets, group_positions
 from arus.ops.topics import admin_client, reader
@@ -71,10 +71,6 @@ def sample(config: Config, topic: str) -> Sampled | None:
                 break  # the rest was compacted or is transaction markers
             records += [(r.key, r.value) for batch in polled.values() for r in batch]
     return Sampled(sum(ends[tp] - first[tp] for tp in tps), records)
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 def as_object(value: bytes | None) -> dict[str, object] | None:
