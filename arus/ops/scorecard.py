@@ -253,8 +253,8 @@ def _judge(run: RunTables, kind: str, entries: list[dict[str, Any]]) -> tuple[bo
         hit = run.alerts[(run.alerts["rule"] == "stuck") & run.alerts["event_id"].isin(ids)]
         if len(hit):
             return True, f"stuck alert on reading {hit['event_id'].iloc[0]}"
-        return False, f"no stuck alert in {len(ids)} frozen readings ([alerts] stuck_readings = "
-        f"{run.config.alerts.stuck_readings})"
+        need = run.config.alerts.stuck_readings
+        return False, f"no stuck alert in {len(ids)} frozen readings ([alerts] stuck_readings = {need})"
     if kind == "dropout":
         ids = {str(e["event_id"]) for e in entries}
         seen = ids & (set(run.bronze["event_id"].dropna()) | set(run.silver["event_id"]))

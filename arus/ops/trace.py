@@ -127,7 +127,7 @@ def print_trace(steps: dict[str, Any]) -> None:
         print(f"  gold     {gold['window_start']} .. {gold['window_end']}: count {gold['count']}, {counted}")
     print(f"  alerts   {', '.join(steps['alerts']) or 'none'}")
     for stage, mark in steps["watermarks"].items():
-        print(f"  {stage:<8} stage watermark now {mark}")
+        print(f"  {stage} stage: watermark now {mark or 'none yet'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -204,9 +204,9 @@ def secured(plain_config: Config, fault_root: Path) -> Iterator[Secured]:
 DEMO_SEED = 7337
 DEMO_DEVICES = 5
 DEMO_READINGS = 400
-# The clean stage reads this many records per micro-batch (three batches): its watermark moves
+# The clean stage reads this many records per micro-batch (six batches): its watermark moves
 # between batches, so a late send behind it goes to the late table (one batch would take them all).
-DEMO_BATCH = 134
+DEMO_BATCH = 67
 # [alerts] has no rule on the battery; the demo's config adds this one so a decline can be caught. A
 # healthy device starts at 60-100% and loses 0.002 points a reading: below 55 it has been draining.
 BATTERY_RULE = """
