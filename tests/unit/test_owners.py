@@ -51,7 +51,10 @@ def test_the_same_writer_again_passes(tmp_path: Path) -> None:
 
 
 def test_take_over_records_the_new_writer(tmp_path: Path) -> None:
-    first, second = writes(tmp_path, "aggregate", "gold", "late"), writes(tmp_path, "pipeline", "gold", "late")
+    first, second = (
+        writes(tmp_path, "aggregate", "gold", "late"),
+        writes(tmp_path, "pipeline", "gold", "late"),
+    )
     claim_tables(first)
     with pytest.raises(TableClaimed) as refused:
         claim_tables(second, ["gold"])  # late is still the first job's
