@@ -49,6 +49,7 @@ from arus.ops.topics import ensure_topics
 LOG4J_CONFIG = importlib.resources.files("arus.conf") / "broker" / "log4j2.properties"
 MAIN_CLASS = "kafka.Kafka"
 START_TIMEOUT_S = 60.0
+EXEC_TIMEOUT_S = 10.0  # fork to exec of the broker's JVM; seconds only on a heavily loaded box
 SCRAM = "SCRAM-SHA-512"
 SCRAM_ITERATIONS = 8192
 ADMIN_USER = "admin"
@@ -322,6 +323,11 @@ def start_node(node: Node, heap: str) -> None:
             env={**os.environ, "LOG_DIR": str(node.home)},
         )
     node.pid_file.write_text(str(proc.pid))
+    # Until the forked child has exec'd java its command line is still ours, and the start-up
+    # check (which trusts only a command line with the broker's main class) would call it dead.
+    deadline = time.monotonic() + EXEC_TIMEOUT_S
+    while _pid(node) is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def wait_until_ready(nodes: list[Node], config: Config, timeout: float = START_TIMEOUT_S) -> None:
