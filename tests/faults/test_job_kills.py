@@ -1,9 +1,12 @@
 """Scenarios 1 and 6: the main job SIGKILLed mid-batch and restarted on the same checkpoint.
 
 The job runs as its own process; ARUS_FAULT_KILL_AFTER makes it SIGKILL its whole process group
-(Python driver and JVM) at a named point of a micro-batch. After three such crashes and a recovery
-run, the Delta tables must equal a pandas oracle with every row once and every Delta transaction
-(txnAppId, txnVersion) committed once; a further restart with no new data must add nothing.
+(Python driver and JVM) at a named point of a named micro-batch: each run replays the batch the
+previous one died in, then dies in the next batch, the last one after it wrote late events (a batch's
+late events are judged against the watermark of the batch before, so they need batch 2 or later).
+After a recovery run the Delta tables (gold, dead letters, late) must equal a pandas oracle with every
+row once and every Delta transaction (txnAppId, txnVersion) committed once; a further restart
+with no new data must add nothing.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 import json
 import signal
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from arus.jobs import aggregate
 from faultkit import (
+    START,
     clean_env,
     json_record,
     make_topics,
@@ -37,21 +42,31 @@ from arus.sources.send import Record
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(1500)]
 
 CHUNK = 48  # readings per chunk: 4 devices x 12, two minutes of event time
-# (kill point, what the process has done when it dies)
+LATE = 3  # readings of the last chunk ten minutes behind every watermark the job has by then
+# (kill point:batch, what the process has done when it dies). Run k starts after chunk k is sent and
+# replays batch k-1 (planned by the run before), so batch k reads chunk k alone.
 KILLS = [
-    ("after-delta", "aggregates merged into Delta, not yet published to Kafka nor committed"),
-    ("deadletter-after-delta", "dead letters appended to Delta, not yet published nor committed"),
-    ("after-kafka", "aggregates in Delta and Kafka, the batch not yet committed by Spark"),
+    ("after-delta:0", "aggregates merged into Delta, not yet published to Kafka nor committed"),
+    ("after-kafka:1", "aggregates in Delta and Kafka, the batch not yet committed by Spark"),
+    ("deadletter-after-delta:2", "dead letters appended to Delta, not yet published nor committed"),
+    ("late-after-delta:3", "late events appended to Delta, not yet published nor committed"),
 ]
 
 
-def chunk(k: int, topic: str) -> tuple[list[dict[str, object]], list[Record]]:
-    """Chunk k: its readings, sent with 4 repeated sends and 2 malformed records mixed in."""
+def chunk(k: int, topic: str) -> tuple[list[dict[str, object]], list[dict[str, object]], list[Record]]:
+    """Chunk k: its on-time readings and the late ones (the last chunk only), sent with 4 repeated
+    sends and 2 malformed records mixed in."""
     events = [reading(i) for i in range(k * CHUNK, (k + 1) * CHUNK)]
+    behind = START - timedelta(minutes=10)
+    late = [
+        reading(i, event_id=f"late-{i}", event_time=f"{behind + timedelta(seconds=i):%Y-%m-%dT%H:%M:%SZ}")
+        for i in range(LATE if k == len(KILLS) - 1 else 0)
+    ]
     records = [json_record(topic, e) for e in events]
     records[10:10] = [json_record(topic, e) for e in events[:4]]
     records[20:20] = [Record(topic, "bad", f"{{broken {k}".encode()), Record(topic, "bad", b"\xff\xfe")]
-    return events, records
+    records[30:30] = [json_record(topic, e) for e in late]
+    return events, late, records
 
 
 def oracle(events: list[dict[str, object]]) -> pd.DataFrame:
@@ -79,7 +94,7 @@ def delta_versions(table: Path) -> int:
     return len(list((table / "_delta_log").glob("*.json")))
 
 
-def test_job_killed_at_three_points_restarts_exactly_once(
+def test_job_killed_in_four_batches_restarts_exactly_once(
     private_broker: Config,
     spark: SparkSession,
     tmp_path: Path,
@@ -88,27 +103,30 @@ def test_job_killed_at_three_points_restarts_exactly_once(
 ) -> None:
     config = private_broker
     kafka = config.kafka
-    names = make_topics(kafka, ("in", 2), ("out", 1), ("dead", 1))
-    topics = dict(zip(["in", "out", "dead"], names, strict=True))
+    names = make_topics(kafka, ("in", 2), ("out", 1), ("dead", 1), ("late", 1))
+    topics = dict(zip(["in", "out", "dead", "late"], names, strict=True))
     conf = write_config(tmp_path / "arus.toml", config)
-    args = ["--config", str(conf), *job_args(topics, tmp_path)]
+    args = ["--config", str(conf), *job_args(topics, tmp_path, "--late-topic", topics["late"])]
 
     events: list[dict[str, object]] = []
+    late: list[dict[str, object]] = []
     bad: list[bytes] = []
-    for k, (point, _) in enumerate(KILLS):
-        new_events, records = chunk(k, topics["in"])
+    for k, (wanted, _) in enumerate(KILLS):
+        new_events, new_late, records = chunk(k, topics["in"])
         events += new_events
+        late += new_late
         bad += [r.value for r in records if r.key == "bad"]
         produce(kafka, config, records)
-        crashed = run_job_process(args, clean_env(**{FAULT_ENV: point}))
+        crashed = run_job_process(args, clean_env(**{FAULT_ENV: wanted}))
         assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
-        assert f"fault injection: SIGKILL at {point}" in crashed.stderr
+        point, _, batch = wanted.partition(":")
+        assert f"fault injection: SIGKILL at {point}, batch {batch}" in crashed.stderr
 
     # Recovery runs the same main() in this process (its Spark session is warm already).
     isolated_env()
     assert aggregate.main(args) == 0
 
-    gold_path, dead_path = tmp_path / "gold", tmp_path / "deadletter"
+    gold_path, dead_path, late_path = tmp_path / "gold", tmp_path / "deadletter", tmp_path / "late"
     gold = read_delta(gold_path)
     assert not gold.duplicated(["device_id", "window_start"]).any()
     gold["window_start"] = pd.to_datetime(gold["window_start"], utc=True)
@@ -120,7 +138,16 @@ def test_job_killed_at_three_points_restarts_exactly_once(
     assert sorted(bytes(v) for v in dead["value"]) == sorted(bad)
     assert not dead.duplicated(["partition", "offset"]).any()
 
-    txns = {table.name: Counter(delta_txns(table)) for table in (gold_path, dead_path)}
+    late_rows = read_delta(late_path)
+    assert sorted(late_rows["event_id"]) == sorted(str(e["event_id"]) for e in late)
+    assert set(late_rows["batch_id"]) == {len(KILLS) - 1}
+    # At-least-once: every late event published, any repeat an exact copy (same key and value).
+    late_records = read_topic(kafka, topics["late"])
+    assert {(key, value) for key, value, _ in late_records} == {
+        (str(e["device_id"]).encode(), json.dumps(e).encode()) for e in late
+    }
+
+    txns = {table.name: Counter(delta_txns(table)) for table in (gold_path, dead_path, late_path)}
     twice = {name: [t for t, n in counts.items() if n > 1] for name, counts in txns.items()}
     assert all(txns.values()) and not any(twice.values()), f"transactions committed twice: {twice}"
 
@@ -135,9 +162,9 @@ def test_job_killed_at_three_points_restarts_exactly_once(
     assert len(positions) == len(bad)
 
     # Scenario 6: a clean restart with nothing new adds no Delta version, so no rows.
-    versions = (delta_versions(gold_path), delta_versions(dead_path))
+    versions = [delta_versions(table) for table in (gold_path, dead_path, late_path)]
     assert aggregate.main(args) == 0
-    assert (delta_versions(gold_path), delta_versions(dead_path)) == versions
+    assert [delta_versions(table) for table in (gold_path, dead_path, late_path)] == versions
 
     figures.update(
         kill_points=[p for p, _ in KILLS],
@@ -148,6 +175,9 @@ def test_job_killed_at_three_points_restarts_exactly_once(
         gold_rows=len(got),
         gold_duplicate_rows=int(gold.duplicated(["device_id", "window_start"]).sum()),
         dead_letters=len(dead),
+        late_rows=len(late_rows),
+        late_rows_twice=int(late_rows.duplicated(["partition", "offset"]).sum()),
+        kafka_late_records=len(late_records),
         delta_txns={name: len(counts) for name, counts in txns.items()},
         delta_txns_committed_twice=sum(len(t) for t in twice.values()),
         kafka_output_records=len(out_records),
