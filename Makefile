@@ -17,9 +17,10 @@ help: ## List the targets
 ## --- the two commands -------------------------------------------------------
 
 .PHONY: demo
-demo: setup kafka-up ## Set everything up, produce IoT readings, run the whole pipeline once, print what it wrote
-	arus produce iot --count 3000
+demo: setup kafka-up ## Set everything up, produce IoT readings, run the whole pipeline once, print what it wrote and grade it
+	arus produce iot --count 3000 --ledger data/iot-ledger.jsonl
 	arus pipeline --available-now --show
+	arus scorecard --ledger data/iot-ledger.jsonl
 
 .PHONY: test
 test: setup ## Run the unit and integration tests (against the real broker, which it starts)

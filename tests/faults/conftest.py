@@ -207,10 +207,11 @@ DEMO_READINGS = 400
 # The clean stage reads this many records per micro-batch (six batches): its watermark moves
 # between batches, so a late send behind it goes to the late table (one batch would take them all).
 DEMO_BATCH = 67
-# [alerts] has no rule on the battery; the demo's config adds this one so a decline can be caught. A
-# healthy device starts at 60-100% and loses 0.002 points a reading: below 55 it has been draining.
+# The shipped [alerts] rule that catches a draining battery, as conf/arus.toml writes it:
+# test_scorecard drops it from a run's config to see the scorecard report the class missed.
 BATTERY_RULE = """
 [[alerts.bounds]]
+# A healthy battery starts at 60-100% and loses 0.002 points a reading: below 55 it is draining.
 name = "battery_low"
 kind = ""
 field = "battery"
@@ -257,7 +258,7 @@ def demo_run(
     folder = fault_root / "demo"
     folder.mkdir()
     conf = write_config(folder / "arus.toml", private_broker)
-    conf.write_text(conf.read_text() + BATTERY_RULE)
+    assert BATTERY_RULE in conf.read_text(), "conf/arus.toml's battery_low rule changed: update BATTERY_RULE"
     names = ("raw", "devices", "clean", "deadletter", "late", "aggregates", "alerts")
     topics = dict(zip(names, make_topics(private_broker.kafka, *((n, 1) for n in names)), strict=True))
     run = DemoRun(
