@@ -630,6 +630,7 @@ class IotSimulator(Source):
         else:
             self.messages = simulate(*simulation)
         if self.ledger_path:
+            self.ledger_path.parent.mkdir(parents=True, exist_ok=True)
             self.ledger = resources.enter_context(open(self.ledger_path, "w"))  # noqa: SIM115 - ExitStack
 
     def preamble(self) -> Iterator[Record]:
