@@ -30,7 +30,7 @@ test: setup ## Run the unit and integration tests (against the real broker, whic
 
 .PHONY: test-faults
 test-faults: setup ## Kill jobs and brokers, feed bad input, try bad logins: the reliability suite (own brokers, ~10 min)
-	$(PY) -m pytest tests/faults -m faults --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest tests/faults -m faults --durations=0 $(PYTEST_ARGS)
 
 ## --- setup --------------------------------------------------------------------
 
