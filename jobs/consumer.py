@@ -68,7 +68,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(docs/consumer.md)",
     )
     parser.add_argument("--until-idle", type=float, metavar="SECONDS", help="stop after this long idle")
-    parser.add_argument("--max-records", type=int, help="stop after reading this many records")
+    parser.add_argument(
+        "--max-records",
+        type=int,
+        help="stop after reading this many new records (records replayed after a restart or a rebalance, "
+        "to rebuild open windows, do not count)",
+    )
     parser.add_argument("--no-view", action="store_true", help="no live table, only the summary at the end")
     parser.add_argument("--view-rows", type=int, help="windows the live table shows")
     parser.add_argument("--refresh", type=float, metavar="SECONDS", help="live table refresh interval")

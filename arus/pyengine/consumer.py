@@ -291,7 +291,7 @@ class WindowConsumer:
                 # Caught up: let the watermark move on and commit what that closes.
                 self._process({})
                 settled = True
-            if settings.max_records is not None and self._read() >= settings.max_records:
+            if settings.max_records is not None and self.counters.records >= settings.max_records:
                 self.counters.stopped_by = f"read {settings.max_records} records"
                 break
             if settings.until_idle is not None and now - last_record >= settings.until_idle:
@@ -351,13 +351,11 @@ class WindowConsumer:
                 raise GuardError(f"no partitions found for topic {topic!r} within {timeout_s:.0f}s")
             time.sleep(0.2)
 
-    def _read(self) -> int:
-        return self.counters.records + self.counters.replayed
-
     def _poll_limit(self) -> int:
         limit = self.settings.consumer.max_poll_records
         if self.settings.max_records is not None:
-            limit = max(1, min(limit, self.settings.max_records - self._read()))
+            # Replays rebuild windows a restart or a rebalance lost; they do not count as read.
+            limit = max(1, min(limit, self.settings.max_records - self.counters.records))
         return limit
 
     def _process(self, polled: dict[TopicPartition, list[Any]]) -> None:

@@ -388,8 +388,7 @@ def test_consumer_and_spark_job_agree_on_one_topic(
     # by the Column the same expression gives, then windowed (a batch query, no second job run).
     started = time.monotonic()
     filtered = {**topics, "out": new_topic("consumer-where", 3)}
-    # Until idle, as the first run: with --max-records, one CI run's output lacked the later windows
-    # of one partition's keys (cause not yet found; the consumer's max-records stop is left as it is).
+    # Until idle, as the first run: the output must hold every partition's windows.
     where_run = consumer_settings(
         config, filtered, f"where-{topics['in']}", *keys, "--where", WHERE, "--until-idle", "3"
     )
