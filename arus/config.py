@@ -378,9 +378,12 @@ class AlertsConfig:
     lookback: str = "30 minutes"
     zscore_readings: int = 20
     zscore_threshold: float = 4.0
-    stuck_readings: int = 6
+    stuck_readings: int = 3
     silent_minutes: float = 5.0
     bounds: tuple[BoundRule, ...] = ()
+    # The reading's own nominal range: clean-schema fields the pipeline fills from its device ("": none).
+    range_low_field: str = "device_low"
+    range_high_field: str = "device_high"
 
 
 @dataclass(frozen=True)
@@ -698,6 +701,8 @@ FIELD_KEYS = {
     "aggregate.keys[]": "stream.schema",
     "aggregate.value_fields[]": "stream.schema",
     "alerts.bounds[].field": "pipeline.clean_schema",
+    "alerts.range_low_field": "pipeline.clean_schema",
+    "alerts.range_high_field": "pipeline.clean_schema",
 }
 
 

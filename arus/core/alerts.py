@@ -1,6 +1,7 @@
 """Alert rules over clean readings: pure DataFrame -> DataFrame functions, one per rule.
 
     bound_alerts    a field above or below a configured limit ([[alerts.bounds]])
+    range_alerts    a value outside its own device's nominal range (the device's metadata in silver)
     zscore_alerts   a value far from its device's previous N readings (rolling z-score)
     stuck_alerts    the same value N readings in a row
     silent_alerts   no reading from a device for N minutes of event time
@@ -98,6 +99,41 @@ def bound_alerts(
             )
         )
     return reduce(DataFrame.unionByName, frames) if frames else _empty(readings, key)
+
+
+def range_alerts(
+    readings: DataFrame,
+    value_field: str,
+    low_field: str,
+    high_field: str,
+    *,
+    key: str,
+    id_field: str,
+    time_field: str,
+) -> DataFrame:
+    """A reading outside the nominal range its device declares (low and high are the reading's own
+    columns: silver carries the device's metadata), so it holds from a device's first reading on.
+
+    # alert_id (range|<event id>), rule, ...   A reading with no range (an unknown device) has none.
+    """
+    if not low_field or not high_field or {low_field, high_field} - set(readings.columns):
+        return _empty(readings, key)
+    value, low, high = F.col(value_field), F.col(low_field), F.col(high_field)
+    return _alerts(
+        readings.where((value < low) | (value > high)),
+        "range",
+        key,
+        F.concat_ws("|", F.lit("range"), F.col(id_field)),
+        F.col(id_field),
+        F.col(time_field),
+        value,
+        F.format_string(
+            f"{value_field} %s outside the device's nominal range %s to %s",
+            value.cast("string"),
+            low.cast("string"),
+            high.cast("string"),
+        ),
+    )
 
 
 def _in_order(key: str, id_field: str, time_field: str) -> WindowSpec:
@@ -243,6 +279,9 @@ def find_alerts(
         DataFrame.unionByName,
         [
             bound_alerts(readings, rules.bounds, **fields),
+            range_alerts(
+                readings, rules.value_field, rules.range_low_field, rules.range_high_field, **fields
+            ),
             zscore_alerts(
                 readings, rules.zscore_readings, rules.zscore_threshold, rules.value_field, **fields
             ),
