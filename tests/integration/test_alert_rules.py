@@ -9,7 +9,14 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
 from arus.config import AlertsConfig, BoundRule
-from arus.core.alerts import bound_alerts, find_alerts, silent_alerts, stuck_alerts, zscore_alerts
+from arus.core.alerts import (
+    bound_alerts,
+    find_alerts,
+    range_alerts,
+    silent_alerts,
+    stuck_alerts,
+    zscore_alerts,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +74,39 @@ def test_bounds_apply_to_their_kind_only(spark: SparkSession) -> None:
 def test_a_bound_with_an_unknown_op_is_refused(spark: SparkSession) -> None:
     with pytest.raises(ValueError, match="op must be"):
         bound_alerts(series(spark, "d", [1.0]), [BoundRule("x", "value", "over", 1.0)], **FIELDS)
+
+
+def test_range_judges_each_reading_by_its_own_devices_range_from_the_first_one(spark: SparkSession) -> None:
+    readings = spark.createDataFrame(
+        [
+            ("a", "t1", 31.5, 15.0, 30.0, at(0)),  # a temperature sensor's first reading, above its range
+            ("b", "t1", 30.0, 15.0, 30.0, at(10)),  # at the edge is inside
+            ("c", "p1", 960.25, 990.0, 1030.0, at(0)),  # a pressure sensor below its own range
+            ("d", "p1", 31.5, None, None, at(10)),  # a device with no metadata: no range to judge by
+        ],
+        "event_id string, device_id string, value double, device_low double, device_high double, "
+        "event_time timestamp",
+    )
+    expected = spark.createDataFrame(
+        [
+            (
+                "range|a", "range", "t1", "a", at(0), 31.5,
+                "value 31.5 outside the device's nominal range 15.0 to 30.0",
+            ),
+            (
+                "range|c", "range", "p1", "c", at(0), 960.25,
+                "value 960.25 outside the device's nominal range 990.0 to 1030.0",
+            ),
+        ],
+        ALERTS,
+    )  # fmt: skip
+    result = range_alerts(readings, "value", "device_low", "device_high", **FIELDS)
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+    # "" in [alerts] turns the rule off; readings without the fields (no device metadata) have none.
+    assert range_alerts(readings, "value", "", "", **FIELDS).count() == 0
+    assert (
+        range_alerts(series(spark, "t1", [99.0]), "value", "device_low", "device_high", **FIELDS).count() == 0
+    )
 
 
 def test_zscore_needs_n_previous_readings_and_alerts_on_the_outlier(spark: SparkSession) -> None:
@@ -153,13 +193,14 @@ def test_find_alerts_takes_its_field_names_from_config_and_reports_only_the_batc
 ) -> None:
     readings = spark.createDataFrame(
         [
-            ("r0", "s2", 98.0, at(0)),  # earlier readings: history, not the batch's, so no alert
-            ("r1", "s1", 1.0, at(0)),
-            ("r2", "s1", 1.0, at(10)),
-            ("r3", "s1", 1.0, at(20)),  # the third equal value in a row: stuck
-            ("r4", "s2", 99.0, at(20)),  # above the bound
+            ("r0", "s2", 98.0, 0.0, 100.0, at(0)),  # earlier readings: history, not the batch's, so no alert
+            ("r1", "s1", 1.0, 0.0, 100.0, at(0)),
+            ("r2", "s1", 1.0, 0.0, 100.0, at(10)),
+            ("r3", "s1", 1.0, 0.0, 100.0, at(20)),  # the third equal value in a row: stuck
+            ("r4", "s2", 99.0, 0.0, 100.0, at(20)),  # above the bound
+            ("r5", "s3", -2.0, 0.0, 100.0, at(20)),  # below its sensor's range
         ],
-        "rid string, sensor string, level double, ts timestamp",
+        "rid string, sensor string, level double, lo double, hi double, ts timestamp",
     )
     batch_ids = readings.where("rid NOT IN ('r0', 'r1')").select("rid")
     latest = readings.groupBy("sensor").agg({"ts": "max"}).withColumnRenamed("max(ts)", "ts")
@@ -170,12 +211,23 @@ def test_find_alerts_takes_its_field_names_from_config_and_reports_only_the_batc
         stuck_readings=3,
         silent_minutes=5,
         bounds=(BoundRule("level_high", "level", "above", 50.0),),
+        range_low_field="lo",
+        range_high_field="hi",
     )
     result = find_alerts(readings, batch_ids, latest, rules, at(30), id_field="rid", time_field="ts")
     expected = spark.createDataFrame(
         [
             ("stuck|r3", "stuck", "s1", "r3", at(20), 1.0, "value 1.0 unchanged over 3 readings"),
             ("level_high|r4", "level_high", "s2", "r4", at(20), 99.0, "level 99.0 above 50"),
+            (
+                "range|r5",
+                "range",
+                "s3",
+                "r5",
+                at(20),
+                -2.0,
+                "level -2.0 outside the device's nominal range 0.0 to 100.0",
+            ),
         ],
         ALERTS.replace("device_id", "sensor"),
     )
