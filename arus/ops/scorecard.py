@@ -20,9 +20,14 @@ Spark) and its clean stage's checkpoint say what became of each. What "caught" m
     dropout         per episode: none of its readings in bronze or silver (nothing was invented)
     battery_decline an alert from a rule on the battery field for that device, at or after the start
 
-A stuck episode shorter than [alerts] stuck_readings, a spike before zscore_readings readings that
-breaks no bound, or a decline with no battery rule in [alerts] is reported missed: the rules as
-configured cannot see it.
+What the rules as configured cannot see is reported missed: for instance a stuck episode shorter
+than [alerts] stuck_readings, or a decline with no battery rule in [alerts].
+
+A false alarm is an alert the ledger explains by no injected fault: an alert on a reading that is
+neither a spike nor one of a stuck episode's readings (a battery rule's alert after the device's
+decline began is explained), or a silent alert with no dropout of the device within
+[alerts] silent_minutes after the reading it names. They are counted and listed; they do not
+change the exit code, since a rule may rightly see what the simulator did not inject.
 
 Exit codes: 0 every class caught = injected; 1 some injected fault was missed (listed with its
 event ids); 2 a usage or config error, an unreadable ledger, or no bronze table under the lake.
@@ -273,6 +278,48 @@ def _judge(run: RunTables, kind: str, entries: list[dict[str, Any]]) -> tuple[bo
     return False, f"no {'/'.join(rules)} alert for {device} after the decline began"
 
 
+@dataclass
+class FalseAlarm:
+    """An alert no injected fault explains."""
+
+    alert_id: str
+    rule: str
+    device_id: str
+    event_time: str
+    detail: str
+
+
+def false_alarms(run: RunTables, ledger: list[dict[str, Any]]) -> list[FalseAlarm]:
+    """The alerts the ledger explains by no injected fault, in alert-time order."""
+    rules = run.config.alerts
+    faulty = {str(e["event_id"]) for e in ledger if e["kind"] in ("spike", "stuck")}
+    declines = {str(e["device_id"]): _time(e) for e in ledger if e["kind"] == "battery_decline"}
+    dropouts: dict[str, list[datetime]] = defaultdict(list)
+    for e in ledger:
+        if e["kind"] == "dropout":
+            dropouts[str(e["device_id"])].append(_time(e))
+    battery = {b.name for b in rules.bounds if b.field == "battery"}
+    silence = pd.Timedelta(minutes=rules.silent_minutes)
+    found: list[FalseAlarm] = []
+    if run.alerts.empty:
+        return found
+    for alert in run.alerts.sort_values(["event_time", "alert_id"]).itertuples():
+        device, at, rule = str(getattr(alert, rules.key)), pd.Timestamp(alert.event_time), str(alert.rule)
+        if pd.isna(alert.event_id):
+            explained = any(at < t <= at + silence for t in dropouts[device])
+        elif rule in battery:
+            explained = device in declines and declines[device] <= at
+        else:
+            explained = str(alert.event_id) in faulty
+        if not explained:
+            found.append(
+                FalseAlarm(
+                    str(alert.alert_id), rule, device, time_text(at.to_pydatetime()), str(alert.detail)
+                )
+            )
+    return found
+
+
 def score(run: RunTables, ledger: list[dict[str, Any]]) -> list[ClassScore]:
     """Every class of CLASSES, in that order, with its missed faults."""
     groups: dict[str, dict[tuple[str, ...], list[dict[str, Any]]]] = defaultdict(dict)
@@ -308,7 +355,7 @@ def score(run: RunTables, ledger: list[dict[str, Any]]) -> list[ClassScore]:
     return scores
 
 
-def print_scores(scores: Sequence[ClassScore], out: Any = sys.stdout) -> None:
+def print_scores(scores: Sequence[ClassScore], alarms: Sequence[FalseAlarm], out: Any = sys.stdout) -> None:
     print(f"{'class':<16} {'unit':<8} {'injected':>8} {'caught':>7} {'missed':>7}", file=out)
     for s in scores:
         print(f"{s.kind:<16} {s.unit:<8} {s.injected:>8} {s.caught:>7} {len(s.missed):>7}", file=out)
@@ -323,6 +370,9 @@ def print_scores(scores: Sequence[ClassScore], out: Any = sys.stdout) -> None:
         f"{total - len(missed)} of {total} caught" + ("" if missed else ": every class caught = injected"),
         file=out,
     )
+    for a in alarms:
+        print(f"false alarm {a.rule}: {a.device_id} at {a.event_time}: {a.detail}", file=out)
+    print(f"{len(alarms)} false alarm(s): alerts no injected fault explains", file=out)
 
 
 def run_parser(prog: str, doc: str) -> argparse.ArgumentParser:
@@ -366,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE
     run = opened[0]
     scores = score(run, ledger)
+    alarms = false_alarms(run, ledger)
     ok = all(not s.missed for s in scores)
     if args.json:
         body = {
@@ -373,10 +424,11 @@ def main(argv: list[str] | None = None) -> int:
             "lake": str(args.lake or run.config.resolve(run.config.paths.lake)),
             "ok": ok,
             "classes": [asdict(s) for s in scores],
+            "false_alarms": [asdict(a) for a in alarms],
         }
         print(json.dumps(body, indent=2))
     else:
-        print_scores(scores)
+        print_scores(scores, alarms)
     return CAUGHT if ok else MISSED
 
 

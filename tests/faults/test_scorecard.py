@@ -15,9 +15,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 from conftest import BATTERY_RULE, DEMO_DEVICES, DEMO_READINGS, DemoRun
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from faultkit import START, read_delta
 from kafka import KafkaConsumer, TopicPartition
 
@@ -41,6 +43,30 @@ def injected(entries: list[dict[str, object]]) -> Counter[str]:
         for i, e in enumerate(entries)
     }
     return Counter(str(unit[0]) for unit in units)
+
+
+def unexplained_alerts(run: DemoRun, lake: Path) -> set[str]:
+    """The alert ids no injected fault explains: not on a spike or a stuck reading, not a battery
+    alert after its device's decline began, not a silence a dropout of its device began."""
+    entries = ledger(run)
+    faulty = {e["event_id"] for e in entries if e["kind"] in ("spike", "stuck")}
+    declines = {e["device_id"]: str(e["event_time"]) for e in entries if e["kind"] == "battery_decline"}
+    dropouts = [(e["device_id"], str(e["event_time"])) for e in entries if e["kind"] == "dropout"]
+    silence = timedelta(minutes=run.config.alerts.silent_minutes)
+    unexplained = set()
+    for a in read_delta(lake / "alerts").itertuples():
+        at = a.event_time.to_pydatetime().astimezone(UTC)
+        if pd.isna(a.event_id):
+            explained = any(
+                d == a.device_id and at < datetime.fromisoformat(t) <= at + silence for d, t in dropouts
+            )
+        elif a.rule == "battery_low":
+            explained = a.device_id in declines and datetime.fromisoformat(declines[a.device_id]) <= at
+        else:
+            explained = a.event_id in faulty
+        if not explained:
+            unexplained.add(a.alert_id)
+    return unexplained
 
 
 def run_json(module: object, args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
@@ -87,16 +113,26 @@ def test_scorecard_catches_every_injected_class(
         kind: (n, n) for kind, n in expected.items()
     }
     assert (code, report["ok"]) == (0, True)
+    assert {a["alert_id"] for a in report["false_alarms"]} == unexplained_alerts(demo_run, demo_run.lake)
 
 
 def test_scorecard_names_what_a_changed_pipeline_missed(
     demo_run: DemoRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The stuck alerts deleted from a copy of the alerts table, and the battery rule dropped from
-    the config: both classes missed, with their event ids, and a non-zero exit."""
+    the config: both classes missed, with their event ids, and a non-zero exit. A z-score alert
+    added on a reading no fault touched is a false alarm."""
     lake = tmp_path / "lake"
     shutil.copytree(demo_run.lake, lake)
-    DeltaTable(str(lake / "alerts")).delete("rule = 'stuck'")
+    alerts = DeltaTable(str(lake / "alerts"))
+    alerts.delete("rule = 'stuck'")
+    touched = {e["event_id"] for e in ledger(demo_run)}
+    untouched = next(e for e in read_delta(lake / "silver")["event_id"] if e not in touched)
+    added = alerts.to_pyarrow_table().slice(0, 1)
+    for column, value in {"alert_id": f"zscore|{untouched}", "rule": "zscore", "event_id": untouched}.items():
+        i = added.schema.get_field_index(column)
+        added = added.set_column(i, added.schema.field(i), pa.array([value], added.schema.field(i).type))
+    write_deltalake(str(lake / "alerts"), added, mode="append")
     config = tmp_path / "arus.toml"
     config.write_text(demo_run.config_file.read_text().replace(BATTERY_RULE, ""))
     entries = ledger(demo_run)
@@ -110,6 +146,11 @@ def test_scorecard_names_what_a_changed_pipeline_missed(
         "battery_decline": {str(e["event_id"]) for e in entries if e["kind"] == "battery_decline"},
     }
     assert (code, report["ok"]) == (1, False)
+    alarms = {a["alert_id"] for a in report["false_alarms"]}
+    assert f"zscore|{untouched}" in alarms
+    # Without the battery rule its alerts are no longer explained by a decline.
+    battery = set(read_delta(lake / "alerts").query("rule == 'battery_low'")["alert_id"])
+    assert battery and alarms == unexplained_alerts(demo_run, lake) | battery
 
 
 def test_trace_follows_a_malformed_a_late_and_a_normal_event(

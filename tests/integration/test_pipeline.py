@@ -73,7 +73,7 @@ NOMINAL = {
 def value_of(device: str, r: int, rng: random.Random) -> float:
     _, _, unit, normal, _ = FLEET[device]
     if device == "d0" and r == 30:
-        return 45.0  # temperature above its bound, and far from its recent readings
+        return 45.0  # temperature above its bound and its range, and far from its recent readings
     if device == "d1" and r == 25:
         return 95.0  # humidity above its bound
     if device == "d2" and 10 <= r <= 17:
@@ -159,6 +159,10 @@ def alerts_oracle(silver: pd.DataFrame, config: Config) -> set[str]:
         kind = silver["kind"] == bound.kind
         broken = silver["value"] > bound.limit if bound.op == "above" else silver["value"] < bound.limit
         ids |= {f"{bound.name}|{e}" for e in silver[kind & broken]["event_id"]}
+    # NaN (a device with no metadata) is outside nothing.
+    value = silver[rules.value_field]
+    outside = (value < silver[rules.range_low_field]) | (value > silver[rules.range_high_field])
+    ids |= {f"range|{e}" for e in silver[outside]["event_id"]}
     n, limit = rules.zscore_readings, timedelta(minutes=rules.silent_minutes)
     clock = silver["event_time"].max()
     for device, rows in silver.sort_values(["event_time", "event_id"]).groupby("device_id"):
@@ -342,6 +346,7 @@ def test_alerts_are_exactly_the_expected_ones(spark: SparkSession, config: Confi
     assert {a.split("|")[0] for a in expected} >= {
         "temperature_high",
         "humidity_high",
+        "range",
         "zscore",
         "stuck",
         "silent",
