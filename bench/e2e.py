@@ -151,12 +151,12 @@ def _wait_idle(query: Any, records: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         progress = query.lastProgress
-        if progress and _read_up_to(progress) >= records and not query.status["isTriggerActive"]:
+        if progress and read_up_to(progress) >= records and not query.status["isTriggerActive"]:
             return
         time.sleep(0.5)
 
 
-def _read_up_to(progress: dict[str, Any]) -> int:
+def read_up_to(progress: dict[str, Any]) -> int:
     total = 0
     for source in progress.get("sources", []):
         end = source.get("endOffset")
