@@ -6,7 +6,9 @@ Writers take a static DataFrame, so the same function serves a batch job and, th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -86,6 +88,7 @@ def merge_into_delta(
     app_id: str | None = None,
     batch_id: int | None = None,
     update: bool = True,
+    since: tuple[str, datetime] | None = None,
 ) -> None:
     """Upsert rows into the Delta table at `path` by `keys`, creating the table on first use; with
     `update` False, only insert the rows whose keys it does not hold yet and never change a row.
@@ -93,11 +96,23 @@ def merge_into_delta(
     Re-running the same rows changes nothing, which is what makes a replayed micro-batch safe.
     Given `app_id` and `batch_id`, a replayed batch is not even committed again: Delta records the
     merge as (txnAppId, txnVersion) and skips one it has already seen.
+
+    Given `since` (a timestamp key and its least value in `df`, timezone-aware), the target side is
+    bounded to rows at or after it: a literal bound lets Delta skip every file whose statistics end
+    before it, so the merge reads the files the batch can touch, not the whole table. It matches the
+    same rows, since every source row's key is at or after the bound.
+
+    Delta copies a source that is not a Delta scan (spark.databricks.delta.merge.materializeSource
+    = auto) even when it is persisted: with "none" Delta 4 refuses a cached source
+    (DELTA_MERGE_SOURCE_CACHED_DURING_EXECUTION), and an uncached foreachBatch frame would run
+    its stateful query twice. The copy is of the aggregates only, so it stays.
     """
     spark = df.sparkSession
-    if not is_table(path):
-        df.limit(0).write.format("delta").mode("ignore").save(path)
+    ensure_table(df, path)
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    if since is not None:
+        column, least = since
+        condition += f" AND t.`{column}` >= TIMESTAMP '{least.isoformat()}'"
 
     def merge() -> None:
         builder = DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), condition)
@@ -105,18 +120,33 @@ def merge_into_delta(
             builder = builder.whenMatchedUpdateAll()
         builder.whenNotMatchedInsertAll().execute()
 
+    settings = {} if app_id is None or batch_id is None else {TXN_APP_ID: app_id, TXN_VERSION: str(batch_id)}
     # A concurrent commit (maintenance compacting the table, a backfill) can win the race; the
     # merge is idempotent, so it is simply tried again on the new version.
-    if app_id is None or batch_id is None:
+    with session_settings(spark, settings):
         retry_on_conflict(merge)
-        return
-    spark.conf.set(TXN_APP_ID, app_id)
-    spark.conf.set(TXN_VERSION, str(batch_id))
+
+
+def ensure_table(df: DataFrame, path: str) -> None:
+    """Create an empty Delta table with `df`'s schema at `path` unless there is one."""
+    if not is_table(path):
+        df.limit(0).write.format("delta").mode("ignore").save(path)
+
+
+@contextmanager
+def session_settings(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """Spark settings for the duration of one write, each put back as it was."""
+    before: dict[str, str | None] = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
     try:
-        retry_on_conflict(merge)
+        yield
     finally:
-        spark.conf.unset(TXN_APP_ID)
-        spark.conf.unset(TXN_VERSION)
+        for key, old in before.items():
+            if old is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, old)
 
 
 def append_to_delta(df: DataFrame, path: str, app_id: str, batch_id: int) -> None:

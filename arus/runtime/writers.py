@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -37,7 +37,7 @@ from arus.core.transforms import (
 from arus.grammar import duration_us
 from arus.io.checkpoints import query_id, read_stream_batch
 from arus.io.lake import is_table
-from arus.io.sinks import append_to_delta, merge_into_delta, write_kafka
+from arus.io.sinks import append_to_delta, ensure_table, merge_into_delta, write_kafka
 from arus.runtime.guards import kill_point
 from arus.runtime.microbatch import (
     LateOutput,
@@ -49,6 +49,7 @@ from arus.runtime.microbatch import (
 from arus.runtime.progress import Tally
 
 Writer = Callable[[DataFrame, int], None]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ def write_aggregates(
 ) -> Writer:
     """Upsert the aggregates into `gold` by (keys, window_start), publish them to `topic`, then the
     batch's dead letters (given `dead`) and late events. `late` names the query and its checkpoint.
+    The upsert reads only the gold rows from the batch's earliest window on, so its cost follows the
+    batch, not the table; a batch without aggregates writes none.
 
     The query's own output holds only aggregates, so the batch's Kafka input is read again (its
     offsets are in the checkpoint) and parsed once with `parse`, the query's own parsing, for both
@@ -103,9 +106,16 @@ def write_aggregates(
             bad = count_dead_letters(checked, dead, batch_id, tally, late.stage) if dead is not None else None
             batch.persist()
             try:
-                merge_into_delta(batch, gold.path, merge_keys, gold.app_id(late.checkpoint), batch_id)
+                # The batch's earliest window bounds the gold rows the merge reads; None: no rows.
+                since = first_window(batch)
+                if since is None:
+                    ensure_table(batch, gold.path)
+                else:
+                    app_id = gold.app_id(late.checkpoint)
+                    merge_into_delta(batch, gold.path, merge_keys, app_id, batch_id, since=since)
                 kill_point("after-delta", batch_id)
-                write_kafka(to_kafka_records(batch, aggregate_key_column(keys)), kafka, topic)
+                if since is not None:
+                    write_kafka(to_kafka_records(batch, aggregate_key_column(keys)), kafka, topic)
                 kill_point("after-kafka", batch_id)
             finally:
                 batch.unpersist()
@@ -119,6 +129,14 @@ def write_aggregates(
             tally.set(late.stage, batch_id, late=count)
 
     return write
+
+
+def first_window(aggregates: DataFrame) -> tuple[str, datetime] | None:
+    """("window_start", the earliest window start in `aggregates`, in UTC), or None without rows."""
+    micros = aggregates.agg(F.unix_micros(F.min("window_start"))).first()[0]  # type: ignore[index]
+    if micros is None:
+        return None
+    return "window_start", EPOCH + timedelta(microseconds=micros)
 
 
 def write_bronze(

@@ -1,0 +1,80 @@
+"""The gold MERGE reads only the files a batch can touch, and still upserts exactly (issue 12).
+
+A gold table written as one file per day; a batch of the last day's windows (one update, one new
+window) is merged the way the aggregate job merges it, with the other days' files moved away: the
+merge succeeds only if Delta skips them by their statistics (a file it opens must be there). They
+are put back, and the whole table is compared with a dict upsert of the same rows.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+from chispa import assert_df_equality
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from arus.io.sinks import merge_into_delta
+from arus.runtime.writers import first_window
+
+GOLD = T.StructType(
+    [
+        T.StructField("device_id", T.StringType()),
+        T.StructField("window_start", T.TimestampType()),
+        T.StructField("count", T.LongType()),
+    ]
+)
+DAYS = 4
+
+
+def test_merge_skips_files_before_the_batch_and_upserts_exactly(spark: SparkSession, tmp_path: Path) -> None:
+    path = str(tmp_path / "gold")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        (d, start + timedelta(days=n, minutes=m), 1)
+        for n in range(DAYS)
+        for d in ("a", "b")
+        for m in range(3)
+    ]
+    table = {(d, w): c for d, w, c in rows}
+    # One file per day, as a stream's batches write them.
+    spark.createDataFrame(rows, GOLD).repartitionByRange(DAYS, "window_start").write.format("delta").save(
+        path
+    )
+    last = start + timedelta(days=DAYS - 1)
+    earlier = {
+        Path(urlparse(r["file"]).path)
+        for r in spark.read.format("delta")
+        .load(path)
+        .where(F.col("window_start") < last)
+        .select(F.input_file_name().alias("file"))
+        .collect()
+    }
+    assert len(earlier) == DAYS - 1
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for file in earlier:
+        shutil.move(file, aside / file.name)
+
+    batch_rows = [("a", last + timedelta(minutes=2), 7), ("c", last + timedelta(minutes=5), 1)]
+    batch = spark.createDataFrame(batch_rows, GOLD).persist()
+    try:
+        since = first_window(batch)
+        assert since == ("window_start", last + timedelta(minutes=2))
+        merge_into_delta(batch, path, ["device_id", "window_start"], "test-gold", 0, since=since)
+    finally:
+        batch.unpersist()
+    for file in earlier:
+        shutil.move(aside / file.name, file)
+
+    table |= {(d, w): c for d, w, c in batch_rows}
+    metrics = DeltaTable.forPath(spark, path).history(1).collect()[0]["operationMetrics"]
+    assert (metrics["numTargetRowsUpdated"], metrics["numTargetRowsInserted"]) == ("1", "1")
+    expected = spark.createDataFrame([(d, w, c) for (d, w), c in table.items()], GOLD)
+    actual = spark.read.format("delta").load(path)
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
