@@ -332,6 +332,9 @@ class AggregateConfig:
     window: str
     output_topic: str
     table: str
+    # update: a window is written each batch it changes in; append: once, when the watermark passes it
+    output_mode: str = "update"
+    percentile_accuracy: int = 10000  # percentile_approx's accuracy: exact below about this many values
 
 
 @dataclass(frozen=True)
@@ -668,6 +671,8 @@ CHECKS: dict[str, Allowed] = {
     "stream.guards.max_deadletter_ratio": RATIO,
     "stream.guards.breaker_min_records": NOT_NEGATIVE,
     "aggregate.window": WINDOW,
+    "aggregate.output_mode": one_of("update", "append"),
+    "aggregate.percentile_accuracy": COUNT,
     "consumer.max_poll_records": COUNT,
     "consumer.view_refresh_s": Allowed(lambda value: value > 0, "more than 0"),
     "consumer.view_rows": COUNT,
