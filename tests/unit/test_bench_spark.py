@@ -1,0 +1,204 @@
+"""The Spark benchmarks' pure parts: per-batch costs from progress marks, the fixed/marginal fit,
+gold commit times, soak flatness, the issue's goals from a small recorded result, and its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arus.bench.gold import commit_times, flatness, median_after_first
+from arus.bench.report import render
+from arus.bench.run import goals
+from arus.bench.soak import fifth_ratio, lag_bounded, verdict
+from arus.bench.steady import Batch, data_batches, fit_line, summarise_rung
+
+
+def test_fit_line_recovers_fixed_and_marginal_cost() -> None:
+    xs = [1000.0, 5000.0, 20_000.0, 1000.0]
+    ys = [300 + 0.05 * x for x in xs]
+    fixed, marginal = fit_line(xs, ys) or (0, 0)
+    assert fixed == pytest.approx(300)
+    assert marginal == pytest.approx(0.05)
+    assert fit_line([5.0, 5.0], [1.0, 2.0]) is None
+
+
+def test_data_batches_charge_no_data_batches_to_the_next_data_batch() -> None:
+    # (batch id, rows, triggerExecution ms, CPU seconds read at its progress report)
+    marks = [(0, 100, 900.0, 12.0), (1, 0, 50.0, 12.2), (2, 100, 400.0, 12.9), (3, 80, 300.0, 13.4)]
+    assert data_batches(marks, cpu_at_start=10.0) == [
+        Batch(0, 100, pytest.approx(2.0), 900.0),
+        Batch(2, 100, pytest.approx(0.9), 450.0),
+        Batch(3, 80, pytest.approx(0.5), 300.0),
+    ]
+
+
+def test_summarise_rung_fits_over_every_batch_and_evaluates_a_live_batch() -> None:
+    def batches(size: int) -> list[Batch]:
+        # CPU 0.2 s + 20 us/event; wall 300 ms + 50 us/event
+        return [Batch(i, size, 0.2 + 20e-6 * size, 300 + 0.05 * size) for i in range(3)]
+
+    summary = summarise_rung({1000: batches(1000), 10_000: batches(10_000)})
+    assert summary["fixed_cpu_ms"] == pytest.approx(200)
+    assert summary["marginal_cpu_us"] == pytest.approx(20)
+    assert summary["fixed_wall_ms"] == pytest.approx(300)
+    assert summary["live_batch_wall_ms"] == pytest.approx(350)
+    assert [p["size"] for p in summary["points"]] == [1000, 10_000]
+    assert summary["largest_events_per_s"] == pytest.approx(10_000 / 0.8)
+
+
+def test_commit_times_read_delta_history_metrics() -> None:
+    history = [
+        (4, "MERGE", {"executionTimeMs": "812", "numTargetRowsInserted": "40"}),
+        (3, "WRITE", {"numOutputRows": "1000"}),
+    ]
+    assert commit_times(history) == [
+        {"version": 3, "operation": "WRITE", "execution_ms": None, "rows_written": 1000},
+        {"version": 4, "operation": "MERGE", "execution_ms": 812.0, "rows_written": 40},
+    ]
+    assert median_after_first([9000.0, 100.0, 300.0, None, 200.0]) == 200.0
+    assert flatness({1000: 100.0, 10**6: 130.0}) == pytest.approx(1.3)
+    assert flatness({1000: 100.0, 10**6: None}) is None
+
+
+def test_soak_flatness_from_first_to_last_fifth() -> None:
+    assert fifth_ratio([10, 10, 11, 12, 12, 12, 13, 14, 15, 15]) == pytest.approx(1.5)
+    assert fifth_ratio([1, 2, 3]) is None
+    # A lag near zero is bounded by the slack; a lag that keeps growing is not.
+    assert lag_bounded([0, 5, 0, 3, 10, 2, 0, 8, 30, 40], slack=100) is True
+    assert lag_bounded([100, 200, 300, 400, 500, 600, 700, 800, 900, 1000], slack=100) is False
+    samples = [
+        {"lag": 10, "batch_ms": 500, "jvm_rss_mb": 900, "driver_rss_mb": 100, "gold_rows": 10 * i}
+        for i in range(10)
+    ]
+    result = verdict(samples, rate=50, trigger_s=2)
+    assert result["met"] is True
+    samples[-1]["batch_ms"] = samples[-2]["batch_ms"] = 1500
+    failed = verdict(samples, rate=50, trigger_s=2)
+    assert failed["checks"]["batch_ms flat"] is False
+    assert failed["met"] is False
+
+
+def recorded() -> dict[str, Any]:
+    """A small result file as the quick profile writes it (figures made up, shapes real)."""
+
+    def rung(per_s: float, live_ms: float) -> dict[str, Any]:
+        return {
+            "points": [
+                {
+                    "size": 1000,
+                    "wall_ms_per_batch": live_ms,
+                    "cpu_ms_per_batch": 900.0,
+                    "cpu_us_per_event": 900.0,
+                    "events_per_s": 1000 / live_ms * 1000,
+                    "batches": 10,
+                    "rows_median": 1000,
+                }
+            ],
+            "fixed_cpu_ms": 800.0,
+            "marginal_cpu_us": 100.0,
+            "fixed_wall_ms": live_ms - 50,
+            "marginal_wall_us": 50.0,
+            "live_batch_wall_ms": live_ms,
+            "largest_events_per_s": per_s,
+        }
+
+    return {
+        "profile": "quick",
+        "steady": {
+            "sizes": [1000, 20_000],
+            "batches_per_size": 10,
+            "rungs": {"parse": rung(20_000, 400), "delta": rung(8_000, 900), "job": rung(6_000, 1500)},
+        },
+        "versus": {
+            "events": 1_000_000,
+            "consumer": {"events": 1_000_000, "events_per_s": 15_000.0, "wall_s": 66.7},
+            "spark": {"events": 1_000_000, "events_per_s": 30_000.0, "wall_s": 33.3},
+        },
+        "gold": {
+            "batches": 6,
+            "batch_size": 2000,
+            "points": [
+                {"gold_rows": 1000, "write_ms_median": 500.0, "add_batch_ms_median": 900.0},
+                {"gold_rows": 1_000_000, "write_ms_median": 550.0, "add_batch_ms_median": 990.0},
+            ],
+            "write_flatness": 1.1,
+            "add_batch_flatness": 1.1,
+        },
+        "scale": {
+            "points": [
+                {"events": 100_000, "cpu_us_per_event": 110.0},
+                {"events": 1_000_000, "cpu_us_per_event": 100.0},
+            ]
+        },
+        "soak": {
+            "seconds": 300,
+            "offered_events_per_s": 3000,
+            "ratios": {"batch_ms": 1.05, "jvm_rss_mb": 1.3},
+            "checks": {
+                "batch_ms flat": True,
+                "jvm_rss_mb flat": False,
+                "lag bounded": True,
+                "gold growing": True,
+            },
+            "met": False,
+            "samples": [
+                {
+                    "t_s": 5.0 * i,
+                    "lag": 10,
+                    "batch_ms": 500,
+                    "jvm_rss_mb": 900,
+                    "jvm_heap_mb": 300,
+                    "driver_rss_mb": 100,
+                    "gold_rows": i,
+                }
+                for i in range(10)
+            ],
+        },
+    }
+
+
+def test_goals_name_each_goal_of_the_issue_with_its_ratio() -> None:
+    by_goal = {g["goal"]: g for g in goals(recorded())}
+
+    def find(*words: str) -> dict[str, Any]:
+        (found,) = [g for name, g in by_goal.items() if all(w in name for w in words)]
+        return found
+
+    versus = find("Spark", "consumer")
+    assert (versus["ratio"], versus["met"]) == (pytest.approx(2.0), False)
+    delta = find("Delta", "parse")
+    assert (delta["ratio"], delta["met"]) == (pytest.approx(0.4), False)
+    gold = find("gold write")
+    assert (gold["ratio"], gold["met"]) == (pytest.approx(1.1), True)
+    cpu = find("10^7")
+    # 10^5 and 10^6 only (the quick profile): the ratio is shown, the goal not judged.
+    assert (cpu["ratio"], cpu["met"]) == (pytest.approx(1.1), None)
+    assert "full profile" in cpu["how"]
+    live = find("live batch")
+    assert (live["ratio"], live["met"]) == (pytest.approx(1.5), False)
+    assert find("soak")["met"] is False
+    informative = find("informative", "10^6")
+    assert informative["ratio"] == pytest.approx(0.6)
+    assert find("end-to-end p99")["met"] is None
+
+
+def test_report_shows_goals_split_growth_and_soak(tmp_path: Path) -> None:
+    results = recorded()
+    results["goals"] = goals(results)
+    text = render(results, tmp_path / "r.json")
+    assert "| Spark aggregate job >= 3 x kafka-python consumer" in text
+    assert "| job | 800 | 100.0 | 1,450 | 50.0 | 1,500 | 6,000 |" in text
+    assert "| 1,000,000 | 550 | 990 |" in text
+    assert "img/bench-soak.png" in text and "img/bench-gold-growth.png" in text
+    assert "jvm_rss_mb flat: no" in text
+
+
+def test_gold_and_soak_plots_are_drawn_from_the_results(tmp_path: Path) -> None:
+    from arus.bench.report import plot_gold, plot_soak
+
+    results = recorded()
+    assert plot_gold(results, tmp_path / "gold.png") and plot_soak(results, tmp_path / "soak.png")
+    assert (tmp_path / "gold.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "soak.png").stat().st_size > 10_000
+    assert not plot_gold({}, tmp_path / "none.png")
