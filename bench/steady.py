@@ -16,7 +16,8 @@ Rungs (all built from the job's own code, so they measure whatever the engine do
 
     parse   Kafka source, parse_events + valid_events -> noop (the ladder's parse rung)
     delta   the job's query (arus.runtime.queries.start_aggregate_query) without the dead-letter pass
-    job     the job's query as `arus aggregate` runs it
+    job     the job's query as `arus aggregate` runs it (the configured [aggregate] output_mode)
+    append  the job's query with output_mode "append": each final window written once
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from arus.config import Config
 from arus.runtime.queries import start_aggregate_query
 
-RUNGS = ("parse", "delta", "job")
+RUNGS = ("parse", "delta", "job", "append")
 LIVE_BATCH = 1000  # events in "a live micro-batch of about 1,000 events"
 
 
@@ -154,6 +155,8 @@ def start_steady_rung(
     query = scratch_query(config, topic, out, work, max_offsets_per_trigger=size)
     if rung == "delta":
         query = replace(query, dead=None)
+    elif rung == "append":
+        query = replace(query, job=replace(query.job, output_mode="append"))
     elif rung != "job":
         raise ValueError(f"unknown steady rung {rung!r}; choose from {RUNGS}")
     return start_aggregate_query(spark, config.kafka, query)
