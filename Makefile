@@ -188,17 +188,17 @@ aggregate-on-cluster: kafka-up spark-cluster-up ## Run the main job on the stand
 ## --- benchmarks --------------------------------------------------------------------
 
 .PHONY: bench
-bench: setup ## Benchmarks, quick profile (~10-15 min, own broker on 29092): bench/results/*.json, docs/benchmarks.md
+bench: setup ## Benchmarks, quick profile (aimed at 20-25 min, own broker on 29092): bench/results/*.json, docs/benchmarks.md
 	arus bench run --profile quick
 	arus bench report
 
 .PHONY: bench-full
-bench-full: setup ## Benchmarks, full profile (larger sizes, 10^7-event growth; an hour or more)
+bench-full: setup ## Benchmarks, full profile (larger sizes, 10^7 events and gold rows, a 30-min soak; hours)
 	arus bench run --profile full
 	arus bench report
 
 .PHONY: bench-report
-bench-report: ## Re-render docs/benchmarks.md and its plot from the newest bench/results/*.json
+bench-report: ## Re-render docs/benchmarks.md and its plots from the newest bench/results/*.json
 	arus bench report
 
 ## --- quality -----------------------------------------------------------------------
