@@ -70,4 +70,5 @@ def silver_to_gold(
         event_time=stream.event_time_field,
         window=job.window,
         slide=slide,
+        accuracy=job.percentile_accuracy,
     )

@@ -29,8 +29,10 @@ from arus.core.rules import Filter, Partition, RecordPosition, aggregate_key, ti
 from arus.pyengine.records import EPOCH, java_double, spark_string
 from arus.pyengine.transform import cleaner, predicate
 
-# percentile_approx(col, p, 10000) in arus.core.transforms: its summary is exact below 5,000 values
-# per window (2 * relative error * n < 1), so exact percentiles match it there.
+# percentile_approx(col, [0.5, 0.95], accuracy) in arus.core.transforms, accuracy from [aggregate]
+# percentile_accuracy: its summary is exact below accuracy / 2 values per window (2 * n / accuracy
+# < 1), so the exact percentiles here match it there: below 5,000 values at the default 10000. A
+# window of more values, or a lower accuracy, may differ by the sketch's error (1 / accuracy).
 RELATIVE_ERROR = 1.0 / 10000
 
 
