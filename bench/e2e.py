@@ -128,7 +128,7 @@ def run_load(
         producer.start()
         producer.join()
         produced_until = time.time()
-        _wait_idle(stream, count, timeout=120)
+        wait_idle(stream, count, timeout=120)
     finally:
         stream.stop()
     aggregates = stream.recentProgress
@@ -146,7 +146,7 @@ def run_load(
     }
 
 
-def _wait_idle(query: Any, records: int, timeout: float) -> None:
+def wait_idle(query: Any, records: int, timeout: float) -> None:
     """Until the job has read all `records` of its input and its batch is over (or the timeout)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

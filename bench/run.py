@@ -131,6 +131,7 @@ PROFILES = {
         gold_batch_size=500,
         soak_seconds=30,
         soak_sample_s=2,
+        skipped=("sweep", "spark", "growth"),
     ),
     "quick": Profile(
         runs=3,

@@ -9,7 +9,7 @@ sample holds: consumer lag (the topic's end offsets minus the offsets the query 
 last batch's duration, the Spark JVM's resident and heap-used memory (driver and executor are one
 JVM in local mode), this Python driver's resident memory, and the gold table's version and rows
 (from its Delta log). Flat means the mean of the last fifth of the samples is within 20% of the
-mean of the first fifth.
+mean of the first fifth, counted from the query's second batch.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from arus.bench.common import create_topic, run_client, unique_topic
-from arus.bench.e2e import read_up_to
+from arus.bench.e2e import read_up_to, wait_idle
 from arus.bench.spark_ladder import jvm_pid, progress_figures, scratch_query
 from pyspark.sql import SparkSession
 
@@ -57,7 +57,9 @@ def lag_bounded(lags: Sequence[float | None], slack: float) -> bool | None:
 
 
 def verdict(samples: list[dict[str, Any]], rate: float, trigger_s: float) -> dict[str, Any]:
-    """Flatness of each series from the first to the last fifth, and whether gold grew."""
+    """Flatness of each series from the first to the last fifth, and whether gold grew. The query's
+    first batch (a cold start, not a steady state) and the samples before it are left out."""
+    samples = [s for s in samples if (s.get("batch_id") or 0) >= 1]
     series = {name: [s.get(name) for s in samples] for name in SERIES}
     ratios = {name: fifth_ratio(series[name]) for name in ("batch_ms", "jvm_rss_mb", "driver_rss_mb")}
     gold = [g for g in series["gold_rows"] if g is not None]
@@ -151,6 +153,7 @@ def run_soak(
                 {
                     "t_s": round(time.monotonic() - started, 1),
                     "lag": end - read_up_to(progress) if progress else None,
+                    "batch_id": progress.get("batchId"),
                     "batch_ms": progress.get("durationMs", {}).get("triggerExecution"),
                     "batch_rows": progress.get("numInputRows"),
                     "jvm_rss_mb": _rss_mb(pid),
@@ -160,6 +163,8 @@ def run_soak(
                     "gold_rows": rows,
                 }
             )
+        # Stopping mid-batch makes Spark log the cancelled batch's failure: let the last batch end.
+        wait_idle(query, count, timeout=120)
     finally:
         query.stop()
         offsets.close()
