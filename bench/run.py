@@ -449,12 +449,16 @@ class Bench:
                 created.append(inputs[size])
                 self.fill(inputs[size], count)
             rungs = {}
-            for rung in RUNGS:
-                try:
-                    rungs[rung] = self.steady_rung(spark, clock, rung, inputs, counts, out)
-                except Exception as exc:  # one broken rung must not lose the others
-                    self.log(f"steady: {rung} failed: {exc!r}")
-                    rungs[rung] = {"error": traceback.format_exc()[-4000:]}
+            try:
+                for rung in RUNGS:
+                    try:
+                        rungs[rung] = self.steady_rung(spark, clock, rung, inputs, counts, out)
+                    except Exception as exc:  # one broken rung must not lose the others
+                        self.log(f"steady: {rung} failed: {exc!r}")
+                        rungs[rung] = {"error": traceback.format_exc()[-4000:]}
+            finally:
+                # Its callback runs on every progress report: not in the sections after this one.
+                spark.streams.removeListener(clock)
         return {"sizes": list(p.steady_sizes), "batches_per_size": p.steady_batches, "rungs": rungs}
 
     def steady_rung(
