@@ -3,6 +3,7 @@
     arus aggregate                                          # catch up on the topic, then stop
     arus aggregate --trigger "10 seconds"                   # run live until Ctrl-C
     arus aggregate --window "5 minutes" --slide "1 minute" --show
+    arus aggregate --output-mode append                     # each window written once, when final
     arus aggregate --take-over gold_aggregates              # after the pipeline wrote it, on purpose
     spark-submit jobs/aggregate.py [the same options]       # on a cluster, or a local Spark
 
@@ -12,7 +13,9 @@ to the dead-letter topic and table with their original bytes and the reason; eve
 watermark, which Spark's stateful operators drop, go to the [stream] late topic and table.
 Readings are cleaned per [clean] before they are aggregated. Aggregates are upserted into the
 Delta table by (keys, window), so a replayed micro-batch writes each row exactly once; the Kafka
-output is at-least-once, each record keyed by entity and window start. One streaming query
+output is at-least-once, each record keyed by entity and window start. With --output-mode append
+([aggregate] output_mode) each window is appended and published once, when the watermark passes
+its end: later, cheaper, and never a partial window. One streaming query
 (arus.runtime.queries) does it all; each micro-batch prints a progress line with its watermark,
 late and dead-letter counts.
 """
@@ -54,6 +57,8 @@ AGGREGATE_FLAGS = {
     "window": 'window length, e.g. "1 minute"',
     "keys": "comma-separated key fields",
     "value_fields": "comma-separated numeric fields to aggregate",
+    "output_mode": "update (each batch upserts the windows it changed) or append (each window once, "
+    "final, when the watermark passes it)",
 }
 
 
@@ -66,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, text in {**STREAM_FLAGS, **AGGREGATE_FLAGS}.items():
         # Checked as the config key it overrides (a bad --window is refused before anything starts).
         key = f"stream.{name}" if name in STREAM_FLAGS else f"aggregate.{name}"
-        kind = checked(key) if name in ("watermark", "starting_offsets", "window") else str
+        kind = checked(key) if name in ("watermark", "starting_offsets", "window", "output_mode") else str
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
     parser.add_argument(
         "--slide",

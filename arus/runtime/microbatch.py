@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from arus.config import KafkaConfig
@@ -64,9 +64,10 @@ def end_offsets(kafka: KafkaConfig, topic: str) -> dict[str, int]:
 
 
 def write_kafka_once(
-    records: DataFrame, kafka: KafkaConfig, topic: str, marks: str | Path, batch_id: int, id_field: str
+    records: DataFrame, kafka: KafkaConfig, topic: str, marks: str | Path, batch_id: int, id_field: str | None
 ) -> None:
-    """Publish a micro-batch's records (key, value JSON with `id_field`) once, even when replayed.
+    """Publish a micro-batch's records (key, value JSON with `id_field`) once, even when replayed;
+    with `id_field` None, the record key is the id (a batch publishes each key once).
 
     Before the first attempt the topic's end offsets are noted under `marks`; a replay of the batch
     reads what the earlier attempt already published after them and sends only the rest. The
@@ -82,11 +83,10 @@ def write_kafka_once(
         spark = records.sparkSession
         published = (
             read_kafka_batch(spark, kafka, topic, json.dumps(before), "latest")
-            .select(F.get_json_object(F.col("value").cast("string"), f"$.{id_field}").alias("_id"))
+            .select(record_id(id_field).alias("_id"))
             .distinct()
         )
-        ids = F.get_json_object(F.col("value").cast("string"), f"$.{id_field}")
-        records = records.join(published, ids == F.col("_id"), "left_anti")
+        records = records.join(published, record_id(id_field) == F.col("_id"), "left_anti")
     else:
         partial = folder / f".{batch_id}.{uuid.uuid4().hex}"
         partial.write_text(json.dumps(end_offsets(kafka, topic)))
@@ -95,6 +95,13 @@ def write_kafka_once(
             if old.stem.isdigit() and int(old.stem) < batch_id - 100:
                 old.unlink(missing_ok=True)
     write_kafka(records, kafka, topic)
+
+
+def record_id(id_field: str | None) -> Column:
+    """What identifies a Kafka record: its value's `id_field`, or its key given None."""
+    if id_field is None:
+        return F.col("key").cast("string")
+    return F.get_json_object(F.col("value").cast("string"), f"$.{id_field}")
 
 
 @dataclass(frozen=True)

@@ -181,12 +181,13 @@ def start_aggregate_query(
     # *keys, window_start, window_end, count, <f>_mean, <f>_min, <f>_max, <f>_stddev, <f>_p50, <f>_p95
     aggregates = silver_to_gold(events, stream, job, query.slide)
     parse = functools.partial(bronze_to_checked, schema=schema, stream=stream)
+    append = job.output_mode == "append"
     write = write_aggregates(
-        kafka, query.gold, job.output_topic, job.keys, query.late(), parse, query.dead, tally
+        kafka, query.gold, job.output_topic, job.keys, query.late(), parse, query.dead, tally, append
     )
     writer = (
         aggregates.writeStream.queryName(query.name)
-        .outputMode("update")
+        .outputMode(job.output_mode)
         .foreachBatch(write)
         .option("checkpointLocation", query.query_checkpoint)
     )

@@ -27,6 +27,7 @@ from arus.config import AlertsConfig, KafkaConfig
 from arus.core.alerts import find_alerts
 from arus.core.rules import check_deadletter_ratio
 from arus.core.transforms import (
+    ERROR,
     KAFKA_COLUMNS,
     SOURCE,
     aggregate_key_column,
@@ -82,11 +83,14 @@ def write_aggregates(
     parse: Callable[[DataFrame], DataFrame],
     dead: DeadLetterSink | None = None,
     tally: Tally | None = None,
+    append: bool = False,
 ) -> Writer:
     """Upsert the aggregates into `gold` by (keys, window_start), publish them to `topic`, then the
     batch's dead letters (given `dead`) and late events. `late` names the query and its checkpoint.
     The upsert reads only the gold rows from the batch's earliest window on, so its cost follows the
-    batch, not the table; a batch without aggregates writes none.
+    batch, not the table; a batch without aggregates writes none. With `append` (a query in append
+    mode, whose batches hold each window once, final), the aggregates are appended instead of
+    merged and published once even when the batch is replayed.
 
     The query's own output holds only aggregates, so the batch's Kafka input is read again (its
     offsets are in the checkpoint) and parsed once with `parse`, the query's own parsing, for both
@@ -108,18 +112,23 @@ def write_aggregates(
             try:
                 # The batch's earliest window bounds the gold rows the merge reads; None: no rows.
                 since = first_window(batch)
+                app_id = gold.app_id(late.checkpoint)
                 if since is None:
                     ensure_table(batch, gold.path)
+                elif append:
+                    append_to_delta(batch, gold.path, app_id, batch_id)
                 else:
-                    app_id = gold.app_id(late.checkpoint)
                     merge_into_delta(batch, gold.path, merge_keys, app_id, batch_id, since=since)
                 kill_point("after-delta", batch_id)
-                if since is not None:
-                    write_kafka(to_kafka_records(batch, aggregate_key_column(keys)), kafka, topic)
+                records = to_kafka_records(batch, aggregate_key_column(keys))
+                if since is not None and append:
+                    write_kafka_once(records, kafka, topic, f"{late.checkpoint}/published", batch_id, None)
+                elif since is not None:
+                    write_kafka(records, kafka, topic)
                 kill_point("after-kafka", batch_id)
             finally:
                 batch.unpersist()
-            if dead is not None and bad is not None:
+            if dead is not None:
                 publish_dead_letters(kafka, dead, bad, batch_id, late.checkpoint)
             count = write_late_events(spark, kafka, late, parse, batch_id, checked)
         finally:
@@ -156,7 +165,6 @@ def write_bronze(
                 append_to_delta(records, bronze.path, bronze.app_id(checkpoint), batch_id)
             kill_point("bronze-after-delta", batch_id)
             bad = count_dead_letters(checked, dead, batch_id, tally, query)
-            assert bad is not None
             publish_dead_letters(kafka, dead, bad, batch_id, checkpoint)
         finally:
             checked.unpersist()
@@ -198,7 +206,7 @@ def write_clean(
 def count_dead_letters(
     checked: DataFrame | None, dead: DeadLetterSink, batch_id: int, tally: Tally | None, query: str
 ) -> DataFrame | None:
-    """The batch's dead letters (None when it read nothing), counted; too many trip the breaker.
+    """The batch's dead letters (None when it has none), counted; too many trip the breaker.
 
     It sees every checked record so the circuit breaker can weigh the bad ones against the total.
     """
@@ -208,20 +216,25 @@ def count_dead_letters(
         return None
     # topic, partition, offset, timestamp, key, value, error
     bad = dead_letters(checked)
-    count, total = bad.count(), checked.count()
+    # Both counts in one pass over the batch.
+    counts = checked.agg(F.count_if(F.col(ERROR).isNotNull()), F.count(F.lit(1))).first()
+    count, total = (counts[0], counts[1]) if counts is not None else (0, 0)
     if tally is not None:
         tally.set(query, batch_id, dead=count)
     check_deadletter_ratio(count, total, dead.max_ratio, dead.min_records, batch_id)
-    return bad
+    return bad if count else None
 
 
 def publish_dead_letters(
-    kafka: KafkaConfig, dead: DeadLetterSink, bad: DataFrame, batch_id: int, checkpoint: str
+    kafka: KafkaConfig, dead: DeadLetterSink, bad: DataFrame | None, batch_id: int, checkpoint: str
 ) -> None:
-    """Dead letters: appended to Delta once per batch; to Kafka with the original bytes as value."""
-    append_to_delta(bad, dead.table.path, dead.table.app_id(checkpoint), batch_id)
+    """Dead letters: appended to Delta once per batch; to Kafka with the original bytes as value.
+    A batch without any (`bad` None) writes nothing; its kill point is reached all the same."""
+    if bad is not None:
+        append_to_delta(bad, dead.table.path, dead.table.app_id(checkpoint), batch_id)
     kill_point("deadletter-after-delta", batch_id)
-    write_kafka(dead_letter_records(bad), kafka, dead.topic)
+    if bad is not None:
+        write_kafka(dead_letter_records(bad), kafka, dead.topic)
 
 
 def write_alerts(

@@ -22,6 +22,7 @@ import pytest
 from arus.jobs import aggregate
 from faultkit import (
     START,
+    MainJob,
     clean_env,
     json_record,
     make_topics,
@@ -184,4 +185,66 @@ def test_job_killed_in_four_batches_restarts_exactly_once(
         kafka_output_keys=len(latest),
         kafka_deadletter_redelivered=sum(n - 1 for n in positions.values()),
         clean_restart_new_versions=0,
+    )
+
+
+# Append mode: 30 s of watermark, so each chunk's earlier windows are final within the chunk.
+APPEND_WATERMARK = timedelta(seconds=30)
+# Run k of chunk k: batch 2k reads the chunk (its windows are not final yet), then the no-data batch
+# 2k + 1 appends the windows the chunk's watermark passed; run 1 first replays batch 1.
+APPEND_KILLS = [
+    ("after-delta:1", "final windows appended to Delta, not yet published nor committed"),
+    ("after-kafka:3", "final windows in Delta and Kafka, the batch not yet committed by Spark"),
+]
+
+
+def test_append_mode_killed_restarts_with_each_final_window_once(
+    main_job: MainJob, spark: SparkSession, tmp_path: Path, figures: dict[str, object]
+) -> None:
+    config, topics = main_job.config, main_job.topics
+    conf = write_config(tmp_path / "arus.toml", config)
+    watermark = f"{APPEND_WATERMARK.seconds} seconds"
+    args = [
+        "--config",
+        str(conf),
+        *job_args(topics, tmp_path, "--output-mode", "append", "--watermark", watermark),
+    ]
+
+    events: list[dict[str, object]] = []
+    for k, (wanted, _) in enumerate(APPEND_KILLS):
+        chunk_events = [reading(i) for i in range(k * CHUNK, (k + 1) * CHUNK)]
+        events += chunk_events
+        repeats = [json_record(topics["in"], e) for e in chunk_events[:4]]
+        produce(config.kafka, config, [json_record(topics["in"], e) for e in chunk_events] + repeats)
+        crashed = run_job_process(args, clean_env(**{FAULT_ENV: wanted}))
+        assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
+        point, _, batch = wanted.partition(":")
+        assert f"fault injection: SIGKILL at {point}, batch {batch}" in crashed.stderr
+    assert aggregate.main(args) == 0
+
+    # Final: the watermark (latest event time - 30 s) is at or past the window's end.
+    last = max(pd.to_datetime([str(e["event_time"]) for e in events], utc=True))
+    everything = oracle(events)
+    final = everything["window_start"] + timedelta(minutes=1) <= last - APPEND_WATERMARK
+    expected = everything[final].reset_index(drop=True)
+    assert 0 < len(expected) < len(everything)  # the last minute is still open, so not written
+    gold = read_delta(tmp_path / "gold")
+    gold["window_start"] = pd.to_datetime(gold["window_start"], utc=True)
+    got = gold.sort_values(["device_id", "window_start"]).reset_index(drop=True)[expected.columns]
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=1e-9)
+    txns = Counter(delta_txns(tmp_path / "gold"))
+    assert txns and max(txns.values()) == 1, f"transactions committed twice: {txns}"
+
+    # Each final window published once, though both killed batches were replayed.
+    out = Counter(key.decode() for key, _, _ in read_topic(config.kafka, topics["out"]) if key)
+    assert out == Counter(f"{r.device_id}|{r.window_start:%Y-%m-%dT%H:%M:%SZ}" for r in expected.itertuples())
+
+    figures.update(
+        append_kill_points=[p for p, _ in APPEND_KILLS],
+        append_events=len(events),
+        append_final_windows=len(expected),
+        append_open_windows_unwritten=len(everything) - len(expected),
+        append_gold_rows=len(gold),
+        append_delta_txns=len(txns),
+        append_kafka_output_records=sum(out.values()),
     )
