@@ -5,7 +5,7 @@
     arus alerts --show                   # then print the alerts table
 
 Reads `[pipeline] clean_topic` (silver rows as JSON, `[pipeline] clean_schema`) and applies the
-`[alerts]` rules (arus.core.alerts): bounds, rolling z-score, stuck sensor, silent device, per
+`[alerts]` rules (arus.core.alerts): bounds, device range, rolling z-score, stuck sensor, silent device, per
 `[alerts] key`. The rolling rules look back on each device's earlier readings in the silver table
 (`[batch] silver_table`), which the pipeline's clean stage writes before it publishes a reading,
 so every reading this job sees is already there. Alerts are inserted into `[batch] alerts_table`
