@@ -441,18 +441,11 @@ class Bench:
         with topics(self.config) as created:
             out = create_topic(self.config, unique_topic("st-out"), 3)
             created.append(out)
-            # One batch more than measured: a fresh query's first batch is left out.
-            counts = {size: size * (p.steady_batches + 1) for size in p.steady_sizes}
-            inputs = {}
-            for size, count in counts.items():
-                inputs[size] = create_topic(self.config, unique_topic(f"st-{size}"), 3)
-                created.append(inputs[size])
-                self.fill(inputs[size], count)
             rungs = {}
             try:
                 for rung in RUNGS:
                     try:
-                        rungs[rung] = self.steady_rung(spark, clock, rung, inputs, counts, out)
+                        rungs[rung] = self.steady_rung(spark, clock, rung, out)
                     except Exception as exc:  # one broken rung must not lose the others
                         self.log(f"steady: {rung} failed: {exc!r}")
                         rungs[rung] = {"error": traceback.format_exc()[-4000:]}
@@ -461,30 +454,24 @@ class Bench:
                 spark.streams.removeListener(clock)
         return {"sizes": list(p.steady_sizes), "batches_per_size": p.steady_batches, "rungs": rungs}
 
-    def steady_rung(
-        self, spark: Any, clock: Any, rung: str, inputs: dict[int, str], counts: dict[int, int], out: str
-    ) -> dict[str, Any]:
-        """A warm-up of the rung on the smallest size, then each size measured from a fresh checkpoint."""
+    def steady_rung(self, spark: Any, clock: Any, rung: str, out: str) -> dict[str, Any]:
+        """A short warm-up of the rung (3 batches of the smallest size), then each size measured from a
+        fresh checkpoint on a topic of one batch more than measured (the first is left out)."""
         from arus.bench.steady import run_steady, summarise_rung
 
-        sizes = self.profile.steady_sizes
+        sizes, batches = self.profile.steady_sizes, self.profile.steady_batches
+        warm = sizes[0] * 3
         self.log(f"steady: {rung}: warm-up (not measured)")
         run_steady(
-            spark,
-            self.config,
-            rung,
-            inputs[sizes[0]],
-            out,
-            sizes[0],
-            self.fresh(rung),
-            clock,
-            counts[sizes[0]],
+            spark, self.config, rung, self.filled_topic(warm), out, sizes[0], self.fresh(rung), clock, warm
         )
         measured = {}
         for size in sizes:
-            self.log(f"steady: {rung}: {self.profile.steady_batches} batches of {size}")
+            self.log(f"steady: {rung}: {batches} batches of {size}")
+            count = size * (batches + 1)
+            topic = self.filled_topic(count)
             measured[size] = run_steady(
-                spark, self.config, rung, inputs[size], out, size, self.fresh(rung), clock, counts[size]
+                spark, self.config, rung, topic, out, size, self.fresh(rung), clock, count
             )
         r = summarise_rung(measured)
         self.log(
