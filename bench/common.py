@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from importlib import metadata
@@ -154,8 +154,48 @@ class Measured:
         raise RuntimeError(f"no JSON result in the output:\n{self.stdout[-2000:]}\n{self.stderr[-3000:]}")
 
 
-def run_measured(cmd: Sequence[str], timeout: float, env: dict[str, str] | None = None) -> Measured:
-    """Run a command to its end and read its own resource usage with wait4 (not the whole tree's)."""
+class TreeCpu:
+    """User + system CPU of a process and every descendant, sampled every `every_s` seconds from
+    /proc (psutil): what wait4 misses of children the process never waits for (PySpark's JVM). A
+    descendant's last moments before it exits, up to one interval, are not counted."""
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        self.every_s = every_s
+        self.last: dict[int, float] = {}
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, pid: int) -> None:
+        self.thread = threading.Thread(target=self._sample, args=(pid,), daemon=True)
+        self.thread.start()
+
+    def _sample(self, pid: int) -> None:
+        import psutil
+
+        with suppress(psutil.Error):
+            root = psutil.Process(pid)
+            while not self.done.is_set():
+                for proc in [root, *root.children(recursive=True)]:
+                    with suppress(psutil.Error):
+                        times = proc.cpu_times()
+                        self.last[proc.pid] = times.user + times.system
+                self.done.wait(self.every_s)
+
+    def stop(self) -> float:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+        return sum(self.last.values())
+
+
+def run_measured(
+    cmd: Sequence[str],
+    timeout: float,
+    env: dict[str, str] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> Measured:
+    """Run a command to its end and read its own resource usage with wait4 (not the whole tree's);
+    `on_start` is given the child's PID as soon as it runs."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.monotonic()
         proc = subprocess.Popen(
@@ -167,6 +207,8 @@ def run_measured(cmd: Sequence[str], timeout: float, env: dict[str, str] | None 
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
+        if on_start is not None:
+            on_start(proc.pid)
         timer = threading.Timer(timeout, _kill_group, (proc.pid,))
         timer.start()
         try:

@@ -331,14 +331,20 @@ def render_versus(versus: dict[str, Any] | None, scale: dict[str, Any] | None) -
             "(3 partitions), as fresh processes with the same settings: `arus aggregate --trigger "
             f"available-now --max-offsets-per-trigger {versus.get('max_offsets_per_trigger')}` and "
             "`arus consume --until-idle 3` (its 3 idle seconds taken off). Wall time from the process's "
-            "start to its exit, so Spark's start-up counts. The job's events are the sum of its gold counts.",
+            "start to its exit, so Spark's start-up counts. The job's events are the sum of its gold "
+            "counts. CPU: the consumer's from wait4; the job's (its Python process and its JVM) sampled "
+            "from /proc every 0.5 s.",
             "",
-            "| engine | events | wall s | events/s |",
-            "|---|---:|---:|---:|",
-            f"| `arus aggregate` (Spark) | {fmt(spark['events'])} | {fmt(spark['wall_s'], 1)} | "
-            f"{fmt(spark['events_per_s'])} |",
-            f"| `arus consume` (kafka-python) | {fmt(consumer['events'])} | {fmt(consumer['wall_s'], 1)} | "
-            f"{fmt(consumer['events_per_s'])} |",
+            "| engine | events | wall s | events/s | CPU s | CPU us/event |",
+            "|---|---:|---:|---:|---:|---:|",
+            *(
+                f"| {name} | {fmt(run['events'])} | {fmt(run['wall_s'], 1)} | {fmt(run['events_per_s'])} | "
+                f"{fmt(run.get('cpu_s'), 1)} | {fmt(run.get('cpu_us_per_event'), 1)} |"
+                for name, run in (
+                    ("`arus aggregate` (Spark)", spark),
+                    ("`arus consume` (kafka-python)", consumer),
+                )
+            ),
             "",
         ]
     if scale and scale.get("points"):

@@ -509,6 +509,10 @@ class Bench:
             # Every reading is in exactly one window: the gold counts add up to what the job read.
             job["events"] = self.gold_events(work / "lake" / self.config.aggregate.table)
             job["events_per_s"] = job["events"] / job["wall_s"]
+            for engine in (consumer, job):
+                engine["cpu_us_per_event"] = (
+                    engine["cpu_s"] / engine["events"] * 1e6 if engine["events"] else None
+                )
             self.log(f"  {job['events_per_s']:,.0f} events/s ({job['wall_s']} s)")
         if consumer["events"] != p.versus_events or job["events"] != p.versus_events:
             raise RuntimeError(

@@ -6,7 +6,8 @@ same pre-filled topic, with the same [stream] and [aggregate] settings (windows,
     consumer = run_consumer(config, topic, out)
 
 Wall time runs from the process's start to its exit, so Spark's start-up (JVM, session, planning)
-is part of it; the consumer's idle wait before it stops is taken off its wall time.
+is part of it; the consumer's idle wait before it stops is taken off its wall time. CPU: the
+consumer's from wait4, the job's (Python and its JVM, which it never waits for) sampled from /proc.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from arus.bench.common import run_measured
+from arus.bench.common import TreeCpu, run_measured
 
 from arus.config import Config
 
@@ -37,10 +38,16 @@ def run_spark_job(
     args = ["aggregate", *_topics(topic, out), "--trigger", "available-now"]
     if max_per_trigger:
         args += ["--max-offsets-per-trigger", str(max_per_trigger)]
-    measured = run_measured(arus_command(*args), timeout, _env(config, work))
+    tree = TreeCpu()
+    measured = run_measured(arus_command(*args), timeout, _env(config, work), on_start=tree.start)
+    cpu = tree.stop()
     if measured.returncode != 0:
         raise RuntimeError(f"arus aggregate exited with {measured.returncode}:\n{measured.stderr[-3000:]}")
-    return {"wall_s": round(measured.wall_s, 2), "peak_rss_mb": round(measured.peak_rss_mb, 1)}
+    return {
+        "wall_s": round(measured.wall_s, 2),
+        "cpu_s": round(cpu, 2),
+        "peak_rss_mb_python": round(measured.peak_rss_mb, 1),
+    }
 
 
 def run_consumer(config: Config, topic: str, out: str, work: Path, timeout: float) -> dict[str, Any]:
