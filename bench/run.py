@@ -363,7 +363,7 @@ class Bench:
                 ),
                 "bare kafka-python consumer": lambda t: self.client("kp-consumer", t, p.consumer_events),
             }
-            if importlib.util.find_spec("jobs.consumer"):
+            if importlib.util.find_spec("arus.jobs.consumer"):
                 cases["arus aggregating consumer"] = lambda t: self.client(
                     "arus-consumer", t, p.consumer_events, "--out-topic", out
                 )
