@@ -56,6 +56,7 @@ COMMANDS: dict[str, Command] = {
     "dashboard": Command("arus.ops.dashboard", "a live local web page: lag, rates, late, dead letters, gold"),
     "bench run": Command("arus.bench.run", "run the benchmarks (own broker on 29092)"),
     "bench report": Command("arus.bench.report", "render docs/benchmarks.md from the newest results"),
+    "bench profile": Command("arus.bench.batch_profile", "time each step of one micro-batch of the main job"),
 }
 # Commands of two words: the first word alone names the group.
 GROUPS = sorted({name.split()[0] for name in COMMANDS if " " in name})

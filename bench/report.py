@@ -592,11 +592,37 @@ def update_doc(doc: Path, generated: str) -> None:
     doc.write_text(f"{head}{BEGIN}\n{generated}\n{END}{tail}")
 
 
-def newest_result() -> Path:
-    files = sorted(RESULTS_DIR.glob("*.json"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        raise SystemExit("bench.report: no results in bench/results/ (run `make bench` first)")
-    return files[-1]
+def newest_result(prefix: str = "") -> Path | None:
+    """The newest result file: of `arus bench profile` given prefix "profile-", else of `arus bench run`."""
+    files = sorted(
+        (f for f in RESULTS_DIR.glob(f"{prefix}*.json") if prefix or not f.name.startswith("profile-")),
+        key=lambda p: p.stat().st_mtime,
+    )
+    return files[-1] if files else None
+
+
+def render_profile(profile: dict[str, Any], profile_file: Path) -> list[str]:
+    """Where a micro-batch's time goes (`arus bench profile`): each writer step's median, per mode."""
+    shown = profile_file.relative_to(REPO_ROOT) if profile_file.is_relative_to(REPO_ROOT) else profile_file
+    out = [
+        f"#### Where one micro-batch's time goes (`{shown}`, started {profile.get('started')})",
+        "",
+        "`arus bench profile`: the job's query at a fixed number of records per trigger; each step of its "
+        "foreachBatch timed (medians over the batches after the first, ms). `first_window` is the first "
+        "action on the batch, where the stateful aggregation itself runs; `count_dead_letters` re-reads "
+        "and parses the batch's input; Delta's MERGE metrics are from the gold table's history.",
+        "",
+        "| mode | records/batch | batches | batch ms | foreachBatch ms | steps ms | Delta MERGE ms |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for run in profile.get("runs", []):
+        steps = ", ".join(f"{name} {fmt(ms)}" for name, ms in run["steps_ms"].items())
+        merge = ", ".join(f"{name} {fmt(ms)}" for name, ms in run["delta_merge_ms"].items()) or "-"
+        out.append(
+            f"| {run['mode']} | {fmt(run['size'])} | {run['batches']} | {fmt(run['batch_ms'])} | "
+            f"{fmt(run['add_batch_ms'])} | {steps} | {merge} |"
+        )
+    return [*out, ""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -608,7 +634,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--plot", type=Path, default=PLOT)
     args = parser.parse_args(argv)
-    result_file = (args.result or newest_result()).resolve()
+    chosen = args.result or newest_result()
+    if chosen is None:
+        raise SystemExit("bench.report: no results in bench/results/ (run `make bench` first)")
+    result_file = chosen.resolve()
     results = json.loads(result_file.read_text())
     if args.growth:
         other = json.loads(args.growth.read_text())
@@ -621,7 +650,11 @@ def main(argv: list[str] | None = None) -> int:
     plot_steady(results, images / STEADY_PLOT)
     plot_gold(results, images / GOLD_PLOT)
     plot_soak(results, images / SOAK_PLOT)
-    update_doc(args.doc, render(results, result_file))
+    generated = render(results, result_file)
+    profile_file = newest_result("profile-")
+    if profile_file is not None:
+        generated += "\n" + "\n".join(render_profile(json.loads(profile_file.read_text()), profile_file))
+    update_doc(args.doc, generated)
     print(f"bench.report: {args.doc} from {result_file}")
     return 0
 

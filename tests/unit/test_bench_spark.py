@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from arus.bench.gold import commit_times, flatness, median_after_first
-from arus.bench.report import render
+from arus.bench.report import render, render_profile
 from arus.bench.run import goals
 from arus.bench.soak import fifth_ratio, lag_bounded, verdict
 from arus.bench.steady import Batch, data_batches, fit_line, summarise_rung
@@ -211,3 +211,35 @@ def test_gold_and_soak_plots_are_drawn_from_the_results(tmp_path: Path) -> None:
     assert (tmp_path / "gold.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "soak.png").stat().st_size > 10_000
     assert not plot_gold({}, tmp_path / "none.png")
+
+
+def test_profile_table_lists_each_mode_with_its_steps_and_merge_metrics(tmp_path: Path) -> None:
+    profile = {
+        "started": "2026-12-02T07:00:00+00:00",
+        "runs": [
+            {
+                "mode": "update",
+                "size": 1000,
+                "batches": 11,
+                "batch_ms": 6100,
+                "add_batch_ms": 5900,
+                "steps_ms": {"first_window": 980, "merge_into_delta": 3400},
+                "delta_merge_ms": {"executionTimeMs": 3000.0, "scanTimeMs": 800.0},
+            },
+            {
+                "mode": "append",
+                "size": 1000,
+                "batches": 11,
+                "batch_ms": 2500,
+                "add_batch_ms": 2300,
+                "steps_ms": {"append_to_delta": 700},
+                "delta_merge_ms": {},
+            },
+        ],
+    }
+    rows = [line for line in render_profile(profile, tmp_path / "profile-x.json") if line.startswith("| ")]
+    assert rows[1:] == [
+        "| update | 1,000 | 11 | 6,100 | 5,900 | first_window 980, merge_into_delta 3,400 "
+        "| executionTimeMs 3,000, scanTimeMs 800 |",
+        "| append | 1,000 | 11 | 2,500 | 2,300 | append_to_delta 700 | - |",
+    ]

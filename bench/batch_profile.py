@@ -1,0 +1,180 @@
+"""Where one micro-batch of the main job spends its time: each step of its foreachBatch, timed.
+
+    arus bench profile                         # 1,000 records per trigger, 12 batches, both output modes
+    arus bench profile --size 5000 --batches 20 --modes update
+    arus bench profile --bootstrap 127.0.0.1:9092   # against a running broker instead of its own
+
+The job's query (arus.runtime.queries, as `arus aggregate` builds it) runs on a pre-filled topic
+with available-now and `--size` records per trigger. The writer's steps (arus.runtime.writers:
+the dead-letter count, the gold MERGE or append, the Kafka publish, the late events) are wrapped
+in timers, and Delta's own MERGE metrics are read from the gold table's history. The first batch
+is left out (cold). The result goes to bench/results/profile-<time>.json; `arus bench report`
+shows the newest one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from arus.bench.common import (
+    RESULTS_DIR,
+    bench_config,
+    create_topic,
+    run_client,
+    running_broker,
+    topics,
+    unique_topic,
+    versions,
+)
+from arus.bench.payloads import write_payload_file
+
+from arus.config import Config, load_config
+
+# The writer's steps, in the order a batch runs them. The first action on the persisted batch
+# (first_window) is where the stateful aggregation itself runs.
+STEPS = (
+    "count_dead_letters",
+    "first_window",
+    "merge_into_delta",
+    "append_to_delta",
+    "write_kafka",
+    "write_kafka_once",
+    "publish_dead_letters",
+    "write_late_events",
+)
+DELTA_METRICS = ("executionTimeMs", "scanTimeMs", "rewriteTimeMs", "materializeSourceTimeMs")
+
+
+@contextmanager
+def timed_steps() -> Iterator[dict[str, list[float]]]:
+    """Seconds of each call of the writer's STEPS while the block runs (the functions are put back)."""
+    from arus.runtime import writers
+
+    seconds: dict[str, list[float]] = {}
+    originals = {name: getattr(writers, name) for name in STEPS}
+
+    def timer(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds.setdefault(name, []).append(time.monotonic() - started)
+
+        return run
+
+    for name, function in originals.items():
+        setattr(writers, name, timer(name, function))
+    try:
+        yield seconds
+    finally:
+        for name, function in originals.items():
+            setattr(writers, name, function)
+
+
+def merge_metrics(spark: Any, gold: Path) -> dict[str, float]:
+    """Medians of Delta's MERGE metrics (ms) over the gold table's MERGE commits after its first."""
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, str(gold)).history().orderBy("version").collect()
+    merges = [row["operationMetrics"] for row in history if row["operation"] == "MERGE"][1:]
+    return {
+        name: statistics.median(float(m[name]) for m in merges)
+        for name in DELTA_METRICS
+        if merges and all(name in m for m in merges)
+    }
+
+
+def profile_mode(
+    spark: Any, config: Config, topic: str, out: str, work: Path, size: int, mode: str
+) -> dict[str, Any]:
+    """One run of the job's query in output `mode` over `topic`, `size` records per trigger."""
+    from arus.bench.spark_ladder import scratch_query
+
+    from arus.runtime.queries import start_aggregate_query
+
+    query = scratch_query(config, topic, out, work, max_offsets_per_trigger=size)
+    query = replace(query, job=replace(query.job, output_mode=mode))
+    with timed_steps() as seconds:
+        running = start_aggregate_query(spark, config.kafka, query)
+        running.awaitTermination()
+    batches = [p for p in running.recentProgress if p.numInputRows][1:]
+    per_step = {
+        name: round(statistics.median(values[1:]) * 1000)
+        for name, values in seconds.items()
+        if len(values) > 1 and max(values[1:]) > 0.0005
+    }
+    durations = [p.durationMs for p in batches]
+    return {
+        "mode": mode,
+        "size": size,
+        "batches": len(batches),
+        "batch_ms": round(statistics.median(d["triggerExecution"] for d in durations)) if durations else None,
+        "add_batch_ms": round(statistics.median(d["addBatch"] for d in durations)) if durations else None,
+        "steps_ms": per_step,
+        "delta_merge_ms": merge_metrics(spark, work / "gold") if mode == "update" else {},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="arus bench profile",
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="arus config file (default: the usual search)")
+    parser.add_argument("--size", type=int, default=1000, help="records per trigger (default 1000)")
+    parser.add_argument("--batches", type=int, default=12, help="batches per mode, the first left out")
+    parser.add_argument("--modes", default="update,append", help="output modes to profile, comma-separated")
+    parser.add_argument("--bootstrap", help="use this running broker instead of the benchmarks' own")
+    parser.add_argument("--out", type=Path, help="result file (default: bench/results/profile-<time>.json)")
+    args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - {"update", "append"})
+    if unknown or args.size < 1 or args.batches < 2:
+        parser.error(f"--modes takes update and append (got {unknown}); --size >= 1, --batches >= 2")
+    config = bench_config(load_config(args.config), args.bootstrap)
+    started = datetime.now(UTC)
+    out = args.out or RESULTS_DIR / f"profile-{started:%Y%m%dT%H%M%SZ}.json"
+    work = Path(tempfile.mkdtemp(prefix="arus-profile-"))
+    try:
+        with running_broker(config, own=not args.bootstrap), topics(config) as created:
+            from arus.runtime.session import build_session
+
+            spark = build_session("arus-bench-profile", config.spark)
+            events = args.size * args.batches
+            topic = create_topic(config, unique_topic("p-in"), 3)
+            sink = create_topic(config, unique_topic("p-out"), 3)
+            created += [topic, sink]
+            payload = work / "payload.txt"
+            write_payload_file(payload, events, 50)
+            print(f"bench profile: filling {topic} with {events} readings", flush=True)
+            run_client(
+                "kp-bare", ["--topic", topic, "--count", str(events), "--payload", str(payload)], config
+            )
+            runs = []
+            for mode in modes:
+                print(f"bench profile: {mode} mode, {args.batches} batches of {args.size}", flush=True)
+                runs.append(profile_mode(spark, config, topic, sink, work / mode, args.size, mode))
+                print(f"  median batch {runs[-1]['batch_ms']} ms: {runs[-1]['steps_ms']}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {"started": started.isoformat(), "versions": versions(), "runs": runs}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"bench profile: {out}")
+    return 0
