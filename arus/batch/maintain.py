@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 from arus.config import Config
 from arus.io.delta import AUTO_COMPACTION, FileCounts, file_counts, retry_on_conflict, table_properties
 from arus.io.lake import find_tables, lake_dir, table_location
+from arus.io.sinks import session_settings
 
 SAFE_RETENTION_HOURS = 168.0  # Delta's own minimum unless its retention check is turned off
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
@@ -88,17 +89,8 @@ def vacuum(spark: SparkSession, path: str, retain_hours: float) -> None:
     conf = {LISTING_PARALLELISM: str(max(2, spark.sparkContext.defaultParallelism))}
     if retain_hours < SAFE_RETENTION_HOURS:
         conf[RETENTION_CHECK] = "false"
-    previous = {key: spark.conf.get(key, None) for key in conf}
-    for key, value in conf.items():
-        spark.conf.set(key, value)
-    try:
+    with session_settings(spark, conf):
         DeltaTable.forPath(spark, path).vacuum(retain_hours)
-    finally:
-        for key, old in previous.items():
-            if old is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, old)
 
 
 def maintain(
