@@ -155,8 +155,7 @@ PROFILES = {
             "quick profile: Spark CPU per event at 10^5 and 10^6 events (10^7 is in the full profile); "
             "gold tables of 10^3-10^6 rows; a 5-minute soak; end to end at 50% load only, with 10-second "
             "windows and a 2-second trigger for 30 s; the record-size sweep, the cold-start Spark ladder "
-            "and the producer growth table are left out to keep `make bench` near 20 minutes (the full "
-            "profile runs them)",
+            "and the producer growth table are left out (the full profile runs them)",
         ),
     ),
     "full": Profile(

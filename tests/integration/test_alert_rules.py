@@ -9,14 +9,7 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
 from arus.config import AlertsConfig, BoundRule
-from arus.core.alerts import (
-    bound_alerts,
-    find_alerts,
-    range_alerts,
-    silent_alerts,
-    stuck_alerts,
-    zscore_alerts,
-)
+from arus.core import alerts
 
 pytestmark = pytest.mark.integration
 
@@ -67,13 +60,13 @@ def test_bounds_apply_to_their_kind_only(spark: SparkSession) -> None:
         ALERTS,
     )
     assert_df_equality(
-        bound_alerts(readings, rules, **FIELDS), expected, ignore_row_order=True, ignore_nullable=True
+        alerts.bound_alerts(readings, rules, **FIELDS), expected, ignore_row_order=True, ignore_nullable=True
     )
 
 
 def test_a_bound_with_an_unknown_op_is_refused(spark: SparkSession) -> None:
     with pytest.raises(ValueError, match="op must be"):
-        bound_alerts(series(spark, "d", [1.0]), [BoundRule("x", "value", "over", 1.0)], **FIELDS)
+        alerts.bound_alerts(series(spark, "d", [1.0]), [BoundRule("x", "value", "over", 1.0)], **FIELDS)
 
 
 def test_range_judges_each_reading_by_its_own_devices_range_from_the_first_one(spark: SparkSession) -> None:
@@ -100,12 +93,15 @@ def test_range_judges_each_reading_by_its_own_devices_range_from_the_first_one(s
         ],
         ALERTS,
     )  # fmt: skip
-    result = range_alerts(readings, "value", "device_low", "device_high", **FIELDS)
+    result = alerts.range_alerts(readings, "value", "device_low", "device_high", **FIELDS)
     assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
     # "" in [alerts] turns the rule off; readings without the fields (no device metadata) have none.
-    assert range_alerts(readings, "value", "", "", **FIELDS).count() == 0
+    assert alerts.range_alerts(readings, "value", "", "", **FIELDS).count() == 0
     assert (
-        range_alerts(series(spark, "t1", [99.0]), "value", "device_low", "device_high", **FIELDS).count() == 0
+        alerts.range_alerts(
+            series(spark, "t1", [99.0]), "value", "device_low", "device_high", **FIELDS
+        ).count()
+        == 0
     )
 
 
@@ -113,7 +109,7 @@ def test_zscore_needs_n_previous_readings_and_alerts_on_the_outlier(spark: Spark
     readings = series(spark, "d1", [10.0, 11.0, 10.0, 11.0, 50.0, 10.5]).unionByName(
         series(spark, "d2", [10.0, 80.0])  # too few earlier readings to judge
     )
-    result = zscore_alerts(readings, 3, 3.0, "value", **FIELDS)
+    result = alerts.zscore_alerts(readings, 3, 3.0, "value", **FIELDS)
     # previous three of d1-4: 11, 10, 11 -> mean 10.667, sd 0.577, z = 68.13; d1-5 against 10, 11, 50: z < 3.
     mean, sd = 32 / 3, (1 / 3) ** 0.5
     expected = spark.createDataFrame(
@@ -135,7 +131,10 @@ def test_zscore_needs_n_previous_readings_and_alerts_on_the_outlier(spark: Spark
 
 
 def test_zscore_ignores_a_flat_history(spark: SparkSession) -> None:
-    assert zscore_alerts(series(spark, "d1", [5.0, 5.0, 5.0, 9.0]), 3, 3.0, "value", **FIELDS).count() == 0
+    assert (
+        alerts.zscore_alerts(series(spark, "d1", [5.0, 5.0, 5.0, 9.0]), 3, 3.0, "value", **FIELDS).count()
+        == 0
+    )
 
 
 def test_stuck_alerts_once_when_a_run_reaches_n(spark: SparkSession) -> None:
@@ -150,7 +149,10 @@ def test_stuck_alerts_once_when_a_run_reaches_n(spark: SparkSession) -> None:
         ALERTS,
     )
     assert_df_equality(
-        stuck_alerts(readings, 3, "value", **FIELDS), expected, ignore_row_order=True, ignore_nullable=True
+        alerts.stuck_alerts(readings, 3, "value", **FIELDS),
+        expected,
+        ignore_row_order=True,
+        ignore_nullable=True,
     )
 
 
@@ -158,7 +160,7 @@ def test_stuck_orders_readings_by_event_time_not_arrival(spark: SparkSession) ->
     readings = spark.createDataFrame(
         [("c", "d1", "t", 7.0, at(20)), ("a", "d1", "t", 7.0, at(0)), ("b", "d1", "t", 7.0, at(10))], READINGS
     )
-    assert [r.alert_id for r in stuck_alerts(readings, 3, "value", **FIELDS).collect()] == ["stuck|c"]
+    assert [r.alert_id for r in alerts.stuck_alerts(readings, 3, "value", **FIELDS).collect()] == ["stuck|c"]
 
 
 def test_silent_finds_gaps_and_devices_behind_the_clock(spark: SparkSession) -> None:
@@ -179,12 +181,14 @@ def test_silent_finds_gaps_and_devices_behind_the_clock(spark: SparkSession) -> 
         return (f"silent|{device}|{text}", "silent", device, None, at(last), None, detail)
 
     expected = spark.createDataFrame([silent("d1", 0), silent("d2", 60)], ALERTS)
-    result = silent_alerts(readings, 5, at(410), key="device_id", time_field="event_time")
+    result = alerts.silent_alerts(readings, 5, at(410), key="device_id", time_field="event_time")
     assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
 
     gaps_only = spark.createDataFrame([silent("d1", 0)], ALERTS)
     assert_df_equality(
-        silent_alerts(readings, 5, key="device_id", time_field="event_time"), gaps_only, ignore_nullable=True
+        alerts.silent_alerts(readings, 5, key="device_id", time_field="event_time"),
+        gaps_only,
+        ignore_nullable=True,
     )
 
 
@@ -214,7 +218,7 @@ def test_find_alerts_takes_its_field_names_from_config_and_reports_only_the_batc
         range_low_field="lo",
         range_high_field="hi",
     )
-    result = find_alerts(readings, batch_ids, latest, rules, at(30), id_field="rid", time_field="ts")
+    result = alerts.find_alerts(readings, batch_ids, latest, rules, at(30), id_field="rid", time_field="ts")
     expected = spark.createDataFrame(
         [
             ("stuck|r3", "stuck", "s1", "r3", at(20), 1.0, "value 1.0 unchanged over 3 readings"),
