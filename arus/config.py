@@ -334,7 +334,7 @@ class AggregateConfig:
     table: str
     # update: a window is written each batch it changes in; append: once, when the watermark passes it
     output_mode: str = "update"
-    percentile_accuracy: int = 10000  # percentile_approx's accuracy: exact below about this many values
+    percentile_accuracy: int = 10000  # percentile_approx's: exact below half this many values a window
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from arus.config import AggregateConfig
 from arus.core.rules import (
     BEFORE_EARLIEST,
     DEAD_LETTER_HEADERS,
@@ -177,7 +178,7 @@ def aggregate_windows(
     event_time: str,
     window: str,
     slide: str | None = None,
-    accuracy: int = 10000,
+    accuracy: int = AggregateConfig.percentile_accuracy,
 ) -> DataFrame:
     """Event-time window aggregates per key: tumbling, or sliding when `slide` is given.
 
