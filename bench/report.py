@@ -211,6 +211,7 @@ def render(results: dict[str, Any], result_file: Path) -> str:
         add("")
 
     lines += render_steady(results.get("steady"))
+    lines += render_pipeline(results.get("pipeline"))
     lines += render_versus(results.get("versus"), results.get("scale"))
     lines += render_gold(results.get("gold"))
     lines += render_soak(results.get("soak"))
@@ -317,6 +318,33 @@ def render_steady(steady: dict[str, Any] | None) -> list[str]:
                 f"{fmt(p['wall_ms_per_batch'])} | {fmt(p['cpu_us_per_event'], 1)} | "
                 f"{fmt(p['events_per_s'])} |"
             )
+    return [*out, ""]
+
+
+def render_pipeline(pipeline: dict[str, Any] | None) -> list[str]:
+    if not pipeline or "stages" not in pipeline:
+        return []
+    out = [
+        f"#### The pipeline's stages in steady state ({fmt(pipeline.get('seconds'))} s)",
+        "",
+        f"`arus pipeline`'s four stages one at a time, in --available-now order, at "
+        f"{', '.join(fmt(x) for x in pipeline['sizes'])} records per trigger, {pipeline['batches_per_size']} "
+        "measured batches of each stage per size after a warm-up run of the whole pipeline and each "
+        "stage's first batch; fitted as in the steady-state table above. The alerts stage reads the "
+        "complete silver table (as it does after the clean stage of an --available-now run), which "
+        f"holds {pipeline['batches_per_size'] + 1} batches. Slowest at a live batch: "
+        f"{pipeline.get('slowest') or '-'}.",
+        "",
+        "| stage | fixed wall ms/batch | marginal wall us/event | fixed CPU ms/batch | marginal CPU us/event "
+        "| wall at 1,000 events ms | events/s at the largest batch |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, stage in pipeline["stages"].items():
+        out.append(
+            f"| {name} | {fmt(stage['fixed_wall_ms'])} | {fmt(stage['marginal_wall_us'], 1)} | "
+            f"{fmt(stage['fixed_cpu_ms'])} | {fmt(stage['marginal_cpu_us'], 1)} | "
+            f"{fmt(stage['live_batch_wall_ms'])} | {fmt(stage['largest_events_per_s'])} |"
+        )
     return [*out, ""]
 
 

@@ -8,7 +8,8 @@
     arus bench run --only soak --e2e-max-rate 8000      # the soak alone, at half of 8,000 events/s
 
 Sections: producers, sweep (throughput against record size), consumers, spark (the cold-start
-ladder), steady (Spark's fixed cost per batch and marginal cost per event in steady state), versus
+ladder), steady (Spark's fixed cost per batch and marginal cost per event in steady state), pipeline
+(the same for each stage of `arus pipeline`), versus
 (`arus aggregate` against `arus consume` on one 10^6-event topic), scale (CPU per event as the
 input grows), gold (gold write time as the gold table grows), soak (the job live at half its
 maximum load), e2e (end to end at fixed offered loads), growth. A profile may leave some out (the
@@ -60,6 +61,7 @@ SECTIONS = (
     "consumers",
     "spark",
     "steady",
+    "pipeline",
     "versus",
     "scale",
     "gold",
@@ -89,6 +91,7 @@ class Profile:
     growth_devices_events: int
     steady_sizes: tuple[int, ...] = (1000, 5000, 20_000)
     steady_batches: int = 10
+    pipeline_batches: int = 3  # per size and stage: four stages of 10 would not fit the quick profile
     versus_events: int = 1_000_000
     versus_max_per_trigger: int = 100_000
     scale_events: tuple[int, ...] = (100_000, 1_000_000)
@@ -123,6 +126,7 @@ PROFILES = {
         growth_devices_events=500,
         steady_sizes=(200, 500, 1000),
         steady_batches=3,
+        pipeline_batches=2,
         versus_events=2000,
         versus_max_per_trigger=1000,
         scale_events=(1000, 2000),
@@ -479,6 +483,47 @@ class Bench:
             f"{r['largest_events_per_s'] or float('nan'):,.0f} events/s at {sizes[-1]}"
         )
         return r
+
+    # --- the pipeline's stages in steady state -----------------------------------------------
+
+    def pipeline(self) -> dict[str, Any]:
+        """A warm-up run of every stage (2 batches of the smallest size), then each size through every
+        stage on a raw topic of one batch more than measured (each stage's first is left out)."""
+        from arus.bench.pipeline_steady import StageClock, summarise_stages
+
+        sizes, batches = self.profile.steady_sizes, self.profile.pipeline_batches
+        spark = self.spark_session()
+        clock = StageClock(spark)
+        try:
+            self.log("pipeline: warm-up (not measured)")
+            self.pipeline_run(spark, clock, sizes[0], sizes[0] * 2)
+            measured = {}
+            for size in sizes:
+                self.log(f"pipeline: {batches} batches of {size} through each stage")
+                measured[size] = self.pipeline_run(spark, clock, size, size * (batches + 1))
+        finally:
+            spark.streams.removeListener(clock)
+        result = summarise_stages(measured)
+        for stage, s in result["stages"].items():
+            self.log(
+                f"  {stage}: fixed {s['fixed_wall_ms'] or float('nan'):,.0f} ms wall/batch, marginal "
+                f"{s['marginal_wall_us'] or float('nan'):,.1f} us wall/event; fixed "
+                f"{s['fixed_cpu_ms'] or float('nan'):,.0f} ms CPU/batch"
+            )
+        return {"sizes": list(sizes), "batches_per_size": batches, **result}
+
+    def pipeline_run(self, spark: Any, clock: Any, size: int, events: int) -> dict[str, Any]:
+        from arus.bench.pipeline_steady import SCRATCH_TOPICS, run_stages, send_devices, stage_plan
+
+        raw = self.filled_topic(events)
+        with topics(self.config) as created:
+            scratch = {
+                name: create_topic(self.config, unique_topic(f"pl-{name}"), 3) for name in SCRATCH_TOPICS
+            }
+            created += scratch.values()
+            send_devices(self.config, scratch["devices"], self.profile.devices)
+            plan = stage_plan(self.config, raw, scratch, self.fresh("pipeline"), size)
+            return run_stages(spark, self.config, plan, clock)
 
     def filled_topic(self, events: int) -> str:
         """A 3-partition topic of `events` readings, filled once per run (deleted at its end)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from arus.bench.gold import commit_times, flatness, median_after_first
+from arus.bench.pipeline_steady import offsets_read, summarise_stages
 from arus.bench.report import render, render_profile
 from arus.bench.run import goals
 from arus.bench.soak import fifth_ratio, lag_bounded, verdict
@@ -45,6 +46,50 @@ def test_summarise_rung_fits_over_every_batch_and_evaluates_a_live_batch() -> No
     assert summary["live_batch_wall_ms"] == pytest.approx(350)
     assert [p["size"] for p in summary["points"]] == [1000, 10_000]
     assert summary["largest_events_per_s"] == pytest.approx(10_000 / 0.8)
+
+
+def test_summarise_stages_fits_each_stage_over_every_size_and_names_the_slowest(tmp_path: Path) -> None:
+    def batches(size: int, fixed_ms: float, us_per_event: float) -> list[Batch]:
+        return [
+            Batch(
+                i, size, (fixed_ms + us_per_event * size / 1000) / 1000, fixed_ms + us_per_event * size / 1000
+            )
+            for i in range(2)
+        ]
+
+    # (fixed ms, marginal us per event) per stage; alerts is the slowest at 1,000 events, though
+    # aggregate costs more per event.
+    costs = {"bronze": (400, 5), "clean": (900, 20), "aggregate": (1500, 100), "alerts": (3000, 30)}
+    sizes = {size: {stage: batches(size, *cost) for stage, cost in costs.items()} for size in (1000, 5000)}
+    summary = summarise_stages(sizes)
+    assert list(summary["stages"]) == ["bronze", "clean", "aggregate", "alerts"]
+    for stage, (fixed, marginal) in costs.items():
+        fitted = summary["stages"][stage]
+        assert (fitted["fixed_wall_ms"], fitted["marginal_wall_us"]) == (
+            pytest.approx(fixed),
+            pytest.approx(marginal),
+        )
+        assert fitted["fixed_cpu_ms"] == pytest.approx(fixed)
+    assert summary["slowest"] == "alerts"
+    # A stage that never ran is left out, not fitted on nothing.
+    assert list(summarise_stages({1000: {"bronze": batches(1000, 400, 5)}})["stages"]) == ["bronze"]
+
+    results = {
+        "profile": "smoke",
+        "pipeline": {"sizes": [1000, 5000], "batches_per_size": 2, "seconds": 50, **summary},
+    }
+    text = render(results, tmp_path / "r.json")
+    assert "| alerts | 3,000 | 30.0 | 3,000 | 30.0 | 3,030 |" in text
+    assert "Slowest at a live batch: alerts." in text
+
+
+def test_offsets_read_counts_records_between_kafka_offsets() -> None:
+    start = '{"t":{"0":100,"1":40}}'
+    # A partition the start does not name (added since) counts from its beginning.
+    assert offsets_read(start, '{"t":{"0":350,"1":40,"2":5}}') == 255
+    assert offsets_read(None, '{"t":{"0":350}}') is None
+    assert offsets_read("not json", start) is None
+    assert offsets_read('{"reservoirVersion":3}', '{"reservoirVersion":4}') is None
 
 
 def test_commit_times_read_delta_history_metrics() -> None:
