@@ -3,6 +3,7 @@
     arus bench profile                         # 1,000 records per trigger, 12 batches, both output modes
     arus bench profile --size 5000 --batches 20 --modes update
     arus bench profile --bootstrap 127.0.0.1:9092   # against a running broker instead of its own
+    arus bench profile --metrics 1000000 --modes ""  # only the cost of each metric, on 10^6 events
 
 The job's query (arus.runtime.queries, as `arus aggregate` builds it) runs on a pre-filled topic
 with available-now and `--size` records per trigger. The writer's steps (arus.runtime.writers:
@@ -10,12 +11,18 @@ the dead-letter count, the gold MERGE or append, the Kafka publish, the late eve
 in timers, and Delta's own MERGE metrics are read from the gold table's history. The first batch
 is left out (cold). The result goes to bench/results/profile-<time>.json; `arus bench report`
 shows the newest one.
+
+`--metrics N` also times the job's aggregation alone (1-minute windows per device, the
+[aggregate] metrics added one at a time, the percentiles at two accuracies) over N readings
+generated and cached in Spark, so neither Kafka nor parsing is in the figure: the cost of each
+metric, in JVM CPU per event.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import shutil
 import statistics
@@ -129,6 +136,99 @@ def profile_mode(
     }
 
 
+# Readings for the metric costs: this many devices, one reading each every READING_S seconds.
+METRIC_DEVICES, READING_S = 10_000, 6
+ACCURACIES = (10_000, 1_000)  # [aggregate] percentile_accuracy's default, and a tenth of it
+
+
+def metric_steps(value: Any) -> list[tuple[str, list[Any]]]:
+    """The aggregation's metrics added one step at a time (each step holds the ones before it), then
+    the percentiles at the lower accuracy in place of the default's; as aggregate_windows computes them."""
+    from pyspark.sql import functions as F
+
+    from arus.core.transforms import QUANTILES
+
+    def quantiles(accuracy: int) -> Any:
+        return F.percentile_approx(value, list(QUANTILES.values()), accuracy)
+
+    steps = [
+        ("count", [F.count(F.lit(1))]),
+        ("+ mean", [F.avg(value)]),
+        ("+ min, max", [F.min(value), F.max(value)]),
+        ("+ stddev", [F.stddev_samp(value)]),
+        (f"+ p50, p95 at accuracy {ACCURACIES[0]:,}", [quantiles(ACCURACIES[0])]),
+    ]
+    cumulative: list[tuple[str, list[Any]]] = []
+    chosen: list[Any] = []
+    for name, columns in steps:
+        chosen = chosen + columns
+        cumulative.append((name, chosen))
+    lower = cumulative[-2][1] + [quantiles(ACCURACIES[1])]
+    return [*cumulative, (f"p50, p95 at accuracy {ACCURACIES[1]:,} instead", lower)]
+
+
+def metric_costs(spark: Any, events: int, repeats: int = 3) -> list[dict[str, Any]]:
+    """JVM CPU and wall per event of the window aggregation over `events` cached readings, per step of
+    metric_steps (medians of `repeats` runs after one warm-up), and what each step added."""
+    from arus.bench.common import proc_cpu_seconds
+    from arus.bench.spark_ladder import jvm_pid
+    from pyspark.sql import functions as F
+
+    pid = jvm_pid(spark)
+    readings = spark.range(events).select(
+        (F.col("id") % METRIC_DEVICES).cast("string").alias("device_id"),
+        F.timestamp_seconds((F.col("id") / METRIC_DEVICES).cast("long") * READING_S).alias("event_time"),
+        F.rand(7).alias("value"),
+    )
+    readings.persist()
+    try:
+        readings.count()
+        steps = metric_steps(F.col("value"))
+        # The JIT warms up on every metric first, or the first steps pay for it.
+        for _, columns in steps[-2:]:
+            windows = readings.groupBy(F.window("event_time", "1 minute"), "device_id").agg(*columns)
+            windows.write.format("noop").mode("overwrite").save()
+        rows: list[dict[str, Any]] = []
+        for name, columns in steps:
+            windows = readings.groupBy(F.window("event_time", "1 minute"), "device_id").agg(*columns)
+            cpu, wall = [], []
+            for attempt in range(repeats + 1):
+                cpu_before, started = proc_cpu_seconds(pid), time.monotonic()
+                windows.write.format("noop").mode("overwrite").save()
+                if attempt:
+                    cpu.append(proc_cpu_seconds(pid) - cpu_before)
+                    wall.append(time.monotonic() - started)
+            rows.append(
+                {
+                    "metrics": name,
+                    "cpu_us_per_event": round(statistics.median(cpu) / events * 1e6, 2),
+                    "wall_s": round(statistics.median(wall), 2),
+                }
+            )
+            print(
+                f"  {name}: {rows[-1]['cpu_us_per_event']} us CPU/event, {rows[-1]['wall_s']} s", flush=True
+            )
+    finally:
+        readings.unpersist()
+    # What each step added to the one above it; the lower accuracy, to the step without percentiles.
+    cumulative, lower = rows[:-1], rows[-1]
+    for before, row in itertools.pairwise(cumulative):
+        row["added_cpu_us_per_event"] = round(row["cpu_us_per_event"] - before["cpu_us_per_event"], 2)
+    lower["added_cpu_us_per_event"] = round(lower["cpu_us_per_event"] - cumulative[-2]["cpu_us_per_event"], 2)
+    return rows
+
+
+def filled_topics(config: Config, work: Path, events: int) -> tuple[str, str]:
+    """A new input topic holding `events` IoT readings, and a new output topic."""
+    topic = create_topic(config, unique_topic("p-in"), 3)
+    sink = create_topic(config, unique_topic("p-out"), 3)
+    payload = work / "payload.txt"
+    write_payload_file(payload, events, 50)
+    print(f"bench profile: filling {topic} with {events} readings", flush=True)
+    run_client("kp-bare", ["--topic", topic, "--count", str(events), "--payload", str(payload)], config)
+    return topic, sink
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="arus bench profile",
@@ -142,11 +242,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="update,append", help="output modes to profile, comma-separated")
     parser.add_argument("--bootstrap", help="use this running broker instead of the benchmarks' own")
     parser.add_argument("--out", type=Path, help="result file (default: bench/results/profile-<time>.json)")
+    parser.add_argument(
+        "--metrics",
+        type=int,
+        metavar="N",
+        help="also time the aggregation per metric over N generated readings",
+    )
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = sorted(set(modes) - {"update", "append"})
     if unknown or args.size < 1 or args.batches < 2:
         parser.error(f"--modes takes update and append (got {unknown}); --size >= 1, --batches >= 2")
+    if args.metrics is not None and args.metrics < METRIC_DEVICES:
+        parser.error(f"--metrics takes at least {METRIC_DEVICES:,} readings (one per device)")
+    if not modes and args.metrics is None:
+        parser.error("nothing to profile: give --modes, --metrics or both")
     config = bench_config(load_config(args.config), args.bootstrap)
     started = datetime.now(UTC)
     out = args.out or RESULTS_DIR / f"profile-{started:%Y%m%dT%H%M%SZ}.json"
@@ -156,24 +266,27 @@ def main(argv: list[str] | None = None) -> int:
             from arus.runtime.session import build_session
 
             spark = build_session("arus-bench-profile", config.spark)
-            events = args.size * args.batches
-            topic = create_topic(config, unique_topic("p-in"), 3)
-            sink = create_topic(config, unique_topic("p-out"), 3)
-            created += [topic, sink]
-            payload = work / "payload.txt"
-            write_payload_file(payload, events, 50)
-            print(f"bench profile: filling {topic} with {events} readings", flush=True)
-            run_client(
-                "kp-bare", ["--topic", topic, "--count", str(events), "--payload", str(payload)], config
-            )
             runs = []
+            if modes:
+                topic, sink = filled_topics(config, work, args.size * args.batches)
+                created += [topic, sink]
             for mode in modes:
                 print(f"bench profile: {mode} mode, {args.batches} batches of {args.size}", flush=True)
                 runs.append(profile_mode(spark, config, topic, sink, work / mode, args.size, mode))
                 print(f"  median batch {runs[-1]['batch_ms']} ms: {runs[-1]['steps_ms']}", flush=True)
+            metrics = None
+            if args.metrics is not None:
+                print(f"bench profile: the cost of each metric over {args.metrics:,} readings", flush=True)
+                metrics = {
+                    "events": args.metrics,
+                    "devices": METRIC_DEVICES,
+                    "steps": metric_costs(spark, args.metrics),
+                }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {"started": started.isoformat(), "versions": versions(), "runs": runs}
+    if metrics is not None:
+        result["metrics"] = metrics
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"bench profile: {out}")
