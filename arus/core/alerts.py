@@ -265,6 +265,7 @@ def find_alerts(
     *,
     id_field: str,
     time_field: str,
+    until: datetime | None = None,
 ) -> DataFrame:
     """A micro-batch's alerts.  # alert_id, rule, <key>, event_id, event_time, value, detail
 
@@ -272,20 +273,22 @@ def find_alerts(
     reading ids (one column, `id_field`); `latest`: every device's latest reading time (<key>,
     <time_field>); `clock`: the stream's latest event time. Reading rules report only the batch's
     readings; silence is judged on the whole fleet.
+
+    `until` (the batch's latest reading time) spares the reading rules the readings after it, which
+    a caller's history may hold (silver read while it grows ahead of the batch): the rolling rules
+    look only at readings before a reading in (time, id) order, so those change no alert of the
+    batch's. Silence still looks at all of them: a gap between two of them is an alert.
     """
     key = rules.key
     fields = {"key": key, "id_field": id_field, "time_field": time_field}
+    judged = readings if until is None else readings.where(F.col(time_field) <= F.lit(until))
     per_reading = reduce(
         DataFrame.unionByName,
         [
-            bound_alerts(readings, rules.bounds, **fields),
-            range_alerts(
-                readings, rules.value_field, rules.range_low_field, rules.range_high_field, **fields
-            ),
-            zscore_alerts(
-                readings, rules.zscore_readings, rules.zscore_threshold, rules.value_field, **fields
-            ),
-            stuck_alerts(readings, rules.stuck_readings, rules.value_field, **fields),
+            bound_alerts(judged, rules.bounds, **fields),
+            range_alerts(judged, rules.value_field, rules.range_low_field, rules.range_high_field, **fields),
+            zscore_alerts(judged, rules.zscore_readings, rules.zscore_threshold, rules.value_field, **fields),
+            stuck_alerts(judged, rules.stuck_readings, rules.value_field, **fields),
         ],
     )
     in_batch = per_reading.join(batch_ids.select(F.col(id_field).alias(EVENT_ID)), EVENT_ID, "left_semi")

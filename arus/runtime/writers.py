@@ -256,7 +256,7 @@ def write_alerts(
 
         try:
             batch = cache(batch.dropDuplicates([id_field]))
-            span = batch.agg(F.min(time_field).alias("first")).first()
+            span = batch.agg(F.min(time_field).alias("first"), F.max(time_field).alias("last")).first()
             if span is None or span["first"] is None:
                 return
             if is_table(silver):
@@ -277,7 +277,14 @@ def write_alerts(
             clock = newest.astimezone(UTC) if newest is not None else None
             batch_ids = batch.select(id_field)
             found = find_alerts(
-                readings, batch_ids, latest, rules, clock, id_field=id_field, time_field=time_field
+                readings,
+                batch_ids,
+                latest,
+                rules,
+                clock,
+                id_field=id_field,
+                time_field=time_field,
+                until=span["last"],
             )
             detected = f"{query_id(checkpoint)}/{batch_id}"
             found = cache(found.withColumn("detected_in", F.lit(detected)))
