@@ -49,16 +49,15 @@ def bronze_to_silver(
     or reorders rows, so what the watermark judges late does not depend on them.
     """
     parsed = bronze_to_checked(bronze, schema, stream)
-    return checked_to_silver(parsed, schema, stream, devices=devices, clean=clean), dead_letters(parsed)
+    return checked_to_silver(parsed, schema, stream, devices, clean), dead_letters(parsed)
 
 
 def checked_to_silver(
     checked: DataFrame,
     schema: T.StructType,
     stream: StreamConfig,
-    *,
-    devices: DataFrame | None,
-    clean: CleanConfig | None,
+    devices: DataFrame | None = None,
+    clean: CleanConfig | None = None,
 ) -> DataFrame:
     """bronze_to_checked rows -> valid deduplicated events, enriched and cleaned (see bronze_to_silver)."""
     events = with_watermark(valid_events(checked, schema), stream.event_time_field, stream.watermark)

@@ -177,7 +177,7 @@ def start_aggregate_query(
         fail_on_data_loss=stream.guards.fail_on_data_loss,
     )
     checked = bronze_to_checked(raw, schema, stream)
-    events = checked_to_silver(checked, schema, stream, devices=None, clean=query.clean)
+    events = checked_to_silver(checked, schema, stream, clean=query.clean)
     # *keys, window_start, window_end, count, <f>_mean, <f>_min, <f>_max, <f>_stddev, <f>_p50, <f>_p95
     aggregates = silver_to_gold(events, stream, job, query.slide)
     late = query.late()
