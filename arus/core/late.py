@@ -7,8 +7,7 @@ filter lags one batch behind the watermark that evicts state). The first statefu
   - deduplication (dropDuplicatesWithinWatermark) compares the event time itself;
   - a window aggregation without it compares the window's end, so an event is dropped from each of
     its windows that ended at or before the watermark.
-arus.runtime.microbatch carries a batch's parsed input beside its output; `late_events` applies
-this rule to it.
+arus.runtime.microbatch re-reads a batch's exact input; `late_events` applies this rule to it.
 """
 
 from __future__ import annotations

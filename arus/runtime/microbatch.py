@@ -1,66 +1,53 @@
-"""A micro-batch's own input beside its output, and writes safe to replay.
+"""What a micro-batch of a Kafka-reading query read, from its checkpoint; and writes safe to replay.
 
-    stream = with_batch_input(output, checked, late)   # the query's output and its parsed input records
-    output, checked = split_batch_input(batch)          # ... apart again, inside foreachBatch
-    write_kafka_once(records, ..., marks)               # a replayed batch does not publish its records twice
-    write_late_events(kafka, out, checked, batch_id)    # what a batch dropped as late, to Delta + Kafka
+    read_batch_input(spark, kafka, batch)     # exactly the Kafka records a batch read, again
+    write_kafka_once(records, ..., marks)     # a replayed batch does not publish its records twice
+    write_late_events(spark, kafka, out, ...) # what a batch dropped behind the watermark, to Delta + Kafka
 
 A query's foreachBatch sees only its own output, so the input rows its stateful operators dropped
-as late are gone; the query therefore carries its parsed input records beside its output, and
-arus.core.late finds the late ones among them. The watermark they are judged against comes from
-the query's checkpoint through arus.io.checkpoints (read_stream_batch), which is logged before
-the batch runs, so it is there inside its foreachBatch and the same when Spark runs the batch again.
+as late are gone; arus.core.late finds them in the re-read input. What a batch read comes from
+its checkpoint through arus.io.checkpoints (read_stream_batch), which is logged before the batch
+runs, so it is there inside its foreachBatch and the same when Spark runs the batch again.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from arus.config import KafkaConfig
 from arus.core.late import LATE_COLUMNS, late_events, late_records
-from arus.core.transforms import ERROR, SOURCE
-from arus.io.checkpoints import checkpoint_path, query_id, read_stream_batch
+from arus.io.checkpoints import StreamBatch, checkpoint_path, query_id, read_stream_batch
 from arus.io.sinks import append_to_delta, read_kafka_batch, write_kafka
 from arus.runtime.guards import kill_point
 
-# A query's output row holds one of these: a row of what it computes, or one of its input records.
-OUTPUT, INPUT = "_output", "_input"
 
-
-def with_batch_input(output: DataFrame, checked: DataFrame, late: LateOutput) -> DataFrame:
-    """`output` (a stream computed from `checked`) and `checked`'s records themselves, in one stream.
-
-    # _output (output's columns) | _input (_source, <late.id_field>, <late.event_time>, _error)
-    foreachBatch sees only its query's output, and the stateful operators of `output` drop late
-    events without a trace; carrying each input record beside the output gives the writer the
-    batch's dead letters and late events from the query's own read and parse (split_batch_input).
-    """
-    fields = [f for f in (late.id_field, late.event_time) if f]
-    records = checked.select(SOURCE, *fields, ERROR)
-    return output.select(
-        F.struct(*[F.col(f"`{c}`") for c in output.columns]).alias(OUTPUT),
-        F.lit(None).cast(T.StructType(records.schema.fields)).alias(INPUT),
-    ).unionByName(
-        records.select(
-            F.lit(None).cast(T.StructType(output.schema.fields)).alias(OUTPUT),
-            F.struct(*[F.col(f"`{c}`") for c in records.columns]).alias(INPUT),
-        )
-    )
-
-
-def split_batch_input(batch: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """A with_batch_input micro-batch -> (its output rows, its input records); persist `batch` first."""
+def read_batch_input(spark: SparkSession, kafka: KafkaConfig, batch: StreamBatch) -> DataFrame:
+    """The Kafka records `batch` read.  # key, value, topic, partition, offset, timestamp, ..."""
+    partitions: dict[str, list[int]] = {}
+    for topic, partition in sorted(batch.end):
+        partitions.setdefault(topic, []).append(partition)
+    # Spark's offsets JSON: topic -> partition (a string) -> offset. A partition that appeared
+    # during the batch was read from its beginning (-2: earliest).
+    start = {t: {str(p): batch.start.get((t, p), -2) for p in ps} for t, ps in partitions.items()}
+    end = {t: {str(p): batch.end[(t, p)] for p in ps} for t, ps in partitions.items()}
     return (
-        batch.where(F.col(OUTPUT).isNotNull()).select(f"{OUTPUT}.*"),
-        batch.where(F.col(INPUT).isNotNull()).select(f"{INPUT}.*"),
+        spark.read.format("kafka")
+        .options(**kafka.spark_options())
+        .option("assign", json.dumps(partitions))
+        .option("startingOffsets", json.dumps(start))
+        .option("endingOffsets", json.dumps(end))
+        # The stream already applied the job's fail_on_data_loss to this range; records deleted
+        # since (or skipped under fail_on_data_loss = false) are simply not there to re-judge.
+        .option("failOnDataLoss", "false")
+        .load()
     )
 
 
@@ -131,17 +118,28 @@ class LateOutput:
     slide: str | None = None
 
 
-def write_late_events(kafka: KafkaConfig, out: LateOutput, checked: DataFrame, batch_id: int) -> int:
+def write_late_events(
+    spark: SparkSession,
+    kafka: KafkaConfig,
+    out: LateOutput,
+    parse: Callable[[DataFrame], DataFrame],
+    batch_id: int,
+    checked: DataFrame | None = None,
+) -> int:
     """Find what batch `batch_id` dropped as late, append it to Delta once and publish it; the count.
 
-    `checked` is the batch's input as the query parsed it (split_batch_input), so lateness is judged
-    on exactly the events the query saw. Nothing is written when nothing was late.
+    `parse` must be the query's own parsing (Kafka rows -> parse_events rows), so the replay judges
+    exactly the events the query saw; `checked`, when given, is that parse of the batch's input
+    already done (read_batch_input), so it is not read and parsed again. Nothing is written when
+    nothing was late.
     # late table: topic, partition, offset, timestamp, key, value, event_id, event_time, watermark,
     #             stage, batch_id
     """
     batch = read_stream_batch(out.checkpoint, batch_id)
     if not batch.late_watermark_ms or batch.empty:
         return 0
+    if checked is None:
+        checked = parse(read_batch_input(spark, kafka, batch))
     late = late_events(
         checked,
         out.event_time,

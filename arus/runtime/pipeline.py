@@ -13,6 +13,7 @@ main job and of the alerts job on the clean topic, which is [stream] with [pipel
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,13 +26,13 @@ from pyspark.sql.streaming import StreamingQuery
 from arus.config import Config, StreamConfig
 from arus.core.clean import with_schema
 from arus.core.rules import KEY_SEPARATOR, record_limits
-from arus.core.stages import bronze_to_checked, checked_to_silver
+from arus.core.stages import bronze_to_checked, bronze_to_silver
 from arus.core.transforms import schema_from_ddl
 from arus.grammar import duration_us
 from arus.io.kafka import check_kafka
 from arus.io.owners import Writes, writer
 from arus.io.sinks import read_devices, read_kafka_stream
-from arus.runtime.microbatch import LateOutput, with_batch_input
+from arus.runtime.microbatch import LateOutput
 from arus.runtime.progress import Tally, await_queries
 from arus.runtime.queries import (
     AGGREGATE_APP,
@@ -160,6 +161,7 @@ def start_clean(spark: SparkSession, config: Config, plan: PipelinePlan, tally: 
     )
     # keyed by entity ([aggregate] keys), as the producers key the raw topic
     key = F.concat_ws(KEY_SEPARATOR, *[F.col(k).cast("string") for k in config.aggregate.keys])
+    parse = functools.partial(bronze_to_checked, schema=raw_schema, stream=stream)
     write = write_clean(
         config.kafka,
         DeltaSink(plan.tables.silver, "silver"),
@@ -167,6 +169,7 @@ def start_clean(spark: SparkSession, config: Config, plan: PipelinePlan, tally: 
         key,
         plan.id_field,
         late,
+        parse,
         tally,
     )
     devices = read_devices(
@@ -177,11 +180,12 @@ def start_clean(spark: SparkSession, config: Config, plan: PipelinePlan, tally: 
         config.schema(config.pipeline.device_schema),
         stream.device_key,
     )
-    checked = bronze_to_checked(read_raw(spark, config, plan), raw_schema, stream)
-    events = checked_to_silver(checked, raw_schema, stream, devices=devices, clean=config.clean)
+    events, _ = bronze_to_silver(
+        read_raw(spark, config, plan), raw_schema, stream, devices=devices, clean=config.clean
+    )
     # the clean schema: the reading's fields, cleaned, then the device's (device_low, device_high)
     writer = (
-        with_batch_input(with_schema(events, clean_schema), checked, late)
+        with_schema(events, clean_schema)
         .writeStream.queryName("clean")
         .foreachBatch(write)
         .option("checkpointLocation", checkpoint)

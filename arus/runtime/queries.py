@@ -11,6 +11,7 @@ topic, without dead letters) and the alerts query as its last stage (arus.runtim
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +29,13 @@ from arus.config import (
     StreamConfig,
 )
 from arus.core.rules import GuardError, record_limits
-from arus.core.stages import bronze_to_checked, checked_to_silver, silver_to_gold
+from arus.core.stages import bronze_to_checked, bronze_to_silver, silver_to_gold
 from arus.core.transforms import parse_events, schema_from_ddl, valid_events
 from arus.io.kafka import check_kafka
 from arus.io.owners import Writes, writer
 from arus.io.sinks import read_kafka_stream
 from arus.runtime.guards import check_lost_records
-from arus.runtime.microbatch import LateOutput, with_batch_input
+from arus.runtime.microbatch import LateOutput
 from arus.runtime.progress import Tally
 from arus.runtime.writers import DeadLetterSink, DeltaSink, write_aggregates, write_alerts
 
@@ -176,16 +177,16 @@ def start_aggregate_query(
         query.max_offsets_per_trigger,
         fail_on_data_loss=stream.guards.fail_on_data_loss,
     )
-    checked = bronze_to_checked(raw, schema, stream)
-    events = checked_to_silver(checked, schema, stream, clean=query.clean)
+    events, _ = bronze_to_silver(raw, schema, stream, clean=query.clean)
     # *keys, window_start, window_end, count, <f>_mean, <f>_min, <f>_max, <f>_stddev, <f>_p50, <f>_p95
     aggregates = silver_to_gold(events, stream, job, query.slide)
-    late = query.late()
+    parse = functools.partial(bronze_to_checked, schema=schema, stream=stream)
     append = job.output_mode == "append"
-    write = write_aggregates(kafka, query.gold, job.output_topic, job.keys, late, query.dead, tally, append)
+    write = write_aggregates(
+        kafka, query.gold, job.output_topic, job.keys, query.late(), parse, query.dead, tally, append
+    )
     writer = (
-        with_batch_input(aggregates, checked, late)
-        .writeStream.queryName(query.name)
+        aggregates.writeStream.queryName(query.name)
         .outputMode(job.output_mode)
         .foreachBatch(write)
         .option("checkpointLocation", query.query_checkpoint)

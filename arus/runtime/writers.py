@@ -1,8 +1,8 @@
 """The per-micro-batch writers of the streaming queries (for foreachBatch), each given its sinks.
 
-    write_aggregates(kafka, gold, topic, keys, late, dead)        # gold MERGE + topic, dead letters, late
+    write_aggregates(kafka, gold, topic, keys, late, parse, dead)  # gold MERGE + topic, dead letters, late
     write_bronze(kafka, bronze, dead, checkpoint)                 # records as received + dead letters
-    write_clean(kafka, silver, topic, key, id_field, late)        # silver + the clean topic once, late
+    write_clean(kafka, silver, topic, key, id_field, late, parse) # silver + the clean topic once, late
     write_alerts(kafka, rules, table, silver, ...)                # new alerts into Delta, the topic once
 
 A sink is a plain spec (a DeltaSink, a DeadLetterSink, a LateOutput, a topic name), so a query's
@@ -36,13 +36,13 @@ from arus.core.transforms import (
     to_kafka_records,
 )
 from arus.grammar import duration_us
-from arus.io.checkpoints import query_id
+from arus.io.checkpoints import query_id, read_stream_batch
 from arus.io.lake import is_table
 from arus.io.sinks import append_to_delta, ensure_table, merge_into_delta, write_kafka
 from arus.runtime.guards import kill_point
 from arus.runtime.microbatch import (
     LateOutput,
-    split_batch_input,
+    read_batch_input,
     txn_app_id,
     write_kafka_once,
     write_late_events,
@@ -80,6 +80,7 @@ def write_aggregates(
     topic: str,
     keys: Sequence[str],
     late: LateOutput,
+    parse: Callable[[DataFrame], DataFrame],
     dead: DeadLetterSink | None = None,
     tally: Tally | None = None,
     append: bool = False,
@@ -91,38 +92,48 @@ def write_aggregates(
     mode, whose batches hold each window once, final), the aggregates are appended instead of
     merged and published once even when the batch is replayed.
 
-    The query's output is with_batch_input's: the aggregates and, beside them, its input records as
-    it parsed them, for the dead letters and the late events. The circuit breaker weighs that input
-    before anything of the batch is written.
+    The query's own output holds only aggregates, so the batch's Kafka input is read again (its
+    offsets are in the checkpoint) and parsed once with `parse`, the query's own parsing, for both
+    the dead letters and the late events. The circuit breaker weighs that input before anything of
+    the batch is written.
     """
     merge_keys = [*keys, "window_start"]
 
     def write(batch: DataFrame, batch_id: int) -> None:
-        batch.persist()
+        spark = batch.sparkSession
+        checked = None
+        if dead is not None:
+            read = read_stream_batch(late.checkpoint, batch_id)
+            if not read.empty:
+                checked = parse(read_batch_input(spark, kafka, read)).persist()
         try:
-            aggregates, checked = split_batch_input(batch)
             bad = count_dead_letters(checked, dead, batch_id, tally, late.stage) if dead is not None else None
-            # The batch's earliest window bounds the gold rows the merge reads; None: no rows.
-            since = first_window(aggregates)
-            app_id = gold.app_id(late.checkpoint)
-            if since is None:
-                ensure_table(aggregates, gold.path)
-            elif append:
-                append_to_delta(aggregates, gold.path, app_id, batch_id)
-            else:
-                merge_into_delta(aggregates, gold.path, merge_keys, app_id, batch_id, since=since)
-            kill_point("after-delta", batch_id)
-            records = to_kafka_records(aggregates, aggregate_key_column(keys))
-            if since is not None and append:
-                write_kafka_once(records, kafka, topic, f"{late.checkpoint}/published", batch_id, None)
-            elif since is not None:
-                write_kafka(records, kafka, topic)
-            kill_point("after-kafka", batch_id)
+            batch.persist()
+            try:
+                # The batch's earliest window bounds the gold rows the merge reads; None: no rows.
+                since = first_window(batch)
+                app_id = gold.app_id(late.checkpoint)
+                if since is None:
+                    ensure_table(batch, gold.path)
+                elif append:
+                    append_to_delta(batch, gold.path, app_id, batch_id)
+                else:
+                    merge_into_delta(batch, gold.path, merge_keys, app_id, batch_id, since=since)
+                kill_point("after-delta", batch_id)
+                records = to_kafka_records(batch, aggregate_key_column(keys))
+                if since is not None and append:
+                    write_kafka_once(records, kafka, topic, f"{late.checkpoint}/published", batch_id, None)
+                elif since is not None:
+                    write_kafka(records, kafka, topic)
+                kill_point("after-kafka", batch_id)
+            finally:
+                batch.unpersist()
             if dead is not None:
                 publish_dead_letters(kafka, dead, bad, batch_id, late.checkpoint)
-            count = write_late_events(kafka, late, checked, batch_id)
+            count = write_late_events(spark, kafka, late, parse, batch_id, checked)
         finally:
-            batch.unpersist()
+            if checked is not None:
+                checked.unpersist()
         if tally is not None:
             tally.set(late.stage, batch_id, late=count)
 
@@ -168,38 +179,41 @@ def write_clean(
     key: Column,
     id_field: str,
     late: LateOutput,
+    parse: Callable[[DataFrame], DataFrame],
     tally: Tally,
 ) -> Writer:
     """Clean readings appended to `silver`, then published to `topic` keyed by `key`, then the late
-    events. A replayed batch leaves out the readings (by `id_field`) an earlier attempt published.
-    The query's output is with_batch_input's: the readings and its input records."""
+    events. A replayed batch leaves out the readings (by `id_field`) an earlier attempt published."""
     marks = f"{late.checkpoint}/published"
 
-    def write(batch: DataFrame, batch_id: int) -> None:
-        batch.persist()
+    def write(readings: DataFrame, batch_id: int) -> None:
+        readings.persist()
         try:
-            readings, checked = split_batch_input(batch)
             if readings.count():
                 append_to_delta(readings, silver.path, silver.app_id(late.checkpoint), batch_id)
                 kill_point("clean-after-delta", batch_id)
                 records = to_kafka_records(readings, key)
                 write_kafka_once(records, kafka, topic, marks, batch_id, id_field)
                 kill_point("clean-after-kafka", batch_id)
-            count = write_late_events(kafka, late, checked, batch_id)
         finally:
-            batch.unpersist()
+            readings.unpersist()
+        count = write_late_events(readings.sparkSession, kafka, late, parse, batch_id)
         tally.set(late.stage, batch_id, late=count)
 
     return write
 
 
 def count_dead_letters(
-    checked: DataFrame, dead: DeadLetterSink, batch_id: int, tally: Tally | None, query: str
+    checked: DataFrame | None, dead: DeadLetterSink, batch_id: int, tally: Tally | None, query: str
 ) -> DataFrame | None:
     """The batch's dead letters (None when it has none), counted; too many trip the breaker.
 
     It sees every checked record so the circuit breaker can weigh the bad ones against the total.
     """
+    if checked is None:
+        if tally is not None:
+            tally.set(query, batch_id, dead=0)
+        return None
     # topic, partition, offset, timestamp, key, value, error
     bad = dead_letters(checked)
     # Both counts in one pass over the batch.
