@@ -1,7 +1,7 @@
 """The pipeline's stages in steady state: what a micro-batch of each stage costs once the JVM is warm,
 split into a fixed cost per batch and a marginal cost per event (as bench.steady does for the job).
 
-    clock = StageClock(spark)
+    clock = BatchClock(spark)
     plan = stage_plan(config, raw, scratch_topics, work, 5000)
     batches = run_stages(spark, config, plan, clock)   # {stage: its data batches but the first}
     summary = summarise_stages({5000: batches, ...})   # per stage: bench.steady's fitted line
@@ -11,14 +11,11 @@ A measurement runs the four stages of arus.runtime.pipeline one at a time, in th
 alerts on the clean topic and the complete silver table), each to the end of its input with
 maxOffsetsPerTrigger = the batch size, from fresh checkpoints and tables. One stage at a time, so
 the CPU read at each progress report (the Spark JVM's and this driver's) is that stage's alone. Each
-stage's first batch (planning, first Delta commits) is left out. A batch's events are the records
-its Kafka source read (end minus start offsets), not numInputRows, which counts them once per scan:
-the clean and aggregate stages' plans scan their batch twice (output and dead letters or late events).
+stage's first batch (planning, first Delta commits) is left out.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,36 +35,6 @@ from arus.sources.send import SendLoop
 
 # The pipeline's topics besides the raw one, which the bench fills once per size.
 SCRATCH_TOPICS = ("clean", "devices", "deadletter", "late", "aggregates", "alerts")
-
-
-class StageClock(BatchClock):
-    """bench.steady's clock, with a batch's events counted from its sources' offsets."""
-
-    def onQueryProgress(self, event: Any) -> None:
-        p = event.progress
-        # A source scanned twice is reported twice, under the same description.
-        read = {s.description: offsets_read(s.startOffset, s.endOffset) for s in p.sources}
-        counts = [n for n in read.values() if n is not None]
-        rows = sum(counts) if read and len(counts) == len(read) else p.numInputRows
-        mark = (p.batchId, rows, float(p.durationMs.get("triggerExecution", 0)), self.cpu())
-        with self.lock:
-            self.marks.setdefault(str(p.id), []).append(mark)
-
-
-def offsets_read(start: str | None, end: str | None) -> int | None:
-    """Records read between two Kafka offsets ({topic: {partition: offset}} as JSON); None unless both
-    are Kafka offsets (a query's first batch has no start)."""
-    try:
-        before, after = json.loads(start or "null"), json.loads(end or "null")
-    except json.JSONDecodeError:
-        return None
-    if not all(isinstance(o, dict) and all(isinstance(p, dict) for p in o.values()) for o in (before, after)):
-        return None
-    return sum(
-        int(offset) - int(before.get(topic, {}).get(partition, 0))
-        for topic, partitions in after.items()
-        for partition, offset in partitions.items()
-    )
 
 
 def stage_plan(config: Config, raw: str, scratch: Mapping[str, str], work: Path, size: int) -> PipelinePlan:
@@ -97,7 +64,7 @@ def send_devices(config: Config, topic: str, devices: int) -> None:
 
 
 def run_stages(
-    spark: SparkSession, config: Config, plan: PipelinePlan, clock: StageClock
+    spark: SparkSession, config: Config, plan: PipelinePlan, clock: BatchClock
 ) -> dict[str, list[Batch]]:
     """Each stage alone to the end of its input; per stage, its data batches but the first."""
     tally = Tally()

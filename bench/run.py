@@ -489,11 +489,12 @@ class Bench:
     def pipeline(self) -> dict[str, Any]:
         """A warm-up run of every stage (2 batches of the smallest size), then each size through every
         stage on a raw topic of one batch more than measured (each stage's first is left out)."""
-        from arus.bench.pipeline_steady import StageClock, summarise_stages
+        from arus.bench.pipeline_steady import summarise_stages
+        from arus.bench.steady import BatchClock
 
         sizes, batches = self.profile.steady_sizes, self.profile.pipeline_batches
         spark = self.spark_session()
-        clock = StageClock(spark)
+        clock = BatchClock(spark)
         try:
             self.log("pipeline: warm-up (not measured)")
             self.pipeline_run(spark, clock, sizes[0], sizes[0] * 2)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from arus.bench.gold import commit_times, flatness, median_after_first
-from arus.bench.pipeline_steady import offsets_read, summarise_stages
+from arus.bench.pipeline_steady import summarise_stages
 from arus.bench.report import render, render_profile
 from arus.bench.run import goals
 from arus.bench.soak import fifth_ratio, lag_bounded, verdict
@@ -81,15 +81,6 @@ def test_summarise_stages_fits_each_stage_over_every_size_and_names_the_slowest(
     text = render(results, tmp_path / "r.json")
     assert "| alerts | 3,000 | 30.0 | 3,000 | 30.0 | 3,030 |" in text
     assert "Slowest at a live batch: alerts." in text
-
-
-def test_offsets_read_counts_records_between_kafka_offsets() -> None:
-    start = '{"t":{"0":100,"1":40}}'
-    # A partition the start does not name (added since) counts from its beginning.
-    assert offsets_read(start, '{"t":{"0":350,"1":40,"2":5}}') == 255
-    assert offsets_read(None, '{"t":{"0":350}}') is None
-    assert offsets_read("not json", start) is None
-    assert offsets_read('{"reservoirVersion":3}', '{"reservoirVersion":4}') is None
 
 
 def test_commit_times_read_delta_history_metrics() -> None:
