@@ -334,6 +334,11 @@ def render_pipeline(pipeline: dict[str, Any] | None) -> list[str]:
         "complete silver table (as it does after the clean stage of an --available-now run), which "
         f"holds {pipeline['batches_per_size'] + 1} batches. Slowest at a live batch: "
         f"{pipeline.get('slowest') or '-'}.",
+        *(
+            ["", f"From a separate run of this section alone ({pipeline['from']})."]
+            if pipeline.get("from")
+            else []
+        ),
         "",
         "| stage | fixed wall ms/batch | marginal wall us/event | fixed CPU ms/batch | marginal CPU us/event "
         "| wall at 1,000 events ms | events/s at the largest batch |",
@@ -621,10 +626,16 @@ def update_doc(doc: Path, generated: str) -> None:
 
 
 def newest_result(prefix: str = "") -> Path | None:
-    """The newest result file: of `arus bench profile` given prefix "profile-", else of `arus bench run`."""
+    """The newest result file: of `arus bench profile` given prefix "profile-", else of `arus bench run`
+    (a section's re-run, <profile>-<section>-rerun.json, is not a run of its own)."""
     files = sorted(
-        (f for f in RESULTS_DIR.glob(f"{prefix}*.json") if prefix or not f.name.startswith("profile-")),
-        key=lambda p: p.stat().st_mtime,
+        (
+            f
+            for f in RESULTS_DIR.glob(f"{prefix}*.json")
+            if prefix or not (f.name.startswith("profile-") or f.stem.endswith("-rerun"))
+        ),
+        # By the start time in the name: a clone gives every file the same modification time.
+        key=lambda p: p.stem.split("-", 1)[-1],
     )
     return files[-1] if files else None
 
@@ -639,18 +650,45 @@ def render_profile(profile: dict[str, Any], profile_file: Path) -> list[str]:
         "foreachBatch timed (medians over the batches after the first, ms). `first_window` is the first "
         "action on the batch, where the stateful aggregation itself runs; `count_dead_letters` re-reads "
         "and parses the batch's input; Delta's MERGE metrics are from the gold table's history.",
-        "",
-        "| mode | records/batch | batches | batch ms | foreachBatch ms | steps ms | Delta MERGE ms |",
-        "|---|---:|---:|---:|---:|---|---|",
     ]
-    for run in profile.get("runs", []):
+    runs = profile.get("runs", [])
+    if runs:
+        out += [
+            "",
+            "| mode | records/batch | batches | batch ms | foreachBatch ms | steps ms | Delta MERGE ms |",
+            "|---|---:|---:|---:|---:|---|---|",
+        ]
+    for run in runs:
         steps = ", ".join(f"{name} {fmt(ms)}" for name, ms in run["steps_ms"].items())
         merge = ", ".join(f"{name} {fmt(ms)}" for name, ms in run["delta_merge_ms"].items()) or "-"
         out.append(
             f"| {run['mode']} | {fmt(run['size'])} | {run['batches']} | {fmt(run['batch_ms'])} | "
             f"{fmt(run['add_batch_ms'])} | {steps} | {merge} |"
         )
+    metrics = profile.get("metrics")
+    if metrics:
+        out += [
+            "",
+            f"The cost of each metric (`--metrics {metrics['events']}`): the job's window aggregation alone "
+            f"(1-minute windows, {fmt(metrics['devices'])} devices) over readings cached in Spark, metrics "
+            "added one step at a time; JVM CPU per event (median of 3 after a warm-up) and what the step "
+            "added.",
+            "",
+            "| metrics | CPU us/event | added us/event | wall s |",
+            "|---|---:|---:|---:|",
+            *(
+                f"| {step['metrics']} | {fmt(step['cpu_us_per_event'], 2)} | "
+                f"{fmt(step.get('added_cpu_us_per_event'), 2)} | {fmt(step['wall_s'], 2)} |"
+                for step in metrics["steps"]
+            ),
+        ]
     return [*out, ""]
+
+
+def section_from(path: Path, name: str) -> dict[str, Any]:
+    """Section `name` of the result file at `path` (a re-run of it alone), saying where it came from."""
+    other = json.loads(path.read_text())
+    return {**other[name], "from": f"{path.name}: `{other.get('command')}`, started {other.get('started')}"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -658,6 +696,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("result", nargs="?", type=Path, help="result JSON (default: the newest)")
     parser.add_argument(
         "--growth", type=Path, help="take the growth section from this result file (a re-run of it alone)"
+    )
+    parser.add_argument(
+        "--pipeline", type=Path, help="take the pipeline section from this result file when the run has none"
     )
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--plot", type=Path, default=PLOT)
@@ -668,11 +709,9 @@ def main(argv: list[str] | None = None) -> int:
     result_file = chosen.resolve()
     results = json.loads(result_file.read_text())
     if args.growth:
-        other = json.loads(args.growth.read_text())
-        results["growth"] = {
-            **other["growth"],
-            "from": f"{args.growth.name}: `{other.get('command')}`, started {other.get('started')}",
-        }
+        results["growth"] = section_from(args.growth, "growth")
+    if args.pipeline and "pipeline" not in results:
+        results["pipeline"] = section_from(args.pipeline, "pipeline")
     plot(results, args.plot)
     images = args.doc.parent / "img"
     plot_steady(results, images / STEADY_PLOT)

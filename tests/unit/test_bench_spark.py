@@ -3,6 +3,7 @@ gold commit times, soak flatness, the issue's goals from a small recorded result
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +280,35 @@ def test_profile_table_lists_each_mode_with_its_steps_and_merge_metrics(tmp_path
         "| executionTimeMs 3,000, scanTimeMs 800 |",
         "| append | 1,000 | 11 | 2,500 | 2,300 | append_to_delta 700 | - |",
     ]
+
+
+def test_profile_metric_costs_follow_the_runs(tmp_path: Path) -> None:
+    steps = [
+        {"metrics": "count", "cpu_us_per_event": 0.7, "wall_s": 0.4},
+        {"metrics": "+ mean", "cpu_us_per_event": 0.75, "added_cpu_us_per_event": 0.05, "wall_s": 0.4},
+    ]
+    profile = {"runs": [], "metrics": {"events": 1_000_000, "devices": 10_000, "steps": steps}}
+    lines = render_profile(profile, tmp_path / "profile-x.json")
+    assert [line for line in lines if line.startswith("| ") and "us/event" not in line] == [
+        "| count | 0.70 | - | 0.40 |",
+        "| + mean | 0.75 | 0.05 | 0.40 |",
+    ]
+
+
+def test_newest_run_is_by_the_time_in_its_name_and_skips_profiles_and_reruns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from arus.bench import report
+
+    for name in (
+        "quick-20261202T063600Z",
+        "quick-20261125T175405Z",
+        "quick-pipeline-rerun",
+        "profile-20270101T000000Z",
+    ):
+        (tmp_path / f"{name}.json").write_text("{}")
+    # the older run written last, as a clone leaves modification times
+    os.utime(tmp_path / "quick-20261125T175405Z.json")
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path)
+    assert report.newest_result() == tmp_path / "quick-20261202T063600Z.json"
+    assert report.newest_result("profile-") == tmp_path / "profile-20270101T000000Z.json"
