@@ -192,8 +192,14 @@ def test_silent_finds_gaps_and_devices_behind_the_clock(spark: SparkSession) -> 
     )
 
 
+# Readings after the batch's latest (silver read while it grows ahead of the alerts query): with
+# `until` at the batch's latest they change no alert, and the batch's own latest readings still count.
+LATER = [("r6", "s1", 1.0, 0.0, 100.0, at(30)), ("r7", "s2", 99.0, 0.0, 100.0, at(30))]
+
+
+@pytest.mark.parametrize(("later", "until"), [([], None), (LATER, at(20))])
 def test_find_alerts_takes_its_field_names_from_config_and_reports_only_the_batch(
-    spark: SparkSession,
+    spark: SparkSession, later: list[tuple[object, ...]], until: datetime | None
 ) -> None:
     readings = spark.createDataFrame(
         [
@@ -203,10 +209,11 @@ def test_find_alerts_takes_its_field_names_from_config_and_reports_only_the_batc
             ("r3", "s1", 1.0, 0.0, 100.0, at(20)),  # the third equal value in a row: stuck
             ("r4", "s2", 99.0, 0.0, 100.0, at(20)),  # above the bound
             ("r5", "s3", -2.0, 0.0, 100.0, at(20)),  # below its sensor's range
+            *later,
         ],
         "rid string, sensor string, level double, lo double, hi double, ts timestamp",
     )
-    batch_ids = readings.where("rid NOT IN ('r0', 'r1')").select("rid")
+    batch_ids = readings.where("rid IN ('r2', 'r3', 'r4', 'r5')").select("rid")
     latest = readings.groupBy("sensor").agg({"ts": "max"}).withColumnRenamed("max(ts)", "ts")
     rules = AlertsConfig(
         key="sensor",
@@ -218,7 +225,9 @@ def test_find_alerts_takes_its_field_names_from_config_and_reports_only_the_batc
         range_low_field="lo",
         range_high_field="hi",
     )
-    result = alerts.find_alerts(readings, batch_ids, latest, rules, at(30), id_field="rid", time_field="ts")
+    result = alerts.find_alerts(
+        readings, batch_ids, latest, rules, at(30), id_field="rid", time_field="ts", until=until
+    )
     expected = spark.createDataFrame(
         [
             ("stuck|r3", "stuck", "s1", "r3", at(20), 1.0, "value 1.0 unchanged over 3 readings"),
