@@ -292,19 +292,8 @@ def render_steady(steady: dict[str, Any] | None) -> list[str]:
         "",
         f"![CPU per batch against batch size](img/{STEADY_PLOT})",
         "",
-        "| rung | fixed CPU ms/batch | marginal CPU us/event | fixed wall ms/batch | marginal wall us/event "
-        "| wall at 1,000 events ms | events/s at the largest batch |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        *fit_table("rung", steady["rungs"]),
     ]
-    for name, rung in steady["rungs"].items():
-        if "error" in rung:
-            out.append(f"| {name} | failed: {rung['error'].strip().splitlines()[-1][:200]} | | | | | |")
-            continue
-        out.append(
-            f"| {name} | {fmt(rung['fixed_cpu_ms'])} | {fmt(rung['marginal_cpu_us'], 1)} | "
-            f"{fmt(rung['fixed_wall_ms'])} | {fmt(rung['marginal_wall_us'], 1)} | "
-            f"{fmt(rung['live_batch_wall_ms'])} | {fmt(rung['largest_events_per_s'])} |"
-        )
     out += [
         "",
         "| rung | batch size | batches | median CPU ms/batch | median wall ms/batch | CPU us/event "
@@ -340,17 +329,28 @@ def render_pipeline(pipeline: dict[str, Any] | None) -> list[str]:
             else []
         ),
         "",
-        "| stage | fixed wall ms/batch | marginal wall us/event | fixed CPU ms/batch | marginal CPU us/event "
-        "| wall at 1,000 events ms | events/s at the largest batch |",
+        *fit_table("stage", pipeline["stages"]),
+    ]
+    return [*out, ""]
+
+
+def fit_table(label: str, fits: dict[str, dict[str, Any]]) -> list[str]:
+    """One row per bench.steady summary (summarise_rung): its fitted fixed and marginal costs."""
+    out = [
+        f"| {label} | fixed CPU ms/batch | marginal CPU us/event | fixed wall ms/batch "
+        "| marginal wall us/event | wall at 1,000 events ms | events/s at the largest batch |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, stage in pipeline["stages"].items():
+    for name, fit in fits.items():
+        if "error" in fit:
+            out.append(f"| {name} | failed: {fit['error'].strip().splitlines()[-1][:200]} | | | | | |")
+            continue
         out.append(
-            f"| {name} | {fmt(stage['fixed_wall_ms'])} | {fmt(stage['marginal_wall_us'], 1)} | "
-            f"{fmt(stage['fixed_cpu_ms'])} | {fmt(stage['marginal_cpu_us'], 1)} | "
-            f"{fmt(stage['live_batch_wall_ms'])} | {fmt(stage['largest_events_per_s'])} |"
+            f"| {name} | {fmt(fit['fixed_cpu_ms'])} | {fmt(fit['marginal_cpu_us'], 1)} | "
+            f"{fmt(fit['fixed_wall_ms'])} | {fmt(fit['marginal_wall_us'], 1)} | "
+            f"{fmt(fit['live_batch_wall_ms'])} | {fmt(fit['largest_events_per_s'])} |"
         )
-    return [*out, ""]
+    return out
 
 
 def render_versus(versus: dict[str, Any] | None, scale: dict[str, Any] | None) -> list[str]:

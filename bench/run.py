@@ -513,7 +513,7 @@ class Bench:
             )
         return {"sizes": list(sizes), "batches_per_size": batches, **result}
 
-    def pipeline_run(self, spark: Any, clock: Any, size: int, events: int) -> dict[str, Any]:
+    def pipeline_run(self, spark: Any, clock: Any, size: int, events: int) -> dict[str, list[Any]]:
         from arus.bench.pipeline_steady import SCRATCH_TOPICS, run_stages, send_devices, stage_plan
 
         raw = self.filled_topic(events)
