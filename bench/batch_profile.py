@@ -7,10 +7,10 @@
 
 The job's query (arus.runtime.queries, as `arus aggregate` builds it) runs on a pre-filled topic
 with available-now and `--size` records per trigger. The writer's steps (arus.runtime.writers:
-the dead-letter count, the gold MERGE or append, the Kafka publish, the late events) are wrapped
-in timers, and Delta's own MERGE metrics are read from the gold table's history. The first batch
-is left out (cold). The result goes to bench/results/profile-<time>.json; `arus bench report`
-shows the newest one.
+the count of the input's records, dead letters and late events, the gold MERGE or append, the
+Kafka publish, the late events) are wrapped in timers, and Delta's own MERGE metrics are read
+from the gold table's history. The first batch is left out (cold). The result goes to
+bench/results/profile-<time>.json; `arus bench report` shows the newest one.
 
 `--metrics N` also times the job's aggregation alone (1-minute windows per device, the
 [aggregate] metrics added one at a time, the percentiles at two accuracies) over N readings
@@ -52,7 +52,7 @@ from arus.config import Config, load_config
 # The writer's steps, in the order a batch runs them. The first action on the persisted batch
 # (first_window) is where the stateful aggregation itself runs.
 STEPS = (
-    "count_dead_letters",
+    "count_input",
     "first_window",
     "merge_into_delta",
     "append_to_delta",

@@ -648,8 +648,9 @@ def render_profile(profile: dict[str, Any], profile_file: Path) -> list[str]:
         "",
         "`arus bench profile`: the job's query at a fixed number of records per trigger; each step of its "
         "foreachBatch timed (medians over the batches after the first, ms). `first_window` is the first "
-        "action on the batch, where the stateful aggregation itself runs; `count_dead_letters` re-reads "
-        "and parses the batch's input; Delta's MERGE metrics are from the gold table's history.",
+        "action on the batch, where the stateful aggregation itself runs; `count_input` "
+        "(`count_dead_letters` before it) re-reads and parses the batch's input; Delta's MERGE metrics "
+        "are from the gold table's history.",
     ]
     runs = profile.get("runs", [])
     if runs:

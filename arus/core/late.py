@@ -54,19 +54,27 @@ def late_events(
     `window` (and `slide`) when the first stateful operator is the window aggregation (no
     deduplication): then an event counts as late when it missed at least its earliest window.
     """
-    watermark_us = late_watermark_ms * 1000
-    at = F.col(event_time)
-    if window is None:
-        late = F.unix_micros(at) <= F.lit(watermark_us)
-    else:
-        late = first_window_end(at, window, slide) <= F.lit(watermark_us)
     event_id = F.col(id_field).cast("string") if id_field else F.lit(None).cast("string")
-    return parsed.where(F.col(ERROR).isNull() & late).select(
+    return parsed.where(is_late(event_time, late_watermark_ms, window, slide)).select(
         f"{SOURCE}.*",
         event_id.alias("event_id"),
-        at.cast("timestamp").alias("event_time"),
-        F.timestamp_micros(F.lit(watermark_us)).alias("watermark"),
+        F.col(event_time).cast("timestamp").alias("event_time"),
+        F.timestamp_micros(F.lit(late_watermark_ms * 1000)).alias("watermark"),
     )
+
+
+def is_late(
+    event_time: str, late_watermark_ms: int, window: str | None = None, slide: str | None = None
+) -> Column:
+    """Whether a row of `parse_events` output is a valid record the query dropped behind the
+    watermark: the condition `late_events` keeps, for counting them without collecting them."""
+    watermark_us = F.lit(late_watermark_ms * 1000)
+    at = F.col(event_time)
+    if window is None:
+        late = F.unix_micros(at) <= watermark_us
+    else:
+        late = first_window_end(at, window, slide) <= watermark_us
+    return F.col(ERROR).isNull() & late
 
 
 def late_records(late: DataFrame) -> DataFrame:

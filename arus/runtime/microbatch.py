@@ -3,6 +3,7 @@
     read_batch_input(spark, kafka, batch)     # exactly the Kafka records a batch read, again
     write_kafka_once(records, ..., marks)     # a replayed batch does not publish its records twice
     write_late_events(spark, kafka, out, ...) # what a batch dropped behind the watermark, to Delta + Kafka
+    late_rule(out, batch)                     # ... and the condition that counts it in another pass
 
 A query's foreachBatch sees only its own output, so the input rows its stateful operators dropped
 as late are gone; arus.core.late finds them in the re-read input. What a batch read comes from
@@ -23,7 +24,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from arus.config import KafkaConfig
-from arus.core.late import LATE_COLUMNS, late_events, late_records
+from arus.core.late import LATE_COLUMNS, is_late, late_events, late_records
 from arus.io.checkpoints import StreamBatch, checkpoint_path, query_id, read_stream_batch
 from arus.io.sinks import append_to_delta, read_kafka_batch, write_kafka
 from arus.runtime.guards import kill_point
@@ -40,7 +41,7 @@ def read_batch_input(spark: SparkSession, kafka: KafkaConfig, batch: StreamBatch
     end = {t: {str(p): batch.end[(t, p)] for p in ps} for t, ps in partitions.items()}
     return (
         spark.read.format("kafka")
-        .options(**kafka.spark_options())
+        .options(**kafka.spark_read_options())
         .option("assign", json.dumps(partitions))
         .option("startingOffsets", json.dumps(start))
         .option("endingOffsets", json.dumps(end))
@@ -118,6 +119,14 @@ class LateOutput:
     slide: str | None = None
 
 
+def late_rule(out: LateOutput, batch: StreamBatch) -> Column | None:
+    """What marks a parsed record of `batch` late (arus.core.late.is_late), None when it can have
+    no late event: it read nothing, or no watermark was in force yet."""
+    if not batch.late_watermark_ms or batch.empty:
+        return None
+    return is_late(out.event_time, batch.late_watermark_ms, out.window, out.slide)
+
+
 def write_late_events(
     spark: SparkSession,
     kafka: KafkaConfig,
@@ -125,18 +134,20 @@ def write_late_events(
     parse: Callable[[DataFrame], DataFrame],
     batch_id: int,
     checked: DataFrame | None = None,
+    count: int | None = None,
 ) -> int:
     """Find what batch `batch_id` dropped as late, append it to Delta once and publish it; the count.
 
     `parse` must be the query's own parsing (Kafka rows -> parse_events rows), so the replay judges
     exactly the events the query saw; `checked`, when given, is that parse of the batch's input
-    already done (read_batch_input), so it is not read and parsed again. Nothing is written when
-    nothing was late.
+    (read_batch_input), so it is not built again. `count`, when the caller already counted the late
+    events (with late_rule, in a pass it made anyway), spares a batch without any another pass over
+    its input. Nothing is written when nothing was late.
     # late table: topic, partition, offset, timestamp, key, value, event_id, event_time, watermark,
     #             stage, batch_id
     """
     batch = read_stream_batch(out.checkpoint, batch_id)
-    if not batch.late_watermark_ms or batch.empty:
+    if count == 0 or not batch.late_watermark_ms or batch.empty:
         return 0
     if checked is None:
         checked = parse(read_batch_input(spark, kafka, batch))

@@ -42,6 +42,7 @@ from arus.io.sinks import append_to_delta, ensure_table, merge_into_delta, write
 from arus.runtime.guards import kill_point
 from arus.runtime.microbatch import (
     LateOutput,
+    late_rule,
     read_batch_input,
     txn_app_id,
     write_kafka_once,
@@ -93,47 +94,49 @@ def write_aggregates(
     merged and published once even when the batch is replayed.
 
     The query's own output holds only aggregates, so the batch's Kafka input is read again (its
-    offsets are in the checkpoint) and parsed once with `parse`, the query's own parsing, for both
-    the dead letters and the late events. The circuit breaker weighs that input before anything of
-    the batch is written.
+    offsets are in the checkpoint) and parsed with `parse`, the query's own parsing. One pass over
+    it counts the records, the dead letters and the late events, and the circuit breaker weighs
+    them before anything of the batch is written; the dead letters and late events are read again
+    only when there are some, so a clean batch pays for one pass and keeps nothing in memory.
     """
     merge_keys = [*keys, "window_start"]
 
     def write(batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
+        read = read_stream_batch(late.checkpoint, batch_id)
+        late_rows = late_rule(late, read)
         checked = None
-        if dead is not None:
-            read = read_stream_batch(late.checkpoint, batch_id)
-            if not read.empty:
-                checked = parse(read_batch_input(spark, kafka, read)).persist()
+        if not read.empty and (dead is not None or late_rows is not None):
+            checked = parse(read_batch_input(spark, kafka, read))
+        counts = count_input(checked, late_rows)
+        bad = (
+            judge_dead_letters(checked, counts, dead, batch_id, tally, late.stage)
+            if dead is not None
+            else None
+        )
+        batch.persist()
         try:
-            bad = count_dead_letters(checked, dead, batch_id, tally, late.stage) if dead is not None else None
-            batch.persist()
-            try:
-                # The batch's earliest window bounds the gold rows the merge reads; None: no rows.
-                since = first_window(batch)
-                app_id = gold.app_id(late.checkpoint)
-                if since is None:
-                    ensure_table(batch, gold.path)
-                elif append:
-                    append_to_delta(batch, gold.path, app_id, batch_id)
-                else:
-                    merge_into_delta(batch, gold.path, merge_keys, app_id, batch_id, since=since)
-                kill_point("after-delta", batch_id)
-                records = to_kafka_records(batch, aggregate_key_column(keys))
-                if since is not None and append:
-                    write_kafka_once(records, kafka, topic, f"{late.checkpoint}/published", batch_id, None)
-                elif since is not None:
-                    write_kafka(records, kafka, topic)
-                kill_point("after-kafka", batch_id)
-            finally:
-                batch.unpersist()
-            if dead is not None:
-                publish_dead_letters(kafka, dead, bad, batch_id, late.checkpoint)
-            count = write_late_events(spark, kafka, late, parse, batch_id, checked)
+            # The batch's earliest window bounds the gold rows the merge reads; None: no rows.
+            since = first_window(batch)
+            app_id = gold.app_id(late.checkpoint)
+            if since is None:
+                ensure_table(batch, gold.path)
+            elif append:
+                append_to_delta(batch, gold.path, app_id, batch_id)
+            else:
+                merge_into_delta(batch, gold.path, merge_keys, app_id, batch_id, since=since)
+            kill_point("after-delta", batch_id)
+            records = to_kafka_records(batch, aggregate_key_column(keys))
+            if since is not None and append:
+                write_kafka_once(records, kafka, topic, f"{late.checkpoint}/published", batch_id, None)
+            elif since is not None:
+                write_kafka(records, kafka, topic)
+            kill_point("after-kafka", batch_id)
         finally:
-            if checked is not None:
-                checked.unpersist()
+            batch.unpersist()
+        if dead is not None:
+            publish_dead_letters(kafka, dead, bad, batch_id, late.checkpoint)
+        count = write_late_events(spark, kafka, late, parse, batch_id, checked, counts.late)
         if tally is not None:
             tally.set(late.stage, batch_id, late=count)
 
@@ -164,7 +167,7 @@ def write_bronze(
             if not records.isEmpty():
                 append_to_delta(records, bronze.path, bronze.app_id(checkpoint), batch_id)
             kill_point("bronze-after-delta", batch_id)
-            bad = count_dead_letters(checked, dead, batch_id, tally, query)
+            bad = judge_dead_letters(checked, count_input(checked), dead, batch_id, tally, query)
             publish_dead_letters(kafka, dead, bad, batch_id, checkpoint)
         finally:
             checked.unpersist()
@@ -203,26 +206,40 @@ def write_clean(
     return write
 
 
-def count_dead_letters(
-    checked: DataFrame | None, dead: DeadLetterSink, batch_id: int, tally: Tally | None, query: str
-) -> DataFrame | None:
-    """The batch's dead letters (None when it has none), counted; too many trip the breaker.
+@dataclass(frozen=True)
+class InputCounts:
+    """A micro-batch's input records: all of them, the dead letters and the late events."""
 
-    It sees every checked record so the circuit breaker can weigh the bad ones against the total.
-    """
+    total: int = 0
+    dead: int = 0
+    late: int = 0
+
+
+def count_input(checked: DataFrame | None, late: Column | None = None) -> InputCounts:
+    """Count `checked` (parse_events rows; None: nothing read) in one pass: its records, the bad
+    ones and, given the late_rule of its batch, the late ones."""
     if checked is None:
-        if tally is not None:
-            tally.set(query, batch_id, dead=0)
-        return None
-    # topic, partition, offset, timestamp, key, value, error
-    bad = dead_letters(checked)
-    # Both counts in one pass over the batch.
-    counts = checked.agg(F.count_if(F.col(ERROR).isNotNull()), F.count(F.lit(1))).first()
-    count, total = (counts[0], counts[1]) if counts is not None else (0, 0)
+        return InputCounts()
+    late_count = F.count_if(late) if late is not None else F.lit(0)
+    row = checked.agg(F.count(F.lit(1)), F.count_if(F.col(ERROR).isNotNull()), late_count).first()
+    return InputCounts(*row) if row is not None else InputCounts()
+
+
+def judge_dead_letters(
+    checked: DataFrame | None,
+    counts: InputCounts,
+    dead: DeadLetterSink,
+    batch_id: int,
+    tally: Tally | None,
+    query: str,
+) -> DataFrame | None:
+    """The batch's dead letters (None when it has none), tallied; too many trip the breaker,
+    weighed against every record the batch read."""
     if tally is not None:
-        tally.set(query, batch_id, dead=count)
-    check_deadletter_ratio(count, total, dead.max_ratio, dead.min_records, batch_id)
-    return bad if count else None
+        tally.set(query, batch_id, dead=counts.dead)
+    check_deadletter_ratio(counts.dead, counts.total, dead.max_ratio, dead.min_records, batch_id)
+    # topic, partition, offset, timestamp, key, value, error
+    return dead_letters(checked) if checked is not None and counts.dead else None
 
 
 def publish_dead_letters(
@@ -230,11 +247,17 @@ def publish_dead_letters(
 ) -> None:
     """Dead letters: appended to Delta once per batch; to Kafka with the original bytes as value.
     A batch without any (`bad` None) writes nothing; its kill point is reached all the same."""
-    if bad is not None:
+    if bad is None:
+        kill_point("deadletter-after-delta", batch_id)
+        return
+    # Two writes of records that may be read from Kafka again: read once.
+    bad.persist()
+    try:
         append_to_delta(bad, dead.table.path, dead.table.app_id(checkpoint), batch_id)
-    kill_point("deadletter-after-delta", batch_id)
-    if bad is not None:
+        kill_point("deadletter-after-delta", batch_id)
         write_kafka(dead_letter_records(bad), kafka, dead.topic)
+    finally:
+        bad.unpersist()
 
 
 def write_alerts(

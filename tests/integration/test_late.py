@@ -11,8 +11,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from support import kafka_rows
 
-from arus.core.late import first_window_end, late_events
+from arus.core.late import first_window_end, is_late, late_events
 from arus.core.transforms import parse_events, schema_from_ddl
+from arus.runtime.writers import InputCounts, count_input
 
 
 def ts(minute: int, second: float = 0) -> datetime:
@@ -84,3 +85,16 @@ def test_without_deduplication_an_event_is_late_when_its_window_has_closed(spark
     got = late_events(parsed, "event_time", ms(ts(2)), "event_id", window="1 minute")
     expected = spark.createDataFrame([("in", 0, 0, ts(9), b"k", values[0], "b", ts(1, 30), ts(2))], LATE)
     assert_df_equality(got, expected, ignore_nullable=True)
+
+
+@pytest.mark.integration
+def test_one_pass_counts_the_records_dead_letters_and_late_events(spark: SparkSession) -> None:
+    # The writer weighs dead letters and skips the late-event write on these counts alone.
+    _, parsed = parsed_rows(spark, [("a", ts(2)), ("b", ts(1, 59)), ("c", ts(2, 0.5)), ("d", ts(1, 30))])
+    watermark = ms(ts(2))
+    assert count_input(parsed, is_late("event_time", watermark)) == InputCounts(total=5, dead=1, late=3)
+    # Without deduplication the window's end decides: b's and d's [12:01, 12:02) has closed, a's not.
+    by_window = is_late("event_time", watermark, window="1 minute")
+    assert count_input(parsed, by_window) == InputCounts(total=5, dead=1, late=2)
+    assert count_input(parsed) == InputCounts(total=5, dead=1, late=0)
+    assert count_input(None, is_late("event_time", watermark)) == InputCounts()
