@@ -102,6 +102,9 @@ class ConfigError(ValueError):
 
 
 # Each KafkaConfig security field as the two Python clients name it: (kafka-python, librdkafka).
+# How long the broker may hold a Spark consumer's fetch that finds no record (KafkaConfig.spark_read_options).
+SPARK_FETCH_MAX_WAIT_MS = 10
+
 SECURITY_NAMES = {
     "security_protocol": ("security_protocol", "security.protocol"),
     "sasl_mechanism": ("sasl_mechanism", "sasl.mechanism"),
@@ -158,6 +161,16 @@ class KafkaConfig:
             options["kafka.ssl.truststore.type"] = "PEM"
             options["kafka.ssl.truststore.location"] = self.ssl_cafile
         return options
+
+    def spark_read_options(self) -> dict[str, str]:
+        """Connection settings for Spark's Kafka source, batch or streaming.
+
+        A Spark task's consumer ends its offset range with a fetch at the end of the log, which the
+        broker holds for fetch.max.wait.ms (500 by default) before answering that there is nothing:
+        half a second on every read of every micro-batch. Only an empty fetch waits, so a short
+        wait costs nothing where there is data (docs/benchmarks.md has the figures).
+        """
+        return {**self.spark_options(), "kafka.fetch.max.wait.ms": str(SPARK_FETCH_MAX_WAIT_MS)}
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def read_kafka_range(spark: SparkSession, kafka: KafkaConfig, topic: str, bounds
         return read_kafka_batch(spark, kafka, topic, bounds.starting_offsets, bounds.ending_offsets).select(
             *KAFKA_COLUMNS
         )
-    reader = spark.read.format("kafka").options(**kafka.spark_options()).option("subscribe", topic)
+    reader = spark.read.format("kafka").options(**kafka.spark_read_options()).option("subscribe", topic)
     # Past the last record, a timestamp lookup finds no offset: read to the end instead of failing.
     reader = reader.option("startingOffsetsByTimestampStrategy", "latest")
     if bounds.starting_timestamp:

@@ -35,7 +35,7 @@ def read_kafka_stream(
     """A streaming read of `topic`.  # key, value, topic, partition, offset, timestamp, timestampType"""
     reader = (
         spark.readStream.format("kafka")
-        .options(**kafka.spark_options())
+        .options(**kafka.spark_read_options())
         .option("subscribe", topic)
         .option("startingOffsets", starting_offsets)
         .option("failOnDataLoss", str(fail_on_data_loss).lower())
@@ -55,7 +55,7 @@ def read_kafka_batch(
     """A bounded read of `topic` (offsets as Spark's JSON, or earliest/latest)."""
     return (
         spark.read.format("kafka")
-        .options(**kafka.spark_options())
+        .options(**kafka.spark_read_options())
         .option("subscribe", topic)
         .option("startingOffsets", starting_offsets)
         .option("endingOffsets", ending_offsets)

@@ -141,7 +141,7 @@ def land_bronze(spark: SparkSession, config: Config, topic: str, path: Path) -> 
     """Bronze exactly as defined: the topic's Kafka rows as received, into a Delta table."""
     rows = (
         spark.read.format("kafka")
-        .options(**config.kafka.spark_options())
+        .options(**config.kafka.spark_read_options())
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .option("endingOffsets", "latest")

@@ -221,6 +221,17 @@ def test_security_settings_and_secrets_come_from_the_environment() -> None:
         "sasl_plain_username": "arus",
         "sasl_plain_password": "s3cret",
     }
+    # Spark's readers carry the same credentials, and do not let the broker hold an empty fetch.
+    jaas = (
+        'org.apache.kafka.common.security.scram.ScramLoginModule required username="arus" password="s3cret";'
+    )
+    assert config.kafka.spark_read_options() == {
+        "kafka.bootstrap.servers": "h:9094",
+        "kafka.security.protocol": "SASL_PLAINTEXT",
+        "kafka.sasl.mechanism": "SCRAM-SHA-256",
+        "kafka.sasl.jaas.config": jaas,
+        "kafka.fetch.max.wait.ms": "10",
+    }
 
 
 class SettlingProducer:
