@@ -4,6 +4,7 @@
     arus bench profile --size 5000 --batches 20 --modes update
     arus bench profile --bootstrap 127.0.0.1:9092   # against a running broker instead of its own
     arus bench profile --metrics 1000000 --modes ""  # only the cost of each metric, on 10^6 events
+    arus bench profile --reads 1000 --modes ""       # only a bounded read to the end of a topic
 
 The job's query (arus.runtime.queries, as `arus aggregate` builds it) runs on a pre-filled topic
 with available-now and `--size` records per trigger. The writer's steps (arus.runtime.writers:
@@ -16,6 +17,11 @@ bench/results/profile-<time>.json; `arus bench report` shows the newest one.
 [aggregate] metrics added one at a time, the percentiles at two accuracies) over N readings
 generated and cached in Spark, so neither Kafka nor parsing is in the figure: the cost of each
 metric, in JVM CPU per event.
+
+`--reads N` times a bounded Spark read of a topic holding N readings, from its start to its end
+(what a batch job, a catch-up's last micro-batch or the re-read of a quiet topic does), counted,
+with the broker holding an empty fetch for Kafka's default 500 ms and for arus's own setting
+(KafkaConfig.spark_read_options), in turn.
 """
 
 from __future__ import annotations
@@ -221,6 +227,35 @@ def metric_costs(spark: Any, events: int, repeats: int = 3) -> list[dict[str, An
     return rows
 
 
+KAFKA_FETCH_MAX_WAIT_MS = 500  # the consumer's default fetch.max.wait.ms
+
+
+def read_costs(spark: Any, config: Config, topic: str, repeats: int = 6) -> list[dict[str, Any]]:
+    """Median wall of counting `topic` from its start to its end, with Kafka's default fetch wait
+    and with arus's (KafkaConfig.spark_read_options); the two alternate, after one read of each."""
+    options = config.kafka.spark_read_options()
+    waits = {"Kafka's default": str(KAFKA_FETCH_MAX_WAIT_MS), "arus": options["kafka.fetch.max.wait.ms"]}
+    seconds: dict[str, list[float]] = {name: [] for name in waits}
+    for attempt in range(repeats + 1):
+        for name, wait in waits.items():
+            started = time.monotonic()
+            (
+                spark.read.format("kafka")
+                .options(**{**options, "kafka.fetch.max.wait.ms": wait})
+                .option("subscribe", topic)
+                .option("startingOffsets", "earliest")
+                .option("endingOffsets", "latest")
+                .load()
+                .count()
+            )
+            if attempt:
+                seconds[name].append(time.monotonic() - started)
+    return [
+        {"setting": name, "fetch_max_wait_ms": int(waits[name]), "read_s": round(statistics.median(s), 3)}
+        for name, s in seconds.items()
+    ]
+
+
 def filled_topics(config: Config, work: Path, events: int) -> tuple[str, str]:
     """A new input topic holding `events` IoT readings, and a new output topic."""
     topic = create_topic(config, unique_topic("p-in"), 3)
@@ -251,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="also time the aggregation per metric over N generated readings",
     )
+    parser.add_argument(
+        "--reads",
+        type=int,
+        metavar="N",
+        help="also time a read of N readings to the end of a topic, per fetch wait",
+    )
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = sorted(set(modes) - {"update", "append"})
@@ -258,8 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--modes takes update and append (got {unknown}); --size >= 1, --batches >= 2")
     if args.metrics is not None and args.metrics < METRIC_DEVICES:
         parser.error(f"--metrics takes at least {METRIC_DEVICES:,} readings (one per device)")
-    if not modes and args.metrics is None:
-        parser.error("nothing to profile: give --modes, --metrics or both")
+    if args.reads is not None and args.reads < 1:
+        parser.error("--reads takes at least 1 reading")
+    if not modes and args.metrics is None and args.reads is None:
+        parser.error("nothing to profile: give --modes, --metrics, --reads or several")
     config = bench_config(load_config(args.config), args.bootstrap)
     started = datetime.now(UTC)
     out = args.out or RESULTS_DIR / f"profile-{started:%Y%m%dT%H%M%SZ}.json"
@@ -285,11 +328,21 @@ def main(argv: list[str] | None = None) -> int:
                     "devices": METRIC_DEVICES,
                     "steps": metric_costs(spark, args.metrics),
                 }
+            reads = None
+            if args.reads is not None:
+                print(f"bench profile: reading {args.reads:,} readings to the end of a topic", flush=True)
+                read_topic, unused = filled_topics(config, work, args.reads)
+                created += [read_topic, unused]
+                reads = {"events": args.reads, "partitions": 3, "runs": read_costs(spark, config, read_topic)}
+                for row in reads["runs"]:
+                    print(f"  fetch wait {row['fetch_max_wait_ms']} ms: {row['read_s']} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {"started": started.isoformat(), "versions": versions(), "runs": runs}
     if metrics is not None:
         result["metrics"] = metrics
+    if reads is not None:
+        result["reads"] = reads
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"bench profile: {out}")

@@ -683,6 +683,21 @@ def render_profile(profile: dict[str, Any], profile_file: Path) -> list[str]:
                 for step in metrics["steps"]
             ),
         ]
+    reads = profile.get("reads")
+    if reads:
+        out += [
+            "",
+            f"A bounded read to the end of a topic (`--reads {reads['events']}`, {reads['partitions']} "
+            "partitions, from its start to its end, counted; median of 6 in turn after one each): how long "
+            "the broker may hold a fetch that finds nothing.",
+            "",
+            "| fetch.max.wait.ms | read s |",
+            "|---|---:|",
+            *(
+                f"| {run['fetch_max_wait_ms']} ({run['setting']}) | {fmt(run['read_s'], 3)} |"
+                for run in reads["runs"]
+            ),
+        ]
     return [*out, ""]
 
 
