@@ -101,10 +101,10 @@ class ConfigError(ValueError):
     """A configuration mistake, with the file and the key it concerns."""
 
 
-# Each KafkaConfig security field as the two Python clients name it: (kafka-python, librdkafka).
 # How long the broker may hold a Spark consumer's fetch that finds no record (KafkaConfig.spark_read_options).
 SPARK_FETCH_MAX_WAIT_MS = 10
 
+# Each KafkaConfig security field as the two Python clients name it: (kafka-python, librdkafka).
 SECURITY_NAMES = {
     "security_protocol": ("security_protocol", "security.protocol"),
     "sasl_mechanism": ("sasl_mechanism", "sasl.mechanism"),
