@@ -7,6 +7,10 @@
     silent_alerts   no reading from a device for N minutes of event time
     find_alerts     all of them for one micro-batch of readings, deduplicated
 
+Each rule is a Check: the alert a reading raises (or null) and the window columns it reads over
+its device's earlier readings. `judge` runs any set of checks in one pass over the readings, so
+find_alerts sorts a micro-batch's readings once for all its rules instead of once per rule.
+
 Each returns rows of ALERT_COLUMNS with a deterministic `alert_id`, so an alert found twice (a
 replayed micro-batch, a later batch that sees the same silence) is stored and keyed once. The
 rolling rules read a device's readings in event-time order (ties broken by event id); batch and
@@ -19,6 +23,7 @@ alert names the reading it is about in its `event_id` column.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import reduce
 
@@ -39,8 +44,21 @@ def alert_columns(key: str) -> list[str]:
     return ["alert_id", "rule", key, *ALERT_COLUMNS[2:]]
 
 
-def _alerts(
-    df: DataFrame,
+@dataclass(frozen=True)
+class Check:
+    """One rule applied to each reading: `alert`, the alert it raises (_alert) or null; `over`, the
+    window columns (name, column) it reads, which `judge` computes for all its checks at once."""
+
+    alert: Column
+    over: tuple[tuple[str, Column], ...] = ()
+
+    def where(self, condition: Column) -> Check:
+        """The same check, raising its alert only where `condition` holds too."""
+        return Check(F.when(condition, self.alert), self.over)
+
+
+def _alert(
+    condition: Column,
     rule: str,
     key: str,
     alert_id: Column,
@@ -48,21 +66,70 @@ def _alerts(
     at: Column,
     value: Column,
     detail: Column,
-) -> DataFrame:
-    return df.select(
-        alert_id.alias("alert_id"),
-        F.lit(rule).alias("rule"),
-        F.col(key),
-        event_id.cast("string").alias(EVENT_ID),
-        at.cast("timestamp").alias("event_time"),
-        value.cast("double").alias("value"),
-        detail.alias("detail"),
+) -> Column:
+    """The alert a reading raises where `condition` holds, else null.  # struct of alert_columns"""
+    return F.when(
+        condition,
+        F.struct(
+            alert_id.alias("alert_id"),
+            F.lit(rule).alias("rule"),
+            F.col(key).alias(key),
+            event_id.cast("string").alias(EVENT_ID),
+            at.cast("timestamp").alias("event_time"),
+            value.cast("double").alias("value"),
+            detail.alias("detail"),
+        ),
     )
 
 
-def _empty(readings: DataFrame, key: str) -> DataFrame:
-    none = F.lit(None)
-    return _alerts(readings.limit(0), "none", key, none.cast("string"), none, none, none, none.cast("string"))
+def judge(readings: DataFrame, checks: Sequence[Check], key: str) -> DataFrame:
+    """The alerts `checks` raise over `readings`.  # alert_id, rule, <key>, event_id, event_time, ...
+
+    The checks' window columns are computed in one pass: those over the same window (a device's
+    readings in order) share its shuffle and sort, where one query per rule and a union would sort
+    the readings once per rule. Each reading then yields the alerts it raised.
+    """
+    if not checks:
+        none = F.lit(None)
+        checks = [Check(_alert(F.lit(False), "none", key, none, none, none, none, none.cast("string")))]
+        readings = readings.limit(0)
+    over = [column.alias(name) for check in checks for name, column in check.over]
+    scored = readings.select("*", *over) if over else readings
+    raised = F.filter(F.array(*(check.alert for check in checks)), lambda alert: alert.isNotNull())
+    return scored.select(F.explode(raised).alias("_alert")).select("_alert.*")
+
+
+def bound_checks(
+    columns: Sequence[str], rules: Sequence[BoundRule], *, key: str, id_field: str, time_field: str
+) -> list[Check]:
+    """One check per bound rule whose field the readings (`columns`) have."""
+    checks = []
+    for rule in rules:
+        if rule.op not in OPS:
+            raise ValueError(f"bound rule {rule.name!r}: op must be 'above' or 'below', got {rule.op!r}")
+        if rule.field not in columns:
+            continue
+        broken = OPS[rule.op](F.col(rule.field), F.lit(rule.limit))
+        if rule.kind and "kind" in columns:
+            broken = broken & (F.col("kind") == rule.kind.lower())
+        detail = F.format_string(
+            f"{rule.field} %s {rule.op} {rule.limit:g}", F.col(rule.field).cast("string")
+        )
+        checks.append(
+            Check(
+                _alert(
+                    broken,
+                    rule.name,
+                    key,
+                    F.concat_ws("|", F.lit(rule.name), F.col(id_field)),
+                    F.col(id_field),
+                    F.col(time_field),
+                    F.col(rule.field),
+                    detail,
+                )
+            )
+        )
+    return checks
 
 
 def bound_alerts(
@@ -74,31 +141,43 @@ def bound_alerts(
     time_field: str,
 ) -> DataFrame:
     """One alert per reading and broken bound.  # alert_id (<rule name>|<event id>), rule, ..."""
-    frames = []
-    for rule in rules:
-        if rule.op not in OPS:
-            raise ValueError(f"bound rule {rule.name!r}: op must be 'above' or 'below', got {rule.op!r}")
-        if rule.field not in readings.columns:
-            continue
-        broken = OPS[rule.op](F.col(rule.field), F.lit(rule.limit))
-        if rule.kind and "kind" in readings.columns:
-            broken = broken & (F.col("kind") == rule.kind.lower())
-        detail = F.format_string(
-            f"{rule.field} %s {rule.op} {rule.limit:g}", F.col(rule.field).cast("string")
-        )
-        frames.append(
-            _alerts(
-                readings.where(broken),
-                rule.name,
+    fields = {"key": key, "id_field": id_field, "time_field": time_field}
+    return judge(readings, bound_checks(readings.columns, rules, **fields), key)
+
+
+def range_checks(
+    columns: Sequence[str],
+    value_field: str,
+    low_field: str,
+    high_field: str,
+    *,
+    key: str,
+    id_field: str,
+    time_field: str,
+) -> list[Check]:
+    """The range check, or none when it is off ("" fields) or the readings lack the fields."""
+    if not low_field or not high_field or {low_field, high_field} - set(columns):
+        return []
+    value, low, high = F.col(value_field), F.col(low_field), F.col(high_field)
+    return [
+        Check(
+            _alert(
+                (value < low) | (value > high),
+                "range",
                 key,
-                F.concat_ws("|", F.lit(rule.name), F.col(id_field)),
+                F.concat_ws("|", F.lit("range"), F.col(id_field)),
                 F.col(id_field),
                 F.col(time_field),
-                F.col(rule.field),
-                detail,
+                value,
+                F.format_string(
+                    f"{value_field} %s outside the device's nominal range %s to %s",
+                    value.cast("string"),
+                    low.cast("string"),
+                    high.cast("string"),
+                ),
             )
         )
-    return reduce(DataFrame.unionByName, frames) if frames else _empty(readings, key)
+    ]
 
 
 def range_alerts(
@@ -116,28 +195,42 @@ def range_alerts(
 
     # alert_id (range|<event id>), rule, ...   A reading with no range (an unknown device) has none.
     """
-    if not low_field or not high_field or {low_field, high_field} - set(readings.columns):
-        return _empty(readings, key)
-    value, low, high = F.col(value_field), F.col(low_field), F.col(high_field)
-    return _alerts(
-        readings.where((value < low) | (value > high)),
-        "range",
-        key,
-        F.concat_ws("|", F.lit("range"), F.col(id_field)),
-        F.col(id_field),
-        F.col(time_field),
-        value,
-        F.format_string(
-            f"{value_field} %s outside the device's nominal range %s to %s",
-            value.cast("string"),
-            low.cast("string"),
-            high.cast("string"),
-        ),
-    )
+    fields = {"key": key, "id_field": id_field, "time_field": time_field}
+    return judge(readings, range_checks(readings.columns, value_field, low_field, high_field, **fields), key)
 
 
 def _in_order(key: str, id_field: str, time_field: str) -> WindowSpec:
     return Window.partitionBy(key).orderBy(F.col(time_field), F.col(id_field))
+
+
+def zscore_check(
+    n: int, threshold: float, value_field: str, *, key: str, id_field: str, time_field: str
+) -> Check:
+    """|z| of a reading against its device's previous `n` readings above `threshold` (sample sd)."""
+    previous = _in_order(key, id_field, time_field).rowsBetween(-n, -1)
+    value = F.col(value_field)
+    count, mean, sd = F.col("_zscore_n"), F.col("_zscore_mean"), F.col("_zscore_sd")
+    z = (value - mean) / sd
+    detail = F.format_string(
+        f"z-score %.2f against the previous {n} readings (mean %.3f, sd %.3f)", z, mean, sd
+    )
+    return Check(
+        _alert(
+            (count == n) & (sd > 0) & (F.abs(z) > threshold),
+            "zscore",
+            key,
+            F.concat_ws("|", F.lit("zscore"), F.col(id_field)),
+            F.col(id_field),
+            F.col(time_field),
+            value,
+            detail,
+        ),
+        over=(
+            ("_zscore_n", F.count(value).over(previous)),
+            ("_zscore_mean", F.avg(value).over(previous)),
+            ("_zscore_sd", F.stddev_samp(value).over(previous)),
+        ),
+    )
 
 
 def zscore_alerts(
@@ -154,30 +247,32 @@ def zscore_alerts(
 
     # alert_id (zscore|<event id>), rule, ...   Needs n earlier readings with some spread (sample sd).
     """
-    previous = _in_order(key, id_field, time_field).rowsBetween(-n, -1)
+    fields = {"key": key, "id_field": id_field, "time_field": time_field}
+    return judge(readings, [zscore_check(n, threshold, value_field, **fields)], key)
+
+
+def stuck_check(n: int, value_field: str, *, key: str, id_field: str, time_field: str) -> Check:
+    """The reading that makes a device's value the same `n` readings in a row (once per run)."""
+    if n < 2:
+        raise ValueError(f"stuck_readings must be at least 2, got {n}")
+    order = _in_order(key, id_field, time_field)
     value = F.col(value_field)
-    scored = readings.select(
-        "*",
-        F.count(value).over(previous).alias("_n"),
-        F.avg(value).over(previous).alias("_mean"),
-        F.stddev_samp(value).over(previous).alias("_sd"),
-    ).withColumn("_z", (value - F.col("_mean")) / F.col("_sd"))
-    broken = (F.col("_n") == n) & (F.col("_sd") > 0) & (F.abs(F.col("_z")) > threshold)
-    detail = F.format_string(
-        f"z-score %.2f against the previous {n} readings (mean %.3f, sd %.3f)",
-        F.col("_z"),
-        F.col("_mean"),
-        F.col("_sd"),
-    )
-    return _alerts(
-        scored.where(broken),
-        "zscore",
-        key,
-        F.concat_ws("|", F.lit("zscore"), F.col(id_field)),
-        F.col(id_field),
-        F.col(time_field),
-        value,
-        detail,
+    # _stuck_k: the value k readings before this one
+    over = tuple((f"_stuck_{k}", F.lag(value, k).over(order)) for k in range(1, n + 1))
+    same = reduce(Column.__and__, [F.col(f"_stuck_{k}") == value for k in range(1, n)])
+    before = F.col(f"_stuck_{n}")
+    return Check(
+        _alert(
+            same & (before.isNull() | (before != value)),
+            "stuck",
+            key,
+            F.concat_ws("|", F.lit("stuck"), F.col(id_field)),
+            F.col(id_field),
+            F.col(time_field),
+            value,
+            F.format_string(f"value %s unchanged over {n} readings", value.cast("string")),
+        ),
+        over=over,
     )
 
 
@@ -194,23 +289,50 @@ def stuck_alerts(
 
     # alert_id (stuck|<event id>), rule, ...
     """
-    if n < 2:
-        raise ValueError(f"stuck_readings must be at least 2, got {n}")
-    order = _in_order(key, id_field, time_field)
-    value = F.col(value_field)
-    same = reduce(Column.__and__, [F.lag(value, k).over(order) == value for k in range(1, n)])
-    before = F.lag(value, n).over(order)
-    run_starts_here = same & (before.isNull() | (before != value))
-    return _alerts(
-        readings.withColumn("_stuck", run_starts_here).where("_stuck"),
-        "stuck",
-        key,
-        F.concat_ws("|", F.lit("stuck"), F.col(id_field)),
-        F.col(id_field),
-        F.col(time_field),
-        value,
-        F.format_string(f"value %s unchanged over {n} readings", value.cast("string")),
+    return judge(
+        readings, [stuck_check(n, value_field, key=key, id_field=id_field, time_field=time_field)], key
     )
+
+
+def _silence(condition: Column, last: Column, minutes: float, key: str) -> Column:
+    """The silence after a device's reading at `last`, where `condition` holds."""
+    last_text = F.date_format(last, "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")
+    return _alert(
+        condition,
+        "silent",
+        key,
+        F.concat_ws("|", F.lit("silent"), F.col(key), last_text),
+        F.lit(None),
+        last,
+        F.lit(None),
+        F.format_string(f"no reading for more than {minutes:g} minutes after %s", last_text),
+    )
+
+
+def gap_check(minutes: float, *, key: str, time_field: str, id_field: str | None = None) -> Check:
+    """A reading more than `minutes` after its device's previous one: silence after that one.
+
+    Readings in time order; ties in time make no gap whichever comes first, so `id_field`, given,
+    only lets the check share the order of the rolling rules' window (and its sort)."""
+    at = F.col(time_field)
+    order = (
+        Window.partitionBy(key).orderBy(at, F.col(id_field))
+        if id_field
+        else Window.partitionBy(key).orderBy(at)
+    )
+    last = F.col("_gap_last")
+    gap = F.unix_micros(at) - F.unix_micros(last) > minutes * 60 * 1_000_000
+    return Check(_silence(gap, last, minutes, key), over=(("_gap_last", F.lag(at, 1).over(order)),))
+
+
+def clock_check(minutes: float, clock: datetime, *, key: str, time_field: str) -> Check:
+    """A device whose latest reading (`time_field` of a row per device) is more than `minutes`
+    behind `clock`, the stream's current event time: silence after it."""
+    if clock.tzinfo is None:
+        raise ValueError("clock must be timezone-aware")
+    last = F.col(time_field)
+    behind = F.unix_micros(F.lit(clock).cast("timestamp")) - F.unix_micros(last) > minutes * 60 * 1_000_000
+    return Check(_silence(behind, last, minutes, key))
 
 
 def silent_alerts(
@@ -230,30 +352,13 @@ def silent_alerts(
     """
     if clock is not None and clock.tzinfo is None:
         raise ValueError("clock must be timezone-aware")
-    limit_s = minutes * 60
-    at = F.col(time_field)
-    # Ties in time make no gap whichever comes first, so time alone orders them here.
-    previous = F.lag(at, 1).over(Window.partitionBy(key).orderBy(at))
-    gaps = readings.select(key, previous.alias("_last"), at.alias("_next")).where(
-        F.unix_micros("_next") - F.unix_micros("_last") > limit_s * 1_000_000
-    )
-    frames = [gaps.select(key, "_last")]
+    found = judge(readings, [gap_check(minutes, key=key, time_field=time_field)], key)
     if clock is not None:
-        latest = readings.groupBy(key).agg(F.max(at).alias("_last"))
-        behind = F.unix_micros(F.lit(clock).cast("timestamp")) - F.unix_micros("_last") > limit_s * 1_000_000
-        frames.append(latest.where(behind))
-    last = reduce(DataFrame.unionByName, frames).distinct()
-    last_text = F.date_format("_last", "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")
-    return _alerts(
-        last,
-        "silent",
-        key,
-        F.concat_ws("|", F.lit("silent"), F.col(key), last_text),
-        F.lit(None),
-        F.col("_last"),
-        F.lit(None),
-        F.format_string(f"no reading for more than {minutes:g} minutes after %s", last_text),
-    )
+        latest = readings.groupBy(key).agg(F.max(time_field).alias(time_field))
+        found = found.unionByName(
+            judge(latest, [clock_check(minutes, clock, key=key, time_field=time_field)], key)
+        )
+    return found.dropDuplicates(["alert_id"])
 
 
 def find_alerts(
@@ -281,18 +386,29 @@ def find_alerts(
     """
     key = rules.key
     fields = {"key": key, "id_field": id_field, "time_field": time_field}
-    judged = readings if until is None else readings.where(F.col(time_field) <= F.lit(until))
-    per_reading = reduce(
-        DataFrame.unionByName,
-        [
-            bound_alerts(judged, rules.bounds, **fields),
-            range_alerts(judged, rules.value_field, rules.range_low_field, rules.range_high_field, **fields),
-            zscore_alerts(judged, rules.zscore_readings, rules.zscore_threshold, rules.value_field, **fields),
-            stuck_alerts(judged, rules.stuck_readings, rules.value_field, **fields),
-        ],
+    columns = readings.columns
+    per_reading = [
+        *bound_checks(columns, rules.bounds, **fields),
+        *range_checks(columns, rules.value_field, rules.range_low_field, rules.range_high_field, **fields),
+        zscore_check(rules.zscore_readings, rules.zscore_threshold, rules.value_field, **fields),
+        stuck_check(rules.stuck_readings, rules.value_field, **fields),
+    ]
+    # The rolling rules look only backwards in (time, id) order, so judging every reading and
+    # keeping the alerts up to `until` is judging the readings up to it.
+    judged = F.col(id_field).isNotNull()
+    if until is not None:
+        judged = judged & (F.col(time_field) <= F.lit(until))
+    raised = judge(
+        readings,
+        [*(check.where(judged) for check in per_reading), gap_check(rules.silent_minutes, **fields)],
+        key,
     )
-    in_batch = per_reading.join(batch_ids.select(F.col(id_field).alias(EVENT_ID)), EVENT_ID, "left_semi")
-    silent = silent_alerts(readings, rules.silent_minutes, key=key, time_field=time_field).unionByName(
-        silent_alerts(latest, rules.silent_minutes, clock, key=key, time_field=time_field)
-    )
-    return in_batch.unionByName(silent).dropDuplicates(["alert_id"]).select(*alert_columns(key))
+    # A reading's alerts count for the batch's readings only; silence names no reading (event_id null).
+    marks = batch_ids.select(F.col(id_field).cast("string").alias(EVENT_ID), F.lit(True).alias("_in_batch"))
+    in_batch = raised.join(marks, EVENT_ID, "left").where(F.col(EVENT_ID).isNull() | F.col("_in_batch"))
+    found = in_batch.drop("_in_batch")
+    if clock is not None:
+        found = found.unionByName(
+            judge(latest, [clock_check(rules.silent_minutes, clock, key=key, time_field=time_field)], key)
+        )
+    return found.dropDuplicates(["alert_id"]).select(*alert_columns(key))

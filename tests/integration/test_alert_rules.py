@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -245,3 +246,7 @@ def test_find_alerts_takes_its_field_names_from_config_and_reports_only_the_batc
         ALERTS.replace("device_id", "sensor"),
     )
     assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+    # Every rolling rule and the silence gaps read one window over each device's readings in
+    # order: one sort of the readings for all of them, not one per rule.
+    plan = result._jdf.queryExecution().executedPlan().toString()
+    assert re.findall(r"\bWindow \[", plan) == ["Window ["], plan
