@@ -361,6 +361,26 @@ def silent_alerts(
     return found.dropDuplicates(["alert_id"])
 
 
+# Per reading: whether the reading rules judge it; find_alerts sets it for each batch, so the
+# checks themselves depend on nothing of a batch.
+JUDGED = "_judged"
+
+
+def batch_checks(
+    columns: Sequence[str], rules: AlertsConfig, *, id_field: str, time_field: str
+) -> list[Check]:
+    """What find_alerts judges on readings with `columns`: the rules on each reading (where JUDGED),
+    then the silence gaps. A stream builds them once: each costs tens of calls into the JVM."""
+    fields = {"key": rules.key, "id_field": id_field, "time_field": time_field}
+    per_reading = [
+        *bound_checks(columns, rules.bounds, **fields),
+        *range_checks(columns, rules.value_field, rules.range_low_field, rules.range_high_field, **fields),
+        zscore_check(rules.zscore_readings, rules.zscore_threshold, rules.value_field, **fields),
+        stuck_check(rules.stuck_readings, rules.value_field, **fields),
+    ]
+    return [*(check.where(F.col(JUDGED)) for check in per_reading), gap_check(rules.silent_minutes, **fields)]
+
+
 def find_alerts(
     readings: DataFrame,
     batch_ids: DataFrame,
@@ -371,13 +391,15 @@ def find_alerts(
     id_field: str,
     time_field: str,
     until: datetime | None = None,
+    checks: Sequence[Check] | None = None,
 ) -> DataFrame:
     """A micro-batch's alerts.  # alert_id, rule, <key>, event_id, event_time, value, detail
 
     `readings`: the batch's readings and the earlier ones of its devices; `batch_ids`: the batch's
     reading ids (one column, `id_field`); `latest`: every device's latest reading time (<key>,
     <time_field>); `clock`: the stream's latest event time. Reading rules report only the batch's
-    readings; silence is judged on the whole fleet.
+    readings; silence is judged on the whole fleet. `checks`: batch_checks for `readings`' columns,
+    when the caller keeps them from an earlier batch.
 
     `until` (the batch's latest reading time) spares the reading rules the readings after it, which
     a caller's history may hold (silver read while it grows ahead of the batch): the rolling rules
@@ -385,24 +407,14 @@ def find_alerts(
     batch's. Silence still looks at all of them: a gap between two of them is an alert.
     """
     key = rules.key
-    fields = {"key": key, "id_field": id_field, "time_field": time_field}
-    columns = readings.columns
-    per_reading = [
-        *bound_checks(columns, rules.bounds, **fields),
-        *range_checks(columns, rules.value_field, rules.range_low_field, rules.range_high_field, **fields),
-        zscore_check(rules.zscore_readings, rules.zscore_threshold, rules.value_field, **fields),
-        stuck_check(rules.stuck_readings, rules.value_field, **fields),
-    ]
+    if checks is None:
+        checks = batch_checks(readings.columns, rules, id_field=id_field, time_field=time_field)
     # The rolling rules look only backwards in (time, id) order, so judging every reading and
     # keeping the alerts up to `until` is judging the readings up to it.
     judged = F.col(id_field).isNotNull()
     if until is not None:
         judged = judged & (F.col(time_field) <= F.lit(until))
-    raised = judge(
-        readings,
-        [*(check.where(judged) for check in per_reading), gap_check(rules.silent_minutes, **fields)],
-        key,
-    )
+    raised = judge(readings.withColumn(JUDGED, judged), checks, key)
     # A reading's alerts count for the batch's readings only; silence names no reading (event_id null).
     marks = batch_ids.select(F.col(id_field).cast("string").alias(EVENT_ID), F.lit(True).alias("_in_batch"))
     in_batch = raised.join(marks, EVENT_ID, "left").where(F.col(EVENT_ID).isNull() | F.col("_in_batch"))

@@ -20,11 +20,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from arus.config import AlertsConfig, KafkaConfig
-from arus.core.alerts import find_alerts
+from arus.core.alerts import Check, batch_checks, find_alerts
 from arus.core.rules import check_deadletter_ratio
 from arus.core.transforms import (
     ERROR,
@@ -260,6 +261,59 @@ def publish_dead_letters(
         bad.unpersist()
 
 
+class LatestReadings:
+    """Each device's latest reading time, kept by an alerts query from one micro-batch to the next.
+
+    Read from silver at the query's first batch in this process (all silver holds by then, as after
+    a restart), then moved on by each batch's own readings: a batch costs a pass over its readings,
+    not over silver, however long the pipeline has run. Silence is judged on this stream of
+    readings, so a device is not silent for a reading the query has not read yet, and it is once
+    the query has read that far (the clean stage can run ahead of it in silver).
+    """
+
+    def __init__(self, key: str, time_field: str) -> None:
+        self.key, self.time_field = key, time_field
+        # collect() gives naive local datetimes, which createDataFrame reads back as such.
+        self.times: dict[object, datetime] = {}
+        self.started = False
+
+    def advance(self, spark: SparkSession, silver: str, batch: DataFrame) -> tuple[datetime, datetime] | None:
+        """Take in `batch`'s readings; its first and last reading time, None when it has none."""
+        at = F.col(self.time_field)
+        if not self.started:
+            self.started = True
+            if is_table(silver):
+                table = spark.read.format("delta").load(silver)
+                self._take(table.groupBy(self.key).agg(F.max(at)).collect())
+        # One pass gives the batch's span and each of its devices' latest reading.
+        spans = (
+            batch.groupBy(self.key)
+            .agg(F.min(at).alias("first"), F.max(at).alias("last"))
+            .where(F.col("last").isNotNull())
+            .collect()
+        )
+        if not spans:
+            return None
+        self._take([(row[self.key], row["last"]) for row in spans])
+        return min(row["first"] for row in spans), max(row["last"] for row in spans)
+
+    def _take(self, rows: Sequence[tuple[object, datetime | None]] | list[Row]) -> None:
+        for device, at in rows:
+            if at is not None and (device not in self.times or at > self.times[device]):
+                self.times[device] = at
+
+    def latest(self, spark: SparkSession, schema: StructType) -> DataFrame:
+        """<key>, <time_field>: every device's latest reading time, with the types of `schema`."""
+        fields = StructType([schema[self.key], schema[self.time_field]])
+        return spark.createDataFrame(list(self.times.items()), fields)
+
+    def newest(self) -> datetime | None:
+        """The latest reading time of the whole fleet (the stream's clock), timezone-aware."""
+        if not self.times:
+            return None
+        return max(self.times.values()).astimezone(UTC)
+
+
 def write_alerts(
     kafka: KafkaConfig,
     rules: AlertsConfig,
@@ -277,11 +331,15 @@ def write_alerts(
 
     `silver` keeps growing while the pipeline runs, so a replayed batch could find more alerts than
     its first attempt: the insert carries the batch's Delta transaction id, and a replay skips it
-    and publishes what the first attempt stored.
+    and publishes what the first attempt stored. Silence is judged on each device's latest reading
+    (LatestReadings): silver's at the query's first batch, then the batches' own.
     """
     key = rules.key
     marks = f"{checkpoint}/published"
     lookback_s = duration_us(rules.lookback) / 1_000_000
+    # The rules' columns by the readings' columns: built once, not for every batch.
+    checks: dict[tuple[str, ...], list[Check]] = {}
+    fleet = LatestReadings(key, time_field)
 
     def write(batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
@@ -293,26 +351,25 @@ def write_alerts(
 
         try:
             batch = cache(batch.dropDuplicates([id_field]))
-            span = batch.agg(F.min(time_field).alias("first"), F.max(time_field).alias("last")).first()
-            if span is None or span["first"] is None:
+            span = fleet.advance(spark, silver, batch)
+            if span is None:
                 return
+            first, last = span
             if is_table(silver):
                 history_table = spark.read.format("delta").load(silver)
-                since = F.lit(span["first"]) - F.make_dt_interval(secs=F.lit(lookback_s))
+                since = F.lit(first) - F.make_dt_interval(secs=F.lit(lookback_s))
                 devices = batch.select(key).distinct()
                 history = history_table.where(F.col(time_field) >= since).join(devices, key, "left_semi")
-                everyone = history_table.select(key, time_field).unionByName(batch.select(key, time_field))
             else:
                 history = batch.limit(0)
-                everyone = batch.select(key, time_field)
             # Every rule scans these, so each is computed once.
             readings = cache(history.unionByName(batch, allowMissingColumns=True).dropDuplicates([id_field]))
-            # <key>, <time_field>: each device's latest reading
-            latest = cache(everyone.groupBy(key).agg(F.max(time_field).alias(time_field)))
-            newest = latest.agg(F.max(time_field)).first()[0]  # type: ignore[index]
-            # collect() gives naive local datetimes; astimezone reads them as such.
-            clock = newest.astimezone(UTC) if newest is not None else None
+            latest = fleet.latest(spark, batch.schema)
+            clock = fleet.newest()
             batch_ids = batch.select(id_field)
+            columns = tuple(readings.columns)
+            if columns not in checks:
+                checks[columns] = batch_checks(columns, rules, id_field=id_field, time_field=time_field)
             found = find_alerts(
                 readings,
                 batch_ids,
@@ -321,7 +378,8 @@ def write_alerts(
                 clock,
                 id_field=id_field,
                 time_field=time_field,
-                until=span["last"],
+                until=last,
+                checks=checks[columns],
             )
             detected = f"{query_id(checkpoint)}/{batch_id}"
             found = cache(found.withColumn("detected_in", F.lit(detected)))

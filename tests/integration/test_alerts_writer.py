@@ -1,0 +1,48 @@
+"""The alerts query's writer on static micro-batches: what it remembers of the fleet between them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from arus.config import Config
+from arus.runtime.writers import write_alerts
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+READINGS = "event_id string, device_id string, value double, event_time timestamp"
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def test_silence_is_judged_on_every_device_the_query_has_read_not_only_the_batch(
+    spark: SparkSession, config: Config, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """Silver holds d3 only and does not grow (the clean stage behind or stopped): d3 is silent from
+    the first batch, and d1, read in batch 0 only, is silent in batch 1 when d2 reports 10 minutes
+    later. Nothing else can alert: one or two readings per device, values inside every bound."""
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "metadata").write_text(json.dumps({"id": "q-test"}))
+    silver, table = str(tmp_path / "silver"), str(tmp_path / "alerts")
+    spark.createDataFrame([("s1", "d3", 20.0, at(-20))], READINGS).write.format("delta").save(silver)
+    rules = replace(config.alerts, topic=new_topic("alerts"), silent_minutes=5.0)
+    write = write_alerts(config.kafka, rules, table, silver, "event_id", "event_time", str(checkpoint))
+
+    write(spark.createDataFrame([("a", "d1", 20.0, at(0)), ("b", "d2", 21.0, at(0))], READINGS), 0)
+    write(spark.createDataFrame([("c", "d2", 21.5, at(10))], READINGS), 1)
+
+    stored = spark.read.format("delta").load(table).select("alert_id", "detected_in").collect()
+    assert sorted((r.alert_id, r.detected_in) for r in stored) == [
+        ("silent|d1|2026-03-01T12:00:00.000Z", "q-test/1"),
+        ("silent|d3|2026-03-01T11:40:00.000Z", "q-test/0"),
+    ]
