@@ -82,6 +82,23 @@ def _alert(
     )
 
 
+def _reading_alert(
+    condition: Column, rule: str, value: Column, detail: Column, *, key: str, id_field: str, time_field: str
+) -> Column:
+    """The alert `rule` raises on a reading where `condition` holds.  # alert_id <rule>|<event id>"""
+    reading = F.col(id_field)
+    return _alert(
+        condition,
+        rule,
+        key,
+        F.concat_ws("|", F.lit(rule), reading),
+        reading,
+        F.col(time_field),
+        value,
+        detail,
+    )
+
+
 def judge(readings: DataFrame, checks: Sequence[Check], key: str) -> DataFrame:
     """The alerts `checks` raise over `readings`.  # alert_id, rule, <key>, event_id, event_time, ...
 
@@ -91,7 +108,11 @@ def judge(readings: DataFrame, checks: Sequence[Check], key: str) -> DataFrame:
     """
     if not checks:
         none = F.lit(None)
-        checks = [Check(_alert(F.lit(False), "none", key, none, none, none, none, none.cast("string")))]
+        checks = [
+            Check(
+                _alert(F.lit(False), "none", key, none.cast("string"), none, none, none, none.cast("string"))
+            )
+        ]
         readings = readings.limit(0)
     over = [column.alias(name) for check in checks for name, column in check.over]
     scored = readings.select("*", *over) if over else readings
@@ -103,6 +124,7 @@ def bound_checks(
     columns: Sequence[str], rules: Sequence[BoundRule], *, key: str, id_field: str, time_field: str
 ) -> list[Check]:
     """One check per bound rule whose field the readings (`columns`) have."""
+    fields = {"key": key, "id_field": id_field, "time_field": time_field}
     checks = []
     for rule in rules:
         if rule.op not in OPS:
@@ -115,20 +137,7 @@ def bound_checks(
         detail = F.format_string(
             f"{rule.field} %s {rule.op} {rule.limit:g}", F.col(rule.field).cast("string")
         )
-        checks.append(
-            Check(
-                _alert(
-                    broken,
-                    rule.name,
-                    key,
-                    F.concat_ws("|", F.lit(rule.name), F.col(id_field)),
-                    F.col(id_field),
-                    F.col(time_field),
-                    F.col(rule.field),
-                    detail,
-                )
-            )
-        )
+        checks.append(Check(_reading_alert(broken, rule.name, F.col(rule.field), detail, **fields)))
     return checks
 
 
@@ -146,38 +155,20 @@ def bound_alerts(
 
 
 def range_checks(
-    columns: Sequence[str],
-    value_field: str,
-    low_field: str,
-    high_field: str,
-    *,
-    key: str,
-    id_field: str,
-    time_field: str,
+    columns: Sequence[str], value_field: str, low_field: str, high_field: str, **fields: str
 ) -> list[Check]:
-    """The range check, or none when it is off ("" fields) or the readings lack the fields."""
+    """The range check, or none when it is off ("" fields) or the readings lack the fields.
+    `fields`: key, id_field, time_field."""
     if not low_field or not high_field or {low_field, high_field} - set(columns):
         return []
     value, low, high = F.col(value_field), F.col(low_field), F.col(high_field)
-    return [
-        Check(
-            _alert(
-                (value < low) | (value > high),
-                "range",
-                key,
-                F.concat_ws("|", F.lit("range"), F.col(id_field)),
-                F.col(id_field),
-                F.col(time_field),
-                value,
-                F.format_string(
-                    f"{value_field} %s outside the device's nominal range %s to %s",
-                    value.cast("string"),
-                    low.cast("string"),
-                    high.cast("string"),
-                ),
-            )
-        )
-    ]
+    detail = F.format_string(
+        f"{value_field} %s outside the device's nominal range %s to %s",
+        value.cast("string"),
+        low.cast("string"),
+        high.cast("string"),
+    )
+    return [Check(_reading_alert((value < low) | (value > high), "range", value, detail, **fields))]
 
 
 def range_alerts(
@@ -214,17 +205,9 @@ def zscore_check(
     detail = F.format_string(
         f"z-score %.2f against the previous {n} readings (mean %.3f, sd %.3f)", z, mean, sd
     )
+    fields = {"key": key, "id_field": id_field, "time_field": time_field}
     return Check(
-        _alert(
-            (count == n) & (sd > 0) & (F.abs(z) > threshold),
-            "zscore",
-            key,
-            F.concat_ws("|", F.lit("zscore"), F.col(id_field)),
-            F.col(id_field),
-            F.col(time_field),
-            value,
-            detail,
-        ),
+        _reading_alert((count == n) & (sd > 0) & (F.abs(z) > threshold), "zscore", value, detail, **fields),
         over=(
             ("_zscore_n", F.count(value).over(previous)),
             ("_zscore_mean", F.avg(value).over(previous)),
@@ -261,17 +244,10 @@ def stuck_check(n: int, value_field: str, *, key: str, id_field: str, time_field
     over = tuple((f"_stuck_{k}", F.lag(value, k).over(order)) for k in range(1, n + 1))
     same = reduce(Column.__and__, [F.col(f"_stuck_{k}") == value for k in range(1, n)])
     before = F.col(f"_stuck_{n}")
+    fields = {"key": key, "id_field": id_field, "time_field": time_field}
+    detail = F.format_string(f"value %s unchanged over {n} readings", value.cast("string"))
     return Check(
-        _alert(
-            same & (before.isNull() | (before != value)),
-            "stuck",
-            key,
-            F.concat_ws("|", F.lit("stuck"), F.col(id_field)),
-            F.col(id_field),
-            F.col(time_field),
-            value,
-            F.format_string(f"value %s unchanged over {n} readings", value.cast("string")),
-        ),
+        _reading_alert(same & (before.isNull() | (before != value)), "stuck", value, detail, **fields),
         over=over,
     )
 

@@ -106,6 +106,12 @@ def test_range_judges_each_reading_by_its_own_devices_range_from_the_first_one(s
     )
 
 
+def test_no_rule_to_judge_gives_no_alerts_with_the_alert_columns(spark: SparkSession) -> None:
+    none = alerts.range_alerts(series(spark, "t1", [99.0]), "value", "", "", **FIELDS)
+    assert none.count() == 0
+    assert_df_equality(none, spark.createDataFrame([], ALERTS), ignore_nullable=True)
+
+
 def test_zscore_needs_n_previous_readings_and_alerts_on_the_outlier(spark: SparkSession) -> None:
     readings = series(spark, "d1", [10.0, 11.0, 10.0, 11.0, 50.0, 10.5]).unionByName(
         series(spark, "d2", [10.0, 80.0])  # too few earlier readings to judge
