@@ -266,9 +266,9 @@ class LatestReadings:
 
     Read from silver at the query's first batch in this process (all silver holds by then, as after
     a restart), then moved on by each batch's own readings: a batch costs a pass over its readings,
-    not over silver, however long the pipeline has run. Silence is judged on this stream of
-    readings, so a device is not silent for a reading the query has not read yet, and it is once
-    the query has read that far (the clean stage can run ahead of it in silver).
+    not over silver, however long the pipeline has run. A device's silence is judged against the
+    readings the query has read: one the clean stage has already put in silver counts once this
+    query reads it too.
     """
 
     def __init__(self, key: str, time_field: str) -> None:
