@@ -119,8 +119,9 @@ def test_a_restart_mid_window_replays_and_completes_every_window(
 
     # 1,150 of 1,200 records in 3 partitions of 400: every partition is read, so each has open
     # windows to replay after the restart, whichever partition the next run's first poll returns.
+    # (A rebalance during this run replays too; replays never count as records read.)
     first = run(config, consumer_settings(config, topics, group, "--max-records", "1150"))
-    assert (first.records, first.replayed) == (1150, 0)
+    assert first.records == 1150
     held_back = committed(config, group)
     # Open windows hold the commit back, so fewer than the records read are committed.
     assert len(held_back) == 3 and sum(held_back.values()) < 1150
