@@ -11,12 +11,13 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 
 from arus.config import KafkaConfig
 from arus.core.clean import parse_device_dimension
 from arus.core.transforms import schema_from_ddl
-from arus.io.delta import retry_on_conflict
+from arus.io.delta import CONFLICTS, retry_on_conflict
 from arus.io.lake import is_table
 
 # Delta's idempotent DML: a MERGE under an (app id, version) it has committed before is skipped.
@@ -102,13 +103,18 @@ def merge_into_delta(
     before it, so the merge reads the files the batch can touch, not the whole table. It matches the
     same rows, since every source row's key is at or after the bound.
 
+    With no table at `path` yet, the rows are written as its first version instead: an upsert into
+    nothing inserts every row, and a MERGE's first run in a process costs seconds more than a
+    write (the cold start of a catch-up, or of a job on a new lake, pays it once).
+
     Delta copies a source that is not a Delta scan (spark.databricks.delta.merge.materializeSource
     = auto) even when it is persisted: with "none" Delta 4 refuses a cached source
     (DELTA_MERGE_SOURCE_CACHED_DURING_EXECUTION), and an uncached foreachBatch frame would run
     its stateful query twice. The copy is of the aggregates only, so it stays.
     """
     spark = df.sparkSession
-    ensure_table(df, path)
+    if not is_table(path) and create_with_rows(df, path, app_id, batch_id):
+        return
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     if since is not None:
         column, least = since
@@ -125,6 +131,21 @@ def merge_into_delta(
     # merge is idempotent, so it is simply tried again on the new version.
     with session_settings(spark, settings):
         retry_on_conflict(merge)
+
+
+def create_with_rows(df: DataFrame, path: str, app_id: str | None, batch_id: int | None) -> bool:
+    """Create the Delta table at `path` holding `df`'s rows, under (app_id, batch_id) when given so
+    a replayed batch skips it as it skips the MERGE; False when another writer created it first."""
+    writer = df.write.format("delta").mode("errorifexists")
+    if app_id is not None and batch_id is not None:
+        writer = writer.option("txnAppId", app_id).option("txnVersion", str(batch_id))
+    try:
+        writer.save(path)
+    except (AnalysisException, *CONFLICTS):
+        if is_table(path):
+            return False
+        raise
+    return True
 
 
 def ensure_table(df: DataFrame, path: str) -> None:

@@ -78,3 +78,41 @@ def test_merge_skips_files_before_the_batch_and_upserts_exactly(spark: SparkSess
     expected = spark.createDataFrame([(d, w, c) for (d, w), c in table.items()], GOLD)
     actual = spark.read.format("delta").load(path)
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_the_first_upsert_creates_the_table_and_a_replay_of_it_is_skipped(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "gold")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    keys = ["device_id", "window_start"]
+    first = [("a", start, 2), ("b", start, 1)]
+    merge_into_delta(spark.createDataFrame(first, GOLD), path, keys, "test-gold", 0)
+    history = DeltaTable.forPath(spark, path).history().collect()
+    # One version: the rows written as the table's creation, no MERGE.
+    assert [(h["version"], h["operation"]) for h in history] == [(0, "WRITE")]
+
+    # Batch 0 replayed (as after a crash between the write and the checkpoint's commit) with other
+    # figures: skipped by its transaction id, as a replayed MERGE is.
+    merge_into_delta(spark.createDataFrame([("a", start, 99)], GOLD), path, keys, "test-gold", 0)
+    assert DeltaTable.forPath(spark, path).history().count() == 1
+
+    merge_into_delta(
+        spark.createDataFrame([("a", start, 5), ("c", start, 1)], GOLD), path, keys, "test-gold", 1
+    )
+    expected = spark.createDataFrame([("a", start, 5), ("b", start, 1), ("c", start, 1)], GOLD)
+    actual = spark.read.format("delta").load(path)
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_creating_a_table_another_writer_created_first_leaves_it_to_the_merge(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from arus.io.sinks import create_with_rows
+
+    path = str(tmp_path / "gold")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    theirs = spark.createDataFrame([("a", start, 1)], GOLD)
+    theirs.write.format("delta").save(path)
+    assert not create_with_rows(spark.createDataFrame([("a", start, 7)], GOLD), path, "test-gold", 0)
+    assert_df_equality(spark.read.format("delta").load(path), theirs, ignore_nullable=True)
