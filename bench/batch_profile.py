@@ -139,6 +139,25 @@ def profile_mode(
         "add_batch_ms": round(statistics.median(d["addBatch"] for d in durations)) if durations else None,
         "steps_ms": per_step,
         "delta_merge_ms": merge_metrics(spark, work / "gold") if mode == "update" else {},
+        "state_ms": state_times(batches),
+    }
+
+
+def state_times(batches: list[Any]) -> dict[str, dict[str, int]]:
+    """Medians (ms) of each stateful operator's updates, removals and commit, from the batches'
+    progress: the part of `first_window` the state stores take, operator by operator."""
+    times: dict[str, dict[str, list[int]]] = {}
+    for progress in batches:
+        for op in progress.stateOperators:
+            spent = times.setdefault(op.operatorName, {})
+            for name, ms in (
+                ("updates", op.allUpdatesTimeMs),
+                ("removals", op.allRemovalsTimeMs),
+                ("commit", op.commitTimeMs),
+            ):
+                spent.setdefault(name, []).append(ms)
+    return {
+        op: {name: round(statistics.median(ms)) for name, ms in spent.items()} for op, spent in times.items()
     }
 
 

@@ -262,6 +262,10 @@ def test_profile_table_lists_each_mode_with_its_steps_and_merge_metrics(tmp_path
                 "add_batch_ms": 5900,
                 "steps_ms": {"first_window": 980, "merge_into_delta": 3400},
                 "delta_merge_ms": {"executionTimeMs": 3000.0, "scanTimeMs": 800.0},
+                "state_ms": {
+                    "dedupeWithinWatermark": {"updates": 310, "removals": 29, "commit": 15},
+                    "stateStoreSave": {"updates": 70, "removals": 8, "commit": 18},
+                },
             },
             {
                 "mode": "append",
@@ -277,8 +281,49 @@ def test_profile_table_lists_each_mode_with_its_steps_and_merge_metrics(tmp_path
     rows = [line for line in render_profile(profile, tmp_path / "profile-x.json") if line.startswith("| ")]
     assert rows[1:] == [
         "| update | 1,000 | 11 | 6,100 | 5,900 | first_window 980, merge_into_delta 3,400 "
-        "| executionTimeMs 3,000, scanTimeMs 800 |",
-        "| append | 1,000 | 11 | 2,500 | 2,300 | append_to_delta 700 | - |",
+        "| executionTimeMs 3,000, scanTimeMs 800 | dedupeWithinWatermark: updates 310, removals 29, "
+        "commit 15; stateStoreSave: updates 70, removals 8, commit 18 |",
+        "| append | 1,000 | 11 | 2,500 | 2,300 | append_to_delta 700 | - | - |",
+    ]
+
+
+def test_state_times_are_each_operators_medians_from_the_progress() -> None:
+    from types import SimpleNamespace
+
+    from arus.bench.batch_profile import state_times
+
+    def progress(dedup: tuple[int, int, int], save: tuple[int, int, int]) -> SimpleNamespace:
+        ops = [
+            SimpleNamespace(operatorName=name, allUpdatesTimeMs=u, allRemovalsTimeMs=r, commitTimeMs=c)
+            for name, (u, r, c) in (("dedupeWithinWatermark", dedup), ("stateStoreSave", save))
+        ]
+        return SimpleNamespace(stateOperators=ops)
+
+    batches = [
+        progress((300, 20, 10), (70, 5, 9)),
+        progress((900, 40, 30), (90, 6, 8)),
+        progress((500, 30, 20), (80, 7, 7)),
+    ]
+    assert state_times(batches) == {
+        "dedupeWithinWatermark": {"updates": 500, "removals": 30, "commit": 20},
+        "stateStoreSave": {"updates": 80, "removals": 6, "commit": 8},
+    }
+    assert state_times([]) == {}
+
+
+def test_versus_table_shows_the_job_as_configured_and_capped(tmp_path: Path) -> None:
+    results = recorded()
+    results["versus"]["spark_capped"] = {
+        "events": 1_000_000,
+        "events_per_s": 6_000.0,
+        "wall_s": 166.7,
+        "max_offsets_per_trigger": 100_000,
+    }
+    rows = [line for line in render(results, tmp_path / "r.json").splitlines() if "| `arus " in line]
+    assert rows == [
+        "| `arus aggregate` (Spark) | 1,000,000 | 33.3 | 30,000 | - | - |",
+        "| `arus aggregate --max-offsets-per-trigger 100000` (Spark) | 1,000,000 | 166.7 | 6,000 | - | - |",
+        "| `arus consume` (kafka-python) | 1,000,000 | 66.7 | 15,000 | - | - |",
     ]
 
 
