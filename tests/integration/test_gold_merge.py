@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from arus.io.sinks import merge_into_delta
+from arus.io.sinks import create_with_rows, merge_into_delta
 from arus.runtime.writers import first_window
 
 GOLD = T.StructType(
@@ -75,9 +75,7 @@ def test_merge_skips_files_before_the_batch_and_upserts_exactly(spark: SparkSess
     table |= {(d, w): c for d, w, c in batch_rows}
     metrics = DeltaTable.forPath(spark, path).history(1).collect()[0]["operationMetrics"]
     assert (metrics["numTargetRowsUpdated"], metrics["numTargetRowsInserted"]) == ("1", "1")
-    expected = spark.createDataFrame([(d, w, c) for (d, w), c in table.items()], GOLD)
-    actual = spark.read.format("delta").load(path)
-    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+    assert_table(spark, path, [(d, w, c) for (d, w), c in table.items()])
 
 
 def test_the_first_upsert_creates_the_table_and_a_replay_of_it_is_skipped(
@@ -100,19 +98,21 @@ def test_the_first_upsert_creates_the_table_and_a_replay_of_it_is_skipped(
     merge_into_delta(
         spark.createDataFrame([("a", start, 5), ("c", start, 1)], GOLD), path, keys, "test-gold", 1
     )
-    expected = spark.createDataFrame([("a", start, 5), ("b", start, 1), ("c", start, 1)], GOLD)
-    actual = spark.read.format("delta").load(path)
-    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+    assert_table(spark, path, [("a", start, 5), ("b", start, 1), ("c", start, 1)])
 
 
 def test_creating_a_table_another_writer_created_first_leaves_it_to_the_merge(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    from arus.io.sinks import create_with_rows
-
     path = str(tmp_path / "gold")
     start = datetime(2026, 1, 1, tzinfo=UTC)
     theirs = spark.createDataFrame([("a", start, 1)], GOLD)
     theirs.write.format("delta").save(path)
     assert not create_with_rows(spark.createDataFrame([("a", start, 7)], GOLD), path, "test-gold", 0)
     assert_df_equality(spark.read.format("delta").load(path), theirs, ignore_nullable=True)
+
+
+def assert_table(spark: SparkSession, path: str, rows: list[tuple[str, datetime, int]]) -> None:
+    expected = spark.createDataFrame(rows, GOLD)
+    actual = spark.read.format("delta").load(path)
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
