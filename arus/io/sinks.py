@@ -12,7 +12,7 @@ from datetime import datetime
 
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 
 from arus.config import KafkaConfig
 from arus.core.clean import parse_device_dimension
@@ -136,11 +136,8 @@ def merge_into_delta(
 def create_with_rows(df: DataFrame, path: str, app_id: str | None, batch_id: int | None) -> bool:
     """Create the Delta table at `path` holding `df`'s rows, under (app_id, batch_id) when given so
     a replayed batch skips it as it skips the MERGE; False when another writer created it first."""
-    writer = df.write.format("delta").mode("errorifexists")
-    if app_id is not None and batch_id is not None:
-        writer = writer.option("txnAppId", app_id).option("txnVersion", str(batch_id))
     try:
-        writer.save(path)
+        delta_writer(df, "errorifexists", app_id, batch_id).save(path)
     except (AnalysisException, *CONFLICTS):
         if is_table(path):
             return False
@@ -172,10 +169,12 @@ def session_settings(spark: SparkSession, settings: dict[str, str]) -> Iterator[
 
 def append_to_delta(df: DataFrame, path: str, app_id: str, batch_id: int) -> None:
     """Append a micro-batch once: Delta skips a (txnAppId, txnVersion) it has already committed."""
-    (
-        df.write.format("delta")
-        .mode("append")
-        .option("txnAppId", app_id)
-        .option("txnVersion", str(batch_id))
-        .save(path)
-    )
+    delta_writer(df, "append", app_id, batch_id).save(path)
+
+
+def delta_writer(df: DataFrame, mode: str, app_id: str | None, batch_id: int | None) -> DataFrameWriter:
+    """A Delta write of `df` in `mode`, as (txnAppId, txnVersion) = (app_id, batch_id) when given."""
+    writer = df.write.format("delta").mode(mode)
+    if app_id is not None and batch_id is not None:
+        writer = writer.option("txnAppId", app_id).option("txnVersion", str(batch_id))
+    return writer
