@@ -6,6 +6,8 @@ None of these functions reads, writes or starts a query; they work the same on `
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame
@@ -34,6 +36,9 @@ from arus.core.rules import (
 SOURCE = "_source"
 ERROR = "_error"
 KAFKA_COLUMNS = ("topic", "partition", "offset", "timestamp", "key", "value")
+# What from_json's reader takes as a number (Jackson's non-numeric numbers: NaN, [+-]Infinity,
+# [+-]INF) and json_object_keys's does not; "Inf" covers both spellings of infinity.
+NON_NUMERIC_TOKENS = ("NaN", "Inf", "INF")
 
 
 def schema_from_ddl(ddl: str) -> T.StructType:
@@ -55,18 +60,21 @@ def _nullable(schema: T.StructType) -> T.StructType:
 def parse_json_error(value: Column, text: Column, parsed: Column, schema: T.StructType) -> Column:
     """Why a record is bad, or null when it is good: the first reason in a fixed order.
 
-    The JSON is read twice for a good record: by from_json (`parsed`) and by json_object_keys,
-    which decides "not a JSON object" with get_json_object's reader. A field's raw text
-    (get_json_object) is looked at only when its parsed value is null: a parsed value means
-    the field was written and converted, so the per-field reads are skipped for good records
-    (When and And evaluate lazily). A field's raw text is null when every occurrence of it is
-    absent or JSON null.
+    "Not a JSON object" is json_object_keys's verdict (get_json_object's reader). A record with a
+    parsed field is an object to that reader too unless it holds a bare NaN or Infinity, which
+    only from_json accepts, so the second read of the JSON is skipped for good records: it cost
+    as much as from_json itself (docs/benchmarks.md). A field's raw text (get_json_object) is
+    looked at only when its parsed value is null: a parsed value means the field was written and
+    converted, so the per-field reads are skipped for good records too (When and And evaluate
+    lazily). A field's raw text is null when every occurrence of it is absent or JSON null.
     """
     required = set(required_fields(schema))
+    some_parsed = functools.reduce(operator.or_, [parsed[f.name].isNotNull() for f in schema.fields])
+    lenient = functools.reduce(operator.or_, [text.contains(token) for token in NON_NUMERIC_TOKENS])
     checks: list[tuple[Column, str]] = [
         (value.isNull() | (F.length(value) == 0), EMPTY_VALUE),
         (~F.call_function("is_valid_utf8", value), NOT_UTF8),
-        (F.json_object_keys(text).isNull(), NOT_JSON_OBJECT),
+        ((~some_parsed | lenient) & F.json_object_keys(text).isNull(), NOT_JSON_OBJECT),
     ]
     for field in schema.fields:
         unparsed = parsed[field.name].isNull()

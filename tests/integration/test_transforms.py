@@ -127,6 +127,10 @@ def test_parse_events_edge_cases_of_json(spark: SparkSession) -> None:
         b'{"event_id":"e7","device_id":"d1","value":7,' + t.encode() + b'7Z","site":null} trailing',
         b'{"nested":{"event_id":"x"},"device_id":"d1","value":1,' + t.encode() + b'1Z"}',
         b'{"event_id":"x","device_id":"d1","value":1,"event_time":""}',
+        # Every field parses, but a bare -INF elsewhere is not JSON to json_object_keys.
+        b'{"event_id":"x","device_id":"d1","value":1,' + t.encode() + b'1Z","spare":-INF}',
+        # A token in a string is text: the object is judged by the second reader, and is good.
+        b'{"event_id":"e9","device_id":"NaN-Infinity","value":9,' + t.encode() + b'9Z"}',
     ]
     schema = schema_from_ddl(DDL)
     parsed = parse_events(raw_rows(spark, values), schema)
@@ -138,6 +142,7 @@ def test_parse_events_edge_cases_of_json(spark: SparkSession) -> None:
             ("e4", '{"id":"d1"}', 4.0, ts(0, 4), '{"a":[1,2.5]}'),  # nested JSON kept as its text
             ("e5", "d1", 5.0, ts(0, 5), None),
             ("e7", "d1", 7.0, ts(0, 7), None),
+            ("e9", "NaN-Infinity", 9.0, ts(0, 9), None),
         ],
         "event_id string, device_id string, value double, event_time timestamp, site string",
     )
@@ -156,6 +161,7 @@ def test_parse_events_edge_cases_of_json(spark: SparkSession) -> None:
         12: "wrong type for field value: expected double",
         14: "missing required field event_id",
         15: "wrong type for field event_time: expected timestamp",
+        16: "not a JSON object",
     }
     expected_dead = spark.createDataFrame(
         [(i, reason) for i, reason in reasons.items()], "offset long, error string"
