@@ -58,8 +58,8 @@ from arus.config import Config, load_config
 # The writer's steps, in the order a batch runs them. The first action on the persisted batch
 # (first_window) is where the stateful aggregation itself runs.
 STEPS = (
-    "count_input",
     "first_window",
+    "input_counts",
     "merge_into_delta",
     "append_to_delta",
     "write_kafka",

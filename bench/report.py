@@ -657,8 +657,9 @@ def render_profile(profile: dict[str, Any], profile_file: Path) -> list[str]:
         "",
         "`arus bench profile`: the job's query at a fixed number of records per trigger; each step of its "
         "foreachBatch timed (medians over the batches after the first, ms). `first_window` is the first "
-        "action on the batch, where the stateful aggregation itself runs; `count_input` "
-        "(`count_dead_letters` before it) re-reads and parses the batch's input; Delta's MERGE metrics "
+        "action on the batch, where the stateful aggregation itself runs; `input_counts` reads the "
+        "counts the batch observed as it ran, and re-reads and parses its input only when it has dead "
+        "letters or late events (`count_input` before, every batch); Delta's MERGE metrics "
         "are from the gold table's history; each stateful operator's time in its state store (updates, "
         "removals of what the watermark passed, commit) is from the query's progress, and is part of "
         "`first_window`.",

@@ -49,14 +49,26 @@ def bronze_to_silver(
     or reorders rows, so what the watermark judges late does not depend on them.
     """
     parsed = bronze_to_checked(bronze, schema, stream)
-    events = with_watermark(valid_events(parsed, schema), stream.event_time_field, stream.watermark)
+    return checked_to_silver(parsed, schema, stream, devices, clean), dead_letters(parsed)
+
+
+def checked_to_silver(
+    checked: DataFrame,
+    schema: T.StructType,
+    stream: StreamConfig,
+    devices: DataFrame | None = None,
+    clean: CleanConfig | None = None,
+) -> DataFrame:
+    """bronze_to_checked rows -> the valid deduplicated events, enriched and cleaned (the silver of
+    bronze_to_silver), for a query that looks at every checked record on the way."""
+    events = with_watermark(valid_events(checked, schema), stream.event_time_field, stream.watermark)
     if stream.id_field:
         events = drop_duplicate_events(events, stream.id_field)
     if devices is not None:
         events = with_device_metadata(events, devices, key=stream.device_key)
     if clean is not None:
         events = clean_events(events, clean.name_fields, clean.unit_field, clean.value_fields, clean.decimals)
-    return events, dead_letters(parsed)
+    return events
 
 
 def silver_to_gold(

@@ -4,6 +4,7 @@
     write_kafka_once(records, ..., marks)     # a replayed batch does not publish its records twice
     write_late_events(spark, kafka, out, ...) # what a batch dropped behind the watermark, to Delta + Kafka
     late_rule(out, batch)                     # ... and the condition that counts it in another pass
+    observe_input(checked); executed_counts(checkpoint)  # counts of the batch as it ran
 
 A query's foreachBatch sees only its own output, so the input rows its stateful operators dropped
 as late are gone; arus.core.late finds them in the re-read input. What a batch read comes from
@@ -20,11 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
+from py4j.java_gateway import JavaObject
+from py4j.protocol import Py4JError
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from arus.config import KafkaConfig
 from arus.core.late import LATE_COLUMNS, is_late, late_events, late_records
+from arus.core.transforms import ERROR
 from arus.io.checkpoints import StreamBatch, checkpoint_path, query_id, read_stream_batch
 from arus.io.sinks import append_to_delta, read_kafka_batch, write_kafka
 from arus.runtime.guards import kill_point
@@ -106,6 +110,80 @@ def record_id(id_field: str | None) -> Column:
 
 
 @dataclass(frozen=True)
+class InputCounts:
+    """A micro-batch's input records: all of them, the dead letters and the late events.
+
+    From executed_counts, `late` is what the stateful operators dropped behind the watermark: at
+    least the late events (an event missing only a later sliding window counts too), so 0 still
+    means none."""
+
+    total: int = 0
+    dead: int = 0
+    late: int = 0
+
+
+def count_input(checked: DataFrame | None, late: Column | None = None) -> InputCounts:
+    """Count `checked` (parse_events rows; None: nothing read) in one pass: its records, the bad
+    ones and, given the late_rule of its batch, the late ones."""
+    if checked is None:
+        return InputCounts()
+    late_count = F.count_if(late) if late is not None else F.lit(0)
+    row = checked.agg(F.count(F.lit(1)), F.count_if(F.col(ERROR).isNotNull()), late_count).first()
+    return InputCounts(*row) if row is not None else InputCounts()
+
+
+OBSERVED_INPUT = "arus_input"  # the name of observe_input's metrics in the query's progress
+
+
+def observe_input(checked: DataFrame) -> DataFrame:
+    """`checked` (parse_events rows of a streaming read), its records and bad ones counted as each
+    micro-batch runs, for executed_counts (and the progress's observedMetrics)."""
+    return checked.observe(
+        OBSERVED_INPUT, F.count(F.lit(1)).alias("total"), F.count_if(F.col(ERROR).isNotNull()).alias("dead")
+    )
+
+
+def executed_counts(checkpoint: str) -> InputCounts | None:
+    """What the running micro-batch of the query at `checkpoint` counted as it ran, from inside its
+    foreachBatch once an action has run the batch: its records and dead letters (observe_input)
+    and the rows its stateful operators dropped behind the watermark. None when Spark does not
+    show them: the caller counts in a pass over the re-read input instead.
+
+    Spark reports these in the progress only after the batch, so they are read from the batch's
+    execution (StreamExecution.lastExecution, through the JVM gateway): internal API, pinned with
+    pyspark in constraints.txt; on a Spark without it this returns None.
+    """
+    # The session that started the query: foreachBatch's batch has a clone of it, whose query
+    # manager holds no queries.
+    session = SparkSession.getActiveSession()
+    query = session.streams.get(query_id(checkpoint)) if session is not None else None
+    if query is None:
+        return None
+    try:
+        execution = query._jsq.streamingQuery().lastExecution()
+        observed = execution.observedMetrics().get(OBSERVED_INPUT)
+        if not observed.isDefined():
+            return None
+        row = observed.get()
+        return InputCounts(row.getLong(0), row.getLong(1), _dropped_by_watermark(execution.executedPlan()))
+    except (AttributeError, Py4JError):
+        return None
+
+
+def _dropped_by_watermark(plan: JavaObject) -> int:
+    """The numRowsDroppedByWatermark metric summed over the nodes of a physical plan."""
+    dropped, nodes = 0, [plan]
+    while nodes:
+        node = nodes.pop()
+        metrics = node.metrics()
+        if metrics.contains("numRowsDroppedByWatermark"):
+            dropped += metrics.apply("numRowsDroppedByWatermark").value()
+        children = node.children()
+        nodes.extend(children.apply(i) for i in range(children.size()))
+    return dropped
+
+
+@dataclass(frozen=True)
 class LateOutput:
     """Where a stateful query's late events go, and the rule that found them (see arus.core.late)."""
 
@@ -140,9 +218,9 @@ def write_late_events(
 
     `parse` must be the query's own parsing (Kafka rows -> parse_events rows), so the replay judges
     exactly the events the query saw; `checked`, when given, is that parse of the batch's input
-    (read_batch_input), so it is not built again. `count`, when the caller already counted the late
-    events (with late_rule, in a pass it made anyway), spares a batch without any another pass over
-    its input. Nothing is written when nothing was late.
+    (read_batch_input), so it is not built again. `count`, when the caller already knows how many
+    late events there are at most (late_rule's count in a pass it made anyway, or executed_counts),
+    spares a batch without any another pass over its input. Nothing is written when nothing was late.
     # late table: topic, partition, offset, timestamp, key, value, event_id, event_time, watermark,
     #             stage, batch_id
     """

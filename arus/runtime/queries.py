@@ -29,13 +29,13 @@ from arus.config import (
     StreamConfig,
 )
 from arus.core.rules import GuardError, record_limits
-from arus.core.stages import bronze_to_checked, bronze_to_silver, silver_to_gold
+from arus.core.stages import bronze_to_checked, checked_to_silver, silver_to_gold
 from arus.core.transforms import parse_events, schema_from_ddl, valid_events
 from arus.io.kafka import check_kafka
 from arus.io.owners import Writes, writer
 from arus.io.sinks import read_kafka_stream
 from arus.runtime.guards import check_lost_records
-from arus.runtime.microbatch import LateOutput
+from arus.runtime.microbatch import LateOutput, observe_input
 from arus.runtime.progress import Tally
 from arus.runtime.writers import DeadLetterSink, DeltaSink, write_aggregates, write_alerts
 
@@ -177,7 +177,8 @@ def start_aggregate_query(
         query.max_offsets_per_trigger,
         fail_on_data_loss=stream.guards.fail_on_data_loss,
     )
-    events, _ = bronze_to_silver(raw, schema, stream, clean=query.clean)
+    checked = observe_input(bronze_to_checked(raw, schema, stream))
+    events = checked_to_silver(checked, schema, stream, clean=query.clean)
     # *keys, window_start, window_end, count, <f>_mean, <f>_min, <f>_max, <f>_stddev, <f>_p50, <f>_p95
     aggregates = silver_to_gold(events, stream, job, query.slide)
     parse = functools.partial(bronze_to_checked, schema=schema, stream=stream)

@@ -28,7 +28,6 @@ from arus.config import AlertsConfig, KafkaConfig
 from arus.core.alerts import Check, batch_checks, find_alerts
 from arus.core.rules import check_deadletter_ratio
 from arus.core.transforms import (
-    ERROR,
     KAFKA_COLUMNS,
     SOURCE,
     aggregate_key_column,
@@ -37,12 +36,15 @@ from arus.core.transforms import (
     to_kafka_records,
 )
 from arus.grammar import duration_us
-from arus.io.checkpoints import query_id, read_stream_batch
+from arus.io.checkpoints import StreamBatch, query_id, read_stream_batch
 from arus.io.lake import is_table
 from arus.io.sinks import append_to_delta, ensure_table, merge_into_delta, write_kafka
 from arus.runtime.guards import kill_point
 from arus.runtime.microbatch import (
+    InputCounts,
     LateOutput,
+    count_input,
+    executed_counts,
     late_rule,
     read_batch_input,
     txn_app_id,
@@ -94,31 +96,29 @@ def write_aggregates(
     mode, whose batches hold each window once, final), the aggregates are appended instead of
     merged and published once even when the batch is replayed.
 
-    The query's own output holds only aggregates, so the batch's Kafka input is read again (its
-    offsets are in the checkpoint) and parsed with `parse`, the query's own parsing. One pass over
-    it counts the records, the dead letters and the late events, and the circuit breaker weighs
-    them before anything of the batch is written; the dead letters and late events are read again
-    only when there are some, so a clean batch pays for one pass and keeps nothing in memory.
+    The query's own output holds only aggregates. Its input's records and dead letters are counted
+    as the batch runs (observe_input in the query) and its late events weighed by what the stateful
+    operators dropped (input_counts); the circuit breaker weighs them before anything of the batch
+    is written. Only a batch with dead letters or late events reads its Kafka input again (its
+    offsets are in the checkpoint), parsed with `parse`, the query's own parsing: a clean batch
+    reads and parses its input once.
     """
     merge_keys = [*keys, "window_start"]
 
     def write(batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
         read = read_stream_batch(late.checkpoint, batch_id)
-        late_rows = late_rule(late, read)
-        checked = None
-        if not read.empty and (dead is not None or late_rows is not None):
-            checked = parse(read_batch_input(spark, kafka, read))
-        counts = count_input(checked, late_rows)
-        bad = (
-            judge_dead_letters(checked, counts, dead, batch_id, tally, late.stage)
-            if dead is not None
-            else None
-        )
         batch.persist()
         try:
+            # The first action runs the batch: its state stores, and the input counts it observes.
             # The batch's earliest window bounds the gold rows the merge reads; None: no rows.
             since = first_window(batch)
+            counts, checked = input_counts(batch, kafka, read, late, parse, dead is not None)
+            bad = (
+                judge_dead_letters(checked, counts, dead, batch_id, tally, late.stage)
+                if dead is not None
+                else None
+            )
             app_id = gold.app_id(late.checkpoint)
             if since is None:
                 ensure_table(batch, gold.path)
@@ -142,6 +142,32 @@ def write_aggregates(
             tally.set(late.stage, batch_id, late=count)
 
     return write
+
+
+def input_counts(
+    batch: DataFrame,
+    kafka: KafkaConfig,
+    read: StreamBatch,
+    late: LateOutput,
+    parse: Callable[[DataFrame], DataFrame],
+    dead: bool,
+) -> tuple[InputCounts, DataFrame | None]:
+    """A run batch's input counts (records, dead letters, late events) and, when it has dead letters
+    (counted given `dead`) or late events (once a watermark is in force) to write, its input
+    `read` again and parsed with `parse`. The counts are the batch's own (executed_counts) where
+    Spark shows them, so a batch with nothing more to write reads its input once; else they come
+    from one pass over the re-read input."""
+    late_rows = late_rule(late, read)
+    if read.empty or (not dead and late_rows is None):
+        return InputCounts(), None
+    spark = batch.sparkSession
+    counts = executed_counts(late.checkpoint)
+    if counts is None:
+        checked = parse(read_batch_input(spark, kafka, read))
+        return count_input(checked, late_rows), checked
+    if (dead and counts.dead) or (late_rows is not None and counts.late):
+        return counts, parse(read_batch_input(spark, kafka, read))
+    return counts, None
 
 
 def first_window(aggregates: DataFrame) -> tuple[str, datetime] | None:
@@ -205,25 +231,6 @@ def write_clean(
         tally.set(late.stage, batch_id, late=count)
 
     return write
-
-
-@dataclass(frozen=True)
-class InputCounts:
-    """A micro-batch's input records: all of them, the dead letters and the late events."""
-
-    total: int = 0
-    dead: int = 0
-    late: int = 0
-
-
-def count_input(checked: DataFrame | None, late: Column | None = None) -> InputCounts:
-    """Count `checked` (parse_events rows; None: nothing read) in one pass: its records, the bad
-    ones and, given the late_rule of its batch, the late ones."""
-    if checked is None:
-        return InputCounts()
-    late_count = F.count_if(late) if late is not None else F.lit(0)
-    row = checked.agg(F.count(F.lit(1)), F.count_if(F.col(ERROR).isNotNull()), late_count).first()
-    return InputCounts(*row) if row is not None else InputCounts()
 
 
 def judge_dead_letters(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from kafka import KafkaConsumer
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from streaming_data import (
     MALFORMED,
     START,
@@ -30,6 +30,8 @@ from streaming_data import (
 from support import gold_frame, gold_oracle, run_aggregate
 
 from arus.config import Config
+from arus.runtime import writers
+from arus.runtime.microbatch import InputCounts, count_input, executed_counts
 
 pytestmark = pytest.mark.integration
 
@@ -68,11 +70,25 @@ def test_late_events_go_to_the_late_table_and_topic_and_are_counted(
     new_topic: Callable[..., str],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     topics = {name: new_topic(name) for name in ("in", "out", "dead", "late")}
     sent = dataset()
     produce(config, topics["in"], sent)
 
+    executed: list[InputCounts | None] = []
+    counted_again: list[InputCounts] = []
+
+    def spy(checkpoint: str) -> InputCounts | None:
+        executed.append(executed_counts(checkpoint))
+        return executed[-1]
+
+    def count_spy(checked: DataFrame | None, late: Column | None = None) -> InputCounts:
+        counted_again.append(count_input(checked, late))
+        return counted_again[-1]
+
+    monkeypatch.setattr(writers, "executed_counts", spy)
+    monkeypatch.setattr(writers, "count_input", count_spy)
     run_aggregate(
         topics, tmp_path, "--late-topic", topics["late"], "--max-offsets-per-trigger", str(PER_BATCH)
     )
@@ -109,6 +125,13 @@ def test_late_events_go_to_the_late_table_and_topic_and_are_counted(
         consumer.close()
     assert sorted(v for v, _ in published) == sorted(by_id.values())
     assert {h["reason"] for _, h in published} == {b"late"}
+
+    # Every batch that read records counted them as it ran: none paid for a pass over its input
+    # to count them again, and the counts add up to what was sent.
+    assert executed and None not in executed and not counted_again
+    assert sum(c.total for c in executed if c) == len(sent)
+    assert sum(c.dead for c in executed if c) == len(MALFORMED)
+    assert sum(c.late for c in executed if c) == len(expected_late)
 
     # Each batch's progress line counts the late events the job found, which is what Spark dropped.
     counted = re.findall(r"^aggregates batch \d+: .*late (\d+) \(Spark dropped (\d+)\)", output, re.M)

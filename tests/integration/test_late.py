@@ -13,7 +13,7 @@ from support import kafka_rows
 
 from arus.core.late import first_window_end, is_late, late_events
 from arus.core.transforms import parse_events, schema_from_ddl
-from arus.runtime.writers import InputCounts, count_input
+from arus.runtime.microbatch import InputCounts, count_input
 
 
 def ts(minute: int, second: float = 0) -> datetime:
