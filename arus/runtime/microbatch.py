@@ -5,6 +5,7 @@
     write_late_events(spark, kafka, out, ...) # what a batch dropped behind the watermark, to Delta + Kafka
     late_rule(out, batch)                     # ... and the condition that counts it in another pass
     observe_input(checked); executed_counts(checkpoint)  # counts of the batch as it ran
+    executed_drops(checkpoint)                 # ... what its stateful operators dropped as late
 
 A query's foreachBatch sees only its own output, so the input rows its stateful operators dropped
 as late are gone; arus.core.late finds them in the re-read input. What a batch read comes from
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from kafka import KafkaConsumer, TopicPartition
 from py4j.java_gateway import JavaObject
@@ -132,6 +134,7 @@ def count_input(checked: DataFrame | None, late: Column | None = None) -> InputC
     return InputCounts(*row) if row is not None else InputCounts()
 
 
+T = TypeVar("T")
 OBSERVED_INPUT = "arus_input"  # the name of observe_input's metrics in the query's progress
 
 
@@ -153,6 +156,17 @@ def executed_counts(checkpoint: str) -> InputCounts | None:
     execution (StreamExecution.lastExecution, through the JVM gateway): internal API, pinned with
     pyspark in constraints.txt; on a Spark without it this returns None.
     """
+    return _from_execution(checkpoint, _counts)
+
+
+def executed_drops(checkpoint: str) -> int | None:
+    """The rows the running micro-batch's stateful operators dropped behind the watermark, as
+    executed_counts has them (at least its late events), for a query that observes no counts."""
+    return _from_execution(checkpoint, lambda execution: _dropped_by_watermark(execution.executedPlan()))
+
+
+def _from_execution(checkpoint: str, read: Callable[[JavaObject], T | None]) -> T | None:
+    """`read` of the running micro-batch's execution of the query at `checkpoint`; None without it."""
     # The session that started the query: foreachBatch's batch has a clone of it, whose query
     # manager holds no queries.
     session = SparkSession.getActiveSession()
@@ -160,14 +174,17 @@ def executed_counts(checkpoint: str) -> InputCounts | None:
     if query is None:
         return None
     try:
-        execution = query._jsq.streamingQuery().lastExecution()
-        observed = execution.observedMetrics().get(OBSERVED_INPUT)
-        if not observed.isDefined():
-            return None
-        row = observed.get()
-        return InputCounts(row.getLong(0), row.getLong(1), _dropped_by_watermark(execution.executedPlan()))
+        return read(query._jsq.streamingQuery().lastExecution())
     except (AttributeError, Py4JError):
         return None
+
+
+def _counts(execution: JavaObject) -> InputCounts | None:
+    observed = execution.observedMetrics().get(OBSERVED_INPUT)
+    if not observed.isDefined():
+        return None
+    row = observed.get()
+    return InputCounts(row.getLong(0), row.getLong(1), _dropped_by_watermark(execution.executedPlan()))
 
 
 def _dropped_by_watermark(plan: JavaObject) -> int:

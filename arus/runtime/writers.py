@@ -45,6 +45,7 @@ from arus.runtime.microbatch import (
     LateOutput,
     count_input,
     executed_counts,
+    executed_drops,
     late_rule,
     read_batch_input,
     txn_app_id,
@@ -227,7 +228,10 @@ def write_clean(
                 kill_point("clean-after-kafka", batch_id)
         finally:
             readings.unpersist()
-        count = write_late_events(readings.sparkSession, kafka, late, parse, batch_id)
+        # What the batch dropped as late, known from its run (the count above ran it): a batch
+        # with nothing late reads its input only once.
+        dropped = executed_drops(late.checkpoint)
+        count = write_late_events(readings.sparkSession, kafka, late, parse, batch_id, count=dropped)
         tally.set(late.stage, batch_id, late=count)
 
     return write
