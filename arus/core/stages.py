@@ -9,6 +9,8 @@ Streaming jobs apply these to `readStream` DataFrames, batch jobs (backfill, rec
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
@@ -39,6 +41,7 @@ def bronze_to_silver(
     stream: StreamConfig,
     devices: DataFrame | None = None,
     clean: CleanConfig | None = None,
+    on_checked: Callable[[DataFrame], DataFrame] | None = None,
 ) -> tuple[DataFrame, DataFrame]:
     """Kafka-shaped rows -> (valid deduplicated events, enriched and cleaned; dead letters).
 
@@ -46,29 +49,21 @@ def bronze_to_silver(
     # dead:   topic, partition, offset, timestamp, key, value, error
     `devices` (one row per [stream] device_key; static, so a stream joins it per micro-batch) adds device
     metadata; `clean` ([clean] in conf) normalises names and units and rounds values. Neither drops
-    or reorders rows, so what the watermark judges late does not depend on them.
+    or reorders rows, so what the watermark judges late does not depend on them. `on_checked`, a
+    transform that keeps the rows as they are (a streaming query's observe, say), is applied to
+    every checked record, good or bad, before the good ones go on.
     """
     parsed = bronze_to_checked(bronze, schema, stream)
-    return checked_to_silver(parsed, schema, stream, devices, clean), dead_letters(parsed)
-
-
-def checked_to_silver(
-    checked: DataFrame,
-    schema: T.StructType,
-    stream: StreamConfig,
-    devices: DataFrame | None = None,
-    clean: CleanConfig | None = None,
-) -> DataFrame:
-    """bronze_to_checked rows -> the valid deduplicated events, enriched and cleaned (the silver of
-    bronze_to_silver), for a query that looks at every checked record on the way."""
-    events = with_watermark(valid_events(checked, schema), stream.event_time_field, stream.watermark)
+    if on_checked is not None:
+        parsed = on_checked(parsed)
+    events = with_watermark(valid_events(parsed, schema), stream.event_time_field, stream.watermark)
     if stream.id_field:
         events = drop_duplicate_events(events, stream.id_field)
     if devices is not None:
         events = with_device_metadata(events, devices, key=stream.device_key)
     if clean is not None:
         events = clean_events(events, clean.name_fields, clean.unit_field, clean.value_fields, clean.decimals)
-    return events
+    return events, dead_letters(parsed)
 
 
 def silver_to_gold(

@@ -29,7 +29,7 @@ from arus.config import (
     StreamConfig,
 )
 from arus.core.rules import GuardError, record_limits
-from arus.core.stages import bronze_to_checked, checked_to_silver, silver_to_gold
+from arus.core.stages import bronze_to_checked, bronze_to_silver, silver_to_gold
 from arus.core.transforms import parse_events, schema_from_ddl, valid_events
 from arus.io.kafka import check_kafka
 from arus.io.owners import Writes, writer
@@ -177,8 +177,8 @@ def start_aggregate_query(
         query.max_offsets_per_trigger,
         fail_on_data_loss=stream.guards.fail_on_data_loss,
     )
-    checked = observe_input(bronze_to_checked(raw, schema, stream))
-    events = checked_to_silver(checked, schema, stream, clean=query.clean)
+    # The batch's records and dead letters are counted as it runs, for its writer.
+    events, _ = bronze_to_silver(raw, schema, stream, clean=query.clean, on_checked=observe_input)
     # *keys, window_start, window_end, count, <f>_mean, <f>_min, <f>_max, <f>_stddev, <f>_p50, <f>_p95
     aggregates = silver_to_gold(events, stream, job, query.slide)
     parse = functools.partial(bronze_to_checked, schema=schema, stream=stream)
