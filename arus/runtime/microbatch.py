@@ -162,7 +162,7 @@ def executed_counts(checkpoint: str) -> InputCounts | None:
 def executed_drops(checkpoint: str) -> int | None:
     """The rows the running micro-batch's stateful operators dropped behind the watermark, as
     executed_counts has them (at least its late events), for a query that observes no counts."""
-    return _from_execution(checkpoint, lambda execution: _dropped_by_watermark(execution.executedPlan()))
+    return _from_execution(checkpoint, _dropped_by_watermark)
 
 
 def _from_execution(checkpoint: str, read: Callable[[JavaObject], T | None]) -> T | None:
@@ -184,12 +184,12 @@ def _counts(execution: JavaObject) -> InputCounts | None:
     if not observed.isDefined():
         return None
     row = observed.get()
-    return InputCounts(row.getLong(0), row.getLong(1), _dropped_by_watermark(execution.executedPlan()))
+    return InputCounts(row.getLong(0), row.getLong(1), _dropped_by_watermark(execution))
 
 
-def _dropped_by_watermark(plan: JavaObject) -> int:
-    """The numRowsDroppedByWatermark metric summed over the nodes of a physical plan."""
-    dropped, nodes = 0, [plan]
+def _dropped_by_watermark(execution: JavaObject) -> int:
+    """The numRowsDroppedByWatermark metric summed over the nodes of an execution's physical plan."""
+    dropped, nodes = 0, [execution.executedPlan()]
     while nodes:
         node = nodes.pop()
         metrics = node.metrics()

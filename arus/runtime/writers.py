@@ -114,7 +114,7 @@ def write_aggregates(
             # The first action runs the batch: its state stores, and the input counts it observes.
             # The batch's earliest window bounds the gold rows the merge reads; None: no rows.
             since = first_window(batch)
-            counts, checked = input_counts(batch, kafka, read, late, parse, dead is not None)
+            counts, checked = input_counts(spark, kafka, read, late, parse, dead is not None)
             bad = (
                 judge_dead_letters(checked, counts, dead, batch_id, tally, late.stage)
                 if dead is not None
@@ -146,7 +146,7 @@ def write_aggregates(
 
 
 def input_counts(
-    batch: DataFrame,
+    spark: SparkSession,
     kafka: KafkaConfig,
     read: StreamBatch,
     late: LateOutput,
@@ -161,7 +161,6 @@ def input_counts(
     late_rows = late_rule(late, read)
     if read.empty or (not dead and late_rows is None):
         return InputCounts(), None
-    spark = batch.sparkSession
     counts = executed_counts(late.checkpoint)
     if counts is None:
         checked = parse(read_batch_input(spark, kafka, read))
