@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,10 +33,6 @@ DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 # tenth of a catch-up's CPU and wall time (docs/benchmarks.md), and a driver's heap of a few GiB
 # keeps ParallelGC's pauses short.
 GARBAGE_COLLECTOR = "-XX:+UseParallelGC"
-# JVM options from the environment, which the driver JVM takes too: a collector chosen there wins,
-# as a JVM given two refuses to start.
-JVM_OPTION_VARIABLES = ("SPARK_SUBMIT_OPTS", "JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS")
-COLLECTOR_OPTION = re.compile(r"-XX:\+Use\w+GC\b")
 
 S = TypeVar("S")
 
@@ -78,13 +73,9 @@ def spark_conf(config: SparkConfig, jars: list[str]) -> dict[str, str]:
 
 
 def driver_java_options() -> str:
-    """The driver JVM's options: arus's log4j2 file and the garbage collector, unless the environment
-    chose one (JVM_OPTION_VARIABLES). scripts/fetch-jars.sh writes them into spark-defaults.conf
-    for spark-submit, whose JVM starts before any session."""
-    options = [f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}"]
-    if not any(COLLECTOR_OPTION.search(os.environ.get(name, "")) for name in JVM_OPTION_VARIABLES):
-        options.append(GARBAGE_COLLECTOR)
-    return " ".join(options)
+    """The driver JVM's options: arus's log4j2 file and the garbage collector. scripts/fetch-jars.sh
+    writes them into spark-defaults.conf for spark-submit, whose JVM starts before any session."""
+    return f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG} {GARBAGE_COLLECTOR}"
 
 
 def build_session(app_name: str, config: SparkConfig, extra: dict[str, str] | None = None) -> SparkSession:

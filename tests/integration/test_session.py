@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pyspark
-import pytest
 from pyspark.sql import SparkSession
 
 from arus.runtime.session import driver_java_options
@@ -24,11 +23,3 @@ def test_spark_submit_defaults_carry_the_same_driver_options() -> None:
     defaults = Path(os.path.dirname(pyspark.__file__)) / "conf" / "spark-defaults.conf"
     lines = dict(line.split(" ", 1) for line in defaults.read_text().splitlines() if not line.startswith("#"))
     assert lines["spark.driver.extraJavaOptions"] == driver_java_options()
-
-
-def test_a_collector_the_environment_chose_wins(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The JVM refuses to start with two collectors: SPARK_SUBMIT_OPTS's (the fault suite's) stays alone."""
-    monkeypatch.setenv("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
-    assert "GC" not in driver_java_options()
-    monkeypatch.setenv("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1")
-    assert driver_java_options().endswith(" -XX:+UseParallelGC")
