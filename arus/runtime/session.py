@@ -29,10 +29,6 @@ from arus.runtime.progress import Tally
 LOG4J_CONFIG = importlib.resources.files("arus.conf") / "spark" / "log4j2.properties"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
-# The throughput collector: on two cores, G1's concurrent threads and write barriers took about a
-# tenth of a catch-up's CPU and wall time (docs/benchmarks.md), and a driver's heap of a few GiB
-# keeps ParallelGC's pauses short.
-GARBAGE_COLLECTOR = "-XX:+UseParallelGC"
 
 S = TypeVar("S")
 
@@ -62,7 +58,7 @@ def spark_conf(config: SparkConfig, jars: list[str]) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.host": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
         "spark.log.structuredLogging.enabled": "false",
-        "spark.driver.extraJavaOptions": driver_java_options(),
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}",
         "spark.sql.adaptive.enabled": "true",
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -70,12 +66,6 @@ def spark_conf(config: SparkConfig, jars: list[str]) -> dict[str, str]:
     if jars:
         conf["spark.jars"] = ",".join(jars)
     return conf
-
-
-def driver_java_options() -> str:
-    """The driver JVM's options: arus's log4j2 file and the garbage collector. scripts/fetch-jars.sh
-    writes them into spark-defaults.conf for spark-submit, whose JVM starts before any session."""
-    return f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG} {GARBAGE_COLLECTOR}"
 
 
 def build_session(app_name: str, config: SparkConfig, extra: dict[str, str] | None = None) -> SparkSession:
