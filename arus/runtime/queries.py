@@ -54,7 +54,7 @@ NO_DATA_BATCHES = "spark.sql.streaming.noDataMicroBatches.enabled"
 def no_data_batches(spark: SparkSession, enabled: bool) -> Iterator[None]:
     """Queries started inside run batches without new data (Spark's, to move the watermark on and
     evict state) only if `enabled`: a query copies the session's settings when it starts."""
-    before = spark.conf.get(NO_DATA_BATCHES) or "true"  # Spark's default
+    before = spark.conf.get(NO_DATA_BATCHES)
     spark.conf.set(NO_DATA_BATCHES, str(enabled).lower())
     try:
         yield
