@@ -11,10 +11,8 @@ topic, without dead letters) and the alerts query as its last stage (arus.runtim
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,21 +43,6 @@ from arus.runtime.writers import DeadLetterSink, DeltaSink, write_aggregates, wr
 # are what the jobs wrote before, so a query resumed from an existing checkpoint skips what it committed.
 AGGREGATE_APP = "arus-aggregate"
 DEADLETTER_APP = "arus-aggregate-deadletter"
-
-
-NO_DATA_BATCHES = "spark.sql.streaming.noDataMicroBatches.enabled"
-
-
-@contextlib.contextmanager
-def no_data_batches(spark: SparkSession, enabled: bool) -> Iterator[None]:
-    """Queries started inside run batches without new data (Spark's, to move the watermark on and
-    evict state) only if `enabled`: a query copies the session's settings when it starts."""
-    before = spark.conf.get(NO_DATA_BATCHES)
-    spark.conf.set(NO_DATA_BATCHES, str(enabled).lower())
-    try:
-        yield
-    finally:
-        spark.conf.set(NO_DATA_BATCHES, before)
 
 
 def triggered(writer: DataStreamWriter, trigger: str) -> DataStreamWriter:
@@ -209,11 +192,7 @@ def start_aggregate_query(
         .foreachBatch(write)
         .option("checkpointLocation", query.query_checkpoint)
     )
-    # Update mode publishes nothing when the watermark alone moves (evicted windows were published
-    # as they changed), so such a batch would only cost: 2-2.5 s at the end of a catch-up, and a
-    # live job once after every burst. Append mode publishes its closed windows in it.
-    with no_data_batches(spark, enabled=append):
-        return triggered(writer, query.trigger).start()
+    return triggered(writer, query.trigger).start()
 
 
 @dataclass(frozen=True)
