@@ -121,5 +121,33 @@ def flatness(medians: dict[int, float | None]) -> float | None:
 
 def median_after_first(values: Sequence[float | None]) -> float | None:
     """The median leaving out a fresh query's first batch (no watermark yet to bound its merge)."""
-    kept = [v for v in values[1:] if v is not None]
+    kept = after_first(values)
     return statistics.median(kept) if kept else None
+
+
+def after_first(values: Sequence[float | None]) -> list[float]:
+    """A fresh query's batch times without its first batch (no watermark yet to bound its merge)."""
+    return [v for v in values[1:] if v is not None]
+
+
+def both_ways(sizes: Sequence[int]) -> list[int]:
+    """Each size twice, smallest to largest and back: the JVM keeps warming up over the section, so
+    one ascending pass would charge its warm-up to the small tables."""
+    return [*sizes, *reversed(sizes)]
+
+
+def write_ms(run: dict[str, Any]) -> list[float | None]:
+    """Delta's execution time of each gold commit of one run."""
+    return [c["execution_ms"] for c in run["commits"]]
+
+
+def size_point(rows: int, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One gold size's medians over every run of it, each run without its first batch."""
+    writes = [v for run in runs for v in after_first(write_ms(run))]
+    adds = [v for run in runs for v in after_first(run["add_batch_ms"])]
+    return {
+        "gold_rows": rows,
+        "runs": list(runs),
+        "write_ms_median": statistics.median(writes) if writes else None,
+        "add_batch_ms_median": statistics.median(adds) if adds else None,
+    }

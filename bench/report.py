@@ -416,8 +416,14 @@ def render_gold(gold: dict[str, Any] | None) -> list[str]:
         f"#### Gold write time as the gold table grows ({fmt(gold.get('seconds'))} s)",
         "",
         "Each table pre-built with synthetic older windows, then the job's query from a fresh checkpoint "
-        f"in {gold['batches']} batches of {fmt(gold['batch_size'])} readings. Medians leave out the fresh "
-        "query's first batch (no watermark yet to bound its write).",
+        f"in {gold['batches']} batches of {fmt(gold['batch_size'])} readings. "
+        + (
+            "Each size runs twice, smallest to largest and back, since the JVM keeps warming up over the "
+            "section; the medians are over both runs and leave out each fresh query's first batch "
+            if all("runs" in p for p in gold["points"])
+            else "Medians leave out the fresh query's first batch "
+        )
+        + "(no watermark yet to bound its write).",
         "",
         f"![gold write time against gold rows](img/{GOLD_PLOT})",
         "",
@@ -635,7 +641,7 @@ def update_doc(doc: Path, generated: str) -> None:
 
 
 def newest_result(prefix: str = "") -> Path | None:
-    """The newest result file: of `arus bench profile` given prefix "profile-", else of `arus bench run`
+    """The newest result file: of `arus bench run`, or of `arus bench profile` given prefix "profile-"
     (a section's re-run, <profile>-<section>-rerun.json, is not a run of its own)."""
     files = sorted(
         (
@@ -643,10 +649,16 @@ def newest_result(prefix: str = "") -> Path | None:
             for f in RESULTS_DIR.glob(f"{prefix}*.json")
             if prefix or not (f.name.startswith("profile-") or f.stem.endswith("-rerun"))
         ),
-        # By the start time in the name: a clone gives every file the same modification time.
-        key=lambda p: p.stem.split("-", 1)[-1],
+        # By the start time each run records: a clone gives every file the same modification time,
+        # and a name chosen with --out need not hold the time.
+        key=started,
     )
     return files[-1] if files else None
+
+
+def started(result_file: Path) -> str:
+    """When the run in `result_file` started (UTC, ISO 8601, so the text sorts as the time); "" if unknown."""
+    return str(json.loads(result_file.read_text()).get("started") or "")
 
 
 def render_profile(profile: dict[str, Any], profile_file: Path) -> list[str]:

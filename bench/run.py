@@ -615,13 +615,13 @@ class Bench:
         window_s = duration_us(self.config.aggregate.window) // 1_000_000
         events = p.gold_batches * p.gold_batch_size
         topic = self.filled_topic(events)
-        points = []
         with topics(self.config) as created:
             out = create_topic(self.config, unique_topic("gold-out"), 3)
             created.append(out)
             self.log("gold: the job once to learn its gold schema (and warm up)")
             schema = gold.gold_schema(spark, self.config, topic, out, self.fresh("gold-seed"))
-            for rows in p.gold_rows:
+            passes: dict[int, list[dict[str, Any]]] = {}
+            for rows in gold.both_ways(p.gold_rows):
                 work = self.fresh("gold")
                 self.log(
                     f"gold: a table of {rows:,} rows, then {p.gold_batches} batches of {p.gold_batch_size}"
@@ -630,20 +630,16 @@ class Bench:
                     spark, schema, work / "gold", rows, self.config.aggregate.keys, window_s
                 )
                 query = gold.run_job(spark, self.config, topic, out, work, p.gold_batch_size, "checkpoint")
-                commits = gold.gold_write_times(spark, work / "gold", after)
-                add_batch = gold.add_batch_ms(query.recentProgress)
-                point = {
-                    "gold_rows": rows,
-                    "commits": commits,
-                    "add_batch_ms": add_batch,
-                    "write_ms_median": gold.median_after_first([c["execution_ms"] for c in commits]),
-                    "add_batch_ms_median": gold.median_after_first(add_batch),
+                run = {
+                    "commits": gold.gold_write_times(spark, work / "gold", after),
+                    "add_batch_ms": gold.add_batch_ms(query.recentProgress),
                 }
+                passes.setdefault(rows, []).append(run)
                 self.log(
-                    f"  gold write {point['write_ms_median']} ms, "
-                    f"foreachBatch {point['add_batch_ms_median']} ms"
+                    f"  gold write {gold.median_after_first(gold.write_ms(run))} ms, "
+                    f"foreachBatch {gold.median_after_first(run['add_batch_ms'])} ms"
                 )
-                points.append(point)
+        points = [gold.size_point(rows, runs) for rows, runs in passes.items()]
         return {
             "batches": p.gold_batches,
             "batch_size": p.gold_batch_size,

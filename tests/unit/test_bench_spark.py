@@ -3,6 +3,7 @@ gold commit times, soak flatness, the issue's goals from a small recorded result
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -340,20 +341,39 @@ def test_profile_metric_costs_follow_the_runs(tmp_path: Path) -> None:
     ]
 
 
-def test_newest_run_is_by_the_time_in_its_name_and_skips_profiles_and_reruns(
+def test_newest_run_is_by_its_recorded_start_and_skips_profiles_and_reruns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from arus.bench import report
 
-    for name in (
-        "quick-20261202T063600Z",
-        "quick-20261125T175405Z",
-        "quick-pipeline-rerun",
-        "profile-20270101T000000Z",
+    for name, start in (
+        ("quick-20261202T063600Z", "2026-12-02T06:36:00.432829+00:00"),
+        ("quick-20261125T175405Z", "2026-11-25T17:54:05.000000+00:00"),
+        # named with --out: its name sorts after every timestamp, its run does not
+        ("quick-versus-20261201-observe", "2026-12-01T07:18:12.662995+00:00"),
+        ("quick-pipeline-rerun", "2026-12-03T00:00:00.000000+00:00"),
+        ("profile-20270101T000000Z", "2027-01-01T00:00:00.000000+00:00"),
+        ("profile-20261231T000000Z", "2026-12-31T00:00:00.000000+00:00"),
     ):
-        (tmp_path / f"{name}.json").write_text("{}")
+        (tmp_path / f"{name}.json").write_text(json.dumps({"started": start}))
     # the older run written last, as a clone leaves modification times
     os.utime(tmp_path / "quick-20261125T175405Z.json")
     monkeypatch.setattr(report, "RESULTS_DIR", tmp_path)
     assert report.newest_result() == tmp_path / "quick-20261202T063600Z.json"
     assert report.newest_result("profile-") == tmp_path / "profile-20270101T000000Z.json"
+
+
+def test_gold_sizes_run_both_ways_and_each_median_spans_both_runs() -> None:
+    from arus.bench.gold import both_ways, size_point
+
+    assert both_ways([1000, 10_000, 100_000]) == [1000, 10_000, 100_000, 100_000, 10_000, 1000]
+
+    def run(*ms: float | None) -> dict[str, Any]:
+        return {"commits": [{"execution_ms": v} for v in ms], "add_batch_ms": [2 * (v or 0) for v in ms]}
+
+    # each run's first batch (9,000 ms: no watermark yet) is left out, the rest pooled
+    point = size_point(1000, [run(9000.0, 100.0, 300.0), run(9000.0, 200.0, None, 700.0)])
+    assert point["gold_rows"] == 1000
+    assert point["write_ms_median"] == 250.0  # median of 100, 300, 200, 700
+    assert point["add_batch_ms_median"] == 400.0  # median of 200, 600, 400, 0, 1400
+    assert len(point["runs"]) == 2
