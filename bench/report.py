@@ -419,7 +419,8 @@ def render_gold(gold: dict[str, Any] | None) -> list[str]:
         f"in {gold['batches']} batches of {fmt(gold['batch_size'])} readings. "
         + (
             "Each size runs twice, smallest to largest and back, since the JVM keeps warming up over the "
-            "section; the medians are over both runs and leave out each fresh query's first batch "
+            "section; each size shows the lower of its two runs' medians, which leave out each fresh "
+            "query's first batch "
             if all("runs" in p for p in gold["points"])
             else "Medians leave out the fresh query's first batch "
         )

@@ -363,7 +363,7 @@ def test_newest_run_is_by_its_recorded_start_and_skips_profiles_and_reruns(
     assert report.newest_result("profile-") == tmp_path / "profile-20270101T000000Z.json"
 
 
-def test_gold_sizes_run_both_ways_and_each_median_spans_both_runs() -> None:
+def test_gold_sizes_run_both_ways_and_each_keeps_its_lower_median() -> None:
     from arus.bench.gold import both_ways, size_point
 
     assert both_ways([1000, 10_000, 100_000]) == [1000, 10_000, 100_000, 100_000, 10_000, 1000]
@@ -371,9 +371,10 @@ def test_gold_sizes_run_both_ways_and_each_median_spans_both_runs() -> None:
     def run(*ms: float | None) -> dict[str, Any]:
         return {"commits": [{"execution_ms": v} for v in ms], "add_batch_ms": [2 * (v or 0) for v in ms]}
 
-    # each run's first batch (9,000 ms: no watermark yet) is left out, the rest pooled
-    point = size_point(1000, [run(9000.0, 100.0, 300.0), run(9000.0, 200.0, None, 700.0)])
+    # each run's first batch (9,000 ms: no watermark yet) is left out; the cold run's median (300)
+    # loses to the warm one's (200)
+    point = size_point(1000, [run(9000.0, 250.0, 300.0, 350.0), run(9000.0, 200.0, None, 100.0, 700.0)])
     assert point["gold_rows"] == 1000
-    assert point["write_ms_median"] == 250.0  # median of 100, 300, 200, 700
-    assert point["add_batch_ms_median"] == 400.0  # median of 200, 600, 400, 0, 1400
+    assert point["write_ms_median"] == 200.0
+    assert point["add_batch_ms_median"] == 300.0  # the second run's 400, 0, 200, 1400
     assert len(point["runs"]) == 2
