@@ -285,15 +285,19 @@ def render_steady(steady: dict[str, Any] | None) -> list[str]:
         f"#### Spark in steady state: fixed and marginal cost ({fmt(steady.get('seconds'))} s)",
         "",
         f"Batch sizes {', '.join(fmt(x) for x in steady['sizes'])} records per trigger, "
-        f"{steady['batches_per_size']} measured batches each after a warm-up run of the same rung and the "
-        "fresh query's first batch. Fitted by least squares over every measured batch: CPU per batch = fixed "
-        "+ marginal x events (CPU of the Spark JVM and the Python driver), and the same for wall time "
-        '(triggerExecution); "wall at 1,000" is that line at 1,000 events, the live-batch goal.',
+        f"{steady['batches_per_size']} measured batches each after {warm_up_wording(steady['rungs'])} "
+        "and the fresh query's first batch. Fitted by least squares over every measured batch: CPU per "
+        "batch = fixed + marginal x events (CPU of the Spark JVM and the Python driver), and the same for "
+        'wall time (triggerExecution); "wall at 1,000" is that line at 1,000 events, the live-batch goal.',
         "",
         f"![CPU per batch against batch size](img/{STEADY_PLOT})",
         "",
         *fit_table("rung", steady["rungs"]),
     ]
+    warm = {name: r["warm_up_wall_ms"] for name, r in steady["rungs"].items() if r.get("warm_up_wall_ms")}
+    if warm:
+        out += ["", "Warm-up rounds (median wall ms per batch of each round, not measured):", ""]
+        out += [f"- {name}: {' -> '.join(fmt(ms) for ms in rounds)}" for name, rounds in warm.items()]
     out += [
         "",
         "| rung | batch size | batches | median CPU ms/batch | median wall ms/batch | CPU us/event "
@@ -308,6 +312,16 @@ def render_steady(steady: dict[str, Any] | None) -> list[str]:
                 f"{fmt(p['events_per_s'])} |"
             )
     return [*out, ""]
+
+
+def warm_up_wording(rungs: dict[str, Any]) -> str:
+    """Runs before the measured ones: rounds until warm since 2026-12-03, one short run before."""
+    if any("warm_up_wall_ms" in r for r in rungs.values()):
+        return (
+            "warm-up rounds of the same rung (10 batches of the smallest size each) until a round is "
+            "no more than 5% faster than the one before (or the profile's cap on rounds)"
+        )
+    return "a warm-up run of the same rung"
 
 
 def render_pipeline(pipeline: dict[str, Any] | None) -> list[str]:

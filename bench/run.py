@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -91,6 +92,7 @@ class Profile:
     growth_devices_events: int
     steady_sizes: tuple[int, ...] = (1000, 5000, 20_000)
     steady_batches: int = 10
+    steady_warm_rounds: int = 6  # at most, until warm (bench.steady.warmed)
     pipeline_batches: int = 3  # per size and stage: four stages of 10 would not fit the quick profile
     versus_events: int = 1_000_000
     # The job also runs capped, as the issue's user ran it: each batch pays the fixed cost again.
@@ -128,6 +130,7 @@ PROFILES = {
         growth_devices_events=500,
         steady_sizes=(200, 500, 1000),
         steady_batches=3,
+        steady_warm_rounds=1,
         pipeline_batches=2,
         versus_events=2000,
         versus_capped=1000,
@@ -461,16 +464,30 @@ class Bench:
         return {"sizes": list(p.steady_sizes), "batches_per_size": p.steady_batches, "rungs": rungs}
 
     def steady_rung(self, spark: Any, clock: Any, rung: str, out: str) -> dict[str, Any]:
-        """A short warm-up of the rung (3 batches of the smallest size), then each size measured from a
-        fresh checkpoint on a topic of one batch more than measured (the first is left out)."""
-        from arus.bench.steady import run_steady, summarise_rung
+        """Warm-up rounds of the rung at the smallest size until it is warm (bench.steady.warmed), then
+        each size measured from a fresh checkpoint on a topic of one batch more than measured (the
+        first is left out)."""
+        from arus.bench.steady import WARM_ROUND, run_steady, summarise_rung, warmed
 
         sizes, batches = self.profile.steady_sizes, self.profile.steady_batches
-        warm = sizes[0] * 3
-        self.log(f"steady: {rung}: warm-up (not measured)")
-        run_steady(
-            spark, self.config, rung, self.filled_topic(warm), out, sizes[0], self.fresh(rung), clock, warm
-        )
+        warm = sizes[0] * (WARM_ROUND + 1)
+        rounds: list[float] = []
+        while not warmed(rounds) and len(rounds) < self.profile.steady_warm_rounds:
+            done = run_steady(
+                spark,
+                self.config,
+                rung,
+                self.filled_topic(warm),
+                out,
+                sizes[0],
+                self.fresh(rung),
+                clock,
+                warm,
+            )
+            rounds.append(statistics.median(b.wall_ms for b in done))
+            self.log(
+                f"steady: {rung}: warm-up round {len(rounds)}, {rounds[-1]:,.0f} ms/batch (not measured)"
+            )
         measured = {}
         for size in sizes:
             self.log(f"steady: {rung}: {batches} batches of {size}")
@@ -479,7 +496,7 @@ class Bench:
             measured[size] = run_steady(
                 spark, self.config, rung, topic, out, size, self.fresh(rung), clock, count
             )
-        r = summarise_rung(measured)
+        r = {**summarise_rung(measured), "warm_up_wall_ms": rounds}
         self.log(
             f"  fixed {r['fixed_cpu_ms'] or float('nan'):,.0f} ms CPU/batch, marginal "
             f"{r['marginal_cpu_us'] or float('nan'):,.1f} us CPU/event, "

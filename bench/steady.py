@@ -40,6 +40,11 @@ from arus.runtime.queries import start_aggregate_query
 
 RUNGS = ("parse", "delta", "job", "append")
 LIVE_BATCH = 1000  # events in "a live micro-batch of about 1,000 events"
+# The JIT compiles Spark's and Delta's code for minutes: over 80 batches of 1,000 in one JVM, the
+# compiler threads' CPU fell from 7.8 to 2.2 s per 10 s and the batch from 2.8 to 2.1 s. A rung is
+# warm once a round of WARM_ROUND batches is no more than WARM_SETTLED faster than the round before.
+WARM_ROUND = 10
+WARM_SETTLED = 0.05
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,12 @@ def data_batches(marks: Sequence[tuple[int, int, float, float]], cpu_at_start: f
             out.append(Batch(batch_id, rows, cpu - cpu_before, wall))
             cpu_before, wall = cpu, 0.0
     return out
+
+
+def warmed(round_medians: Sequence[float]) -> bool:
+    """Whether the last warm-up round's median wall per batch is within WARM_SETTLED of (or above)
+    the round before it: the JIT no longer speeds the batches up."""
+    return len(round_medians) >= 2 and round_medians[-1] >= round_medians[-2] * (1 - WARM_SETTLED)
 
 
 def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:

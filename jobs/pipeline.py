@@ -7,8 +7,8 @@
 
 Four stages, each one streaming query with its own checkpoint (arus.runtime.pipeline): bronze
 (records as received, dead letters), clean (silver and the clean topic, late events), aggregate
-(gold) and alerts. Delta is written exactly once across restarts (appends under a (txnAppId,
-txnVersion) per batch, MERGE by key for gold and alerts); Kafka at least once with deterministic
+(gold) and alerts. Delta is written exactly once across restarts (appends marked with their batch
+id and skipped when replayed, MERGE by key for gold and alerts); Kafka at least once with deterministic
 keys, except that a replayed clean batch does not publish its readings twice. `--available-now`
 runs bronze and clean together to the end of the raw topic, then aggregate and alerts together on
 the complete clean topic and silver table; live runs start them all together (docs/pipeline.md).

@@ -19,6 +19,7 @@ from arus.core.clean import parse_device_dimension
 from arus.core.transforms import schema_from_ddl
 from arus.io.delta import CONFLICTS, retry_on_conflict
 from arus.io.lake import is_table
+from arus.io.marks import last_batch, mark
 
 # Delta's idempotent DML: a MERGE under an (app id, version) it has committed before is skipped.
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
@@ -168,8 +169,14 @@ def session_settings(spark: SparkSession, settings: dict[str, str]) -> Iterator[
 
 
 def append_to_delta(df: DataFrame, path: str, app_id: str, batch_id: int) -> None:
-    """Append a micro-batch once: Delta skips a (txnAppId, txnVersion) it has already committed."""
-    delta_writer(df, "append", app_id, batch_id).save(path)
+    """Append a micro-batch once: a batch the table holds already (a replay) is skipped.
+
+    The commit carries (app_id, batch_id) as its userMetadata, and the check reads the log's newest
+    commits (arus.io.marks): Delta's own txnAppId would rebuild the table's state for every append.
+    """
+    if last_batch(path, app_id) >= batch_id:
+        return
+    df.write.format("delta").mode("append").option("userMetadata", mark(app_id, batch_id)).save(path)
 
 
 def delta_writer(df: DataFrame, mode: str, app_id: str | None, batch_id: int | None) -> DataFrameWriter:

@@ -267,5 +267,6 @@ def write_late_events(
 
 
 def txn_app_id(name: str, checkpoint: str | Path) -> str:
-    """A Delta txnAppId for one query's writes to one table: `name` and the query's id."""
+    """The app id of one query's writes to one table: `name` and the query's id. Its appends mark
+    their commits with it (arus.io.marks), its MERGEs use it as Delta's txnAppId."""
     return f"{name}-{query_id(checkpoint)}"

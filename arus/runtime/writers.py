@@ -7,8 +7,9 @@
 
 A sink is a plain spec (a DeltaSink, a DeadLetterSink, a LateOutput, a topic name), so a query's
 writer never reads another query's settings. Delta is written once per micro-batch however often
-Spark runs it: appends and MERGEs carry (txnAppId, txnVersion) = (<sink app>-<query id>, batch id),
-the query id read from the query's checkpoint (arus.io.checkpoints). Kafka output is
+Spark runs it: appends and MERGEs carry (<sink app>-<query id>, batch id), the query id read from
+the query's checkpoint (arus.io.checkpoints): appends in the commit's userMetadata (arus.io.marks),
+MERGEs as Delta's (txnAppId, txnVersion). Kafka output is
 at-least-once with deterministic keys; the clean and alerts topics are published once per batch
 (write_kafka_once) even when it is replayed. Kill points (arus.runtime.guards) sit after each
 write, where the fault tests stop the process (docs/reliability.md lists them).

@@ -5,7 +5,7 @@ The job runs as its own process; ARUS_FAULT_KILL_AFTER makes it SIGKILL its whol
 previous one died in, then dies in the next batch, the last one after it wrote late events (a batch's
 late events are judged against the watermark of the batch before, so they need batch 2 or later).
 After a recovery run the Delta tables (gold, dead letters, late) must equal a pandas oracle with every
-row once and every Delta transaction (txnAppId, txnVersion) committed once; a further restart
+row once and every Delta transaction (app id, batch id) committed once; a further restart
 with no new data must add nothing.
 """
 
@@ -81,13 +81,17 @@ def oracle(events: list[dict[str, object]]) -> pd.DataFrame:
 
 
 def delta_txns(table: Path) -> list[tuple[str, int]]:
-    """Every (txnAppId, txnVersion) recorded in a Delta table's log, one entry per commit."""
+    """Every (app id, batch id) recorded in a Delta table's log, one entry per commit: Delta's own
+    transaction id (MERGEs, a table's first write) or the mark in an append's userMetadata."""
     txns = []
     for commit in sorted((table / "_delta_log").glob("*.json")):
         for line in commit.read_text().splitlines():
             action = json.loads(line)
             if "txn" in action:
                 txns.append((action["txn"]["appId"], int(action["txn"]["version"])))
+            elif "userMetadata" in action.get("commitInfo", {}):
+                marked = json.loads(action["commitInfo"]["userMetadata"])["arus_batch"]
+                txns.append((marked["app"], int(marked["batch"])))
     return txns
 
 

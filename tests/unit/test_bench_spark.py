@@ -14,7 +14,7 @@ from arus.bench.pipeline_steady import summarise_stages
 from arus.bench.report import render, render_profile
 from arus.bench.run import goals
 from arus.bench.soak import fifth_ratio, lag_bounded, verdict
-from arus.bench.steady import Batch, data_batches, fit_line, summarise_rung
+from arus.bench.steady import Batch, data_batches, fit_line, summarise_rung, warmed
 
 
 def test_fit_line_recovers_fixed_and_marginal_cost() -> None:
@@ -24,6 +24,14 @@ def test_fit_line_recovers_fixed_and_marginal_cost() -> None:
     assert fixed == pytest.approx(300)
     assert marginal == pytest.approx(0.05)
     assert fit_line([5.0, 5.0], [1.0, 2.0]) is None
+
+
+def test_a_rung_is_warm_once_a_round_is_no_more_than_5_percent_faster() -> None:
+    assert not warmed([])
+    assert not warmed([2800.0])
+    assert not warmed([2800.0, 2500.0])  # 11% faster: still warming up
+    assert warmed([2800.0, 2500.0, 2400.0])  # 4% faster
+    assert warmed([2400.0, 2600.0])  # slower (a busy box): no faster to get
 
 
 def test_data_batches_charge_no_data_batches_to_the_next_data_batch() -> None:
@@ -234,6 +242,11 @@ def test_report_shows_goals_split_growth_and_soak(tmp_path: Path) -> None:
     results = recorded()
     results["goals"] = goals(results)
     text = render(results, tmp_path / "r.json")
+    assert "after a warm-up run of the same rung" in text  # a run from before the warm-up rounds
+    results["steady"]["rungs"]["delta"]["warm_up_wall_ms"] = [2840.0, 2320.0, 2250.0]
+    text = render(results, tmp_path / "r.json")
+    assert "after warm-up rounds of the same rung" in text
+    assert "- delta: 2,840 -> 2,320 -> 2,250" in text
     assert "| Spark aggregate job >= 3 x kafka-python consumer" in text
     assert "| job | 800 | 100.0 | 1,450 | 50.0 | 1,500 | 6,000 |" in text
     assert "| 1,000,000 | 550 | 990 |" in text
