@@ -187,7 +187,7 @@ aggregate-on-cluster: kafka-up spark-cluster-up ## Run the main job on the stand
 ## --- benchmarks --------------------------------------------------------------------
 
 .PHONY: bench
-bench: setup ## Benchmarks, quick profile (about 30 min on an idle 2-core box, own broker on 29092): bench/results/*.json, docs/benchmarks.md
+bench: setup ## Benchmarks, quick profile (about 25 min on an idle 2-core box, own broker on 29092): bench/results/*.json, docs/benchmarks.md
 	arus bench run --profile quick
 	arus bench report
 

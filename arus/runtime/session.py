@@ -60,6 +60,9 @@ def spark_conf(config: SparkConfig, jars: list[str]) -> dict[str, str]:
         "spark.log.structuredLogging.enabled": "false",
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}",
         "spark.sql.adaptive.enabled": "true",
+        # A micro-batch of the main job uses a few hundred generated classes; Spark's default cache of
+        # 100 evicted them every batch, so each batch compiled about 60 again (bench/results, docs).
+        "spark.sql.codegen.cache.maxEntries": "1000",
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
