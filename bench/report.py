@@ -105,7 +105,7 @@ def render(results: dict[str, Any], result_file: Path) -> str:
     )
     add(
         "- Machine: " + f"{v.get('cpu')}, {v.get('cores')} cores, {v.get('memory')}, Linux {v.get('kernel')}"
-        " (shared: other work ran at the same time; see the load averages)"
+        " (the load averages above count the benchmark's own processes)"
     )
     add("- Versions: " + ", ".join(f"{k} {v[k]}" for k in v if k not in ("cpu", "cores", "memory", "kernel")))
     settings = results.get("settings", {})
