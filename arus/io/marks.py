@@ -7,7 +7,7 @@
 A streaming query's appends carry their (app id, batch id) in the commit's userMetadata rather than
 as Delta's own transaction id (txnAppId, txnVersion). Both are written atomically with the data, but
 open-source Delta looks a transaction id up by rebuilding the table's whole state, a few Spark jobs
-costing 0.4-0.5 s per append on a 2-core box, though every checksum file holds the ids
+costing about 0.5-0.7 s per append on a 2-core box, though every checksum file holds the ids
 (docs/benchmarks.md, change table). Reading the newest commits' JSON instead costs a few file reads.
 
 A query writes its batches in order and is a table's only writer under its app id, so the newest
@@ -33,7 +33,8 @@ def last_batch(path: str | Path, app_id: str) -> int:
 
     The search goes from the newest commit back and stops at the first that carries `app_id`, so
     it reads the commits other writers made since this app's last write. A commit file gone (log
-    cleanup keeps 30 days by default) ends it: nothing older can be a batch still to be replayed.
+    cleanup keeps 30 days by default) ends it: a replayed batch was written just before its query
+    stopped, so only a query down for longer than the log's retention would miss its own mark.
     """
     log = Path(path) / "_delta_log"
     version = newest_version(log)
