@@ -317,9 +317,13 @@ def render_steady(steady: dict[str, Any] | None) -> list[str]:
 def warm_up_wording(rungs: dict[str, Any]) -> str:
     """Runs before the measured ones: rounds until warm since 2026-12-03, one short run before."""
     if any("warm_up_wall_ms" in r for r in rungs.values()):
+        # Here, not at the top: bench.steady imports pyspark, which the other sections do not need.
+        from arus.bench.steady import WARM_ROUND, WARM_SETTLED
+
         return (
-            "warm-up rounds of the same rung (10 batches of the smallest size each) until a round is "
-            "no more than 5% faster than the one before (or the profile's cap on rounds)"
+            f"warm-up rounds of the same rung ({WARM_ROUND} batches of the smallest size each) until a "
+            f"round is no more than {WARM_SETTLED:.0%} faster than the one before (or the profile's cap "
+            "on rounds)"
         )
     return "a warm-up run of the same rung"
 

@@ -61,7 +61,7 @@ def spark_conf(config: SparkConfig, jars: list[str]) -> dict[str, str]:
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}",
         "spark.sql.adaptive.enabled": "true",
         # A micro-batch of the main job uses a few hundred generated classes; Spark's default cache of
-        # 100 evicted them every batch, so each batch compiled about 60 again (bench/results, docs).
+        # 100 evicted them every batch, so each batch compiled about 60 again (docs/benchmarks.md).
         "spark.sql.codegen.cache.maxEntries": "1000",
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
