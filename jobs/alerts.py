@@ -23,6 +23,7 @@ from dataclasses import replace
 from arus.config import Config, job_parser
 from arus.grammar import duration_us
 from arus.io.kafka import check_kafka
+from arus.io.owners import Writes, writer
 from arus.runtime.progress import await_queries
 from arus.runtime.queries import AlertsQuery, reading_id, start_alerts_query
 from arus.runtime.session import streaming_main
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             [start_alerts_query(spark, config.kafka, query, tally)], tally
         ),
         show=lambda spark, config, query: show_alerts(spark, query.table_path),
+        # The alerts table records no writer (arus.io.owners); the checkpoint is still held.
+        writes=lambda _config, query: Writes(writer(query.checkpoint, "arus alerts"), {}, ""),
     )
 
 

@@ -19,13 +19,23 @@ files whose names start with "_".
 
 The alerts table is not recorded: it is written by an insert-only MERGE on the alert id, so two
 writers cannot double a row in it.
+
+One running job per checkpoint: a streaming job holds an exclusive lock on a file in its checkpoint
+folder while it runs (`running`), and a second job on the same checkpoint is refused before Spark
+starts. Spark's own check, that a batch's offset file is created only once, is not atomic with the
+checkpoint file manager arus uses (arus.runtime.session), so this lock is what keeps two jobs from
+writing one checkpoint. The kernel drops the lock when the process ends, however it ends.
+
+    <checkpoint>/_arus_running.lock   pid 4242
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +46,7 @@ from arus.io.checkpoints import checkpoint_path, is_checkpoint, read_query_statu
 from arus.io.lake import is_table
 
 OWNER_FILE = "_arus_writer.json"
+RUNNING_FILE = "_arus_running.lock"
 
 
 class TableClaimed(GuardError):
@@ -155,3 +166,30 @@ def claim_tables(writes: Writes, take_over: Collection[str] = ()) -> None:
             + f"\nnothing was written. For tables of its own: {writes.elsewhere}. "
             f"If the other writer will not run again (or the rows should be appended again): {names}"
         )
+
+
+class CheckpointBusy(GuardError):
+    """Another running job holds the checkpoint."""
+
+
+@contextmanager
+def running(checkpoint: str) -> Iterator[None]:
+    """Hold `checkpoint` for this process while the block runs, or raise CheckpointBusy naming the
+    process that holds it."""
+    folder = checkpoint_path(checkpoint)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / RUNNING_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "a process"
+            raise CheckpointBusy(
+                f"checkpoint {folder} is in use by a running job ({holder}): two jobs on one "
+                "checkpoint would write its batches twice. Stop that job first, or give this one "
+                "its own --checkpoint"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        yield

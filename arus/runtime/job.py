@@ -8,8 +8,9 @@ Exit codes, the same for every arus command (README, docs/reliability.md):
     2  usage or config error, or refused before starting (a preflight check of the broker, topics,
        tables or data loss failed): nothing was read or written; argparse exits 2 on a bad flag too
     3  stopped by a guard while running: the dead-letter circuit breaker, or records lost upstream;
-       or refused at start by the table-writer guard (arus.io.owners): a table another job writes,
-       or a new checkpoint whose tables hold rows it would write again
+       or refused at start by the writer guards (arus.io.owners): a table another job writes, a
+       new checkpoint whose tables hold rows it would write again, or a checkpoint a running job
+       holds
 
 Expected failures are one line on stderr, never a traceback. No Spark here: the kafka-python
 consumer uses it too.

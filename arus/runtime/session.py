@@ -21,13 +21,16 @@ from pyspark.sql import SparkSession
 
 from arus.config import Config, ConfigError, SparkConfig, project_root, say
 from arus.io.metrics import Metrics
-from arus.io.owners import TableClaimed, Writes, claim_tables
+from arus.io.owners import CheckpointBusy, TableClaimed, Writes, claim_tables, running
 from arus.runtime.job import DEFAULT_LOG_LEVEL, GUARD_STOPPED, REFUSED, log_level, prepare, refuse, run
 from arus.runtime.listener import MetricsListener, drain
 from arus.runtime.progress import Tally
 
 LOG4J_CONFIG = importlib.resources.files("arus.conf") / "spark" / "log4j2.properties"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+CHECKPOINT_FILE_MANAGER = (
+    "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+)
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 
 S = TypeVar("S")
@@ -63,6 +66,11 @@ def spark_conf(config: SparkConfig, jars: list[str]) -> dict[str, str]:
         # A micro-batch of the main job uses a few hundred generated classes; Spark's default cache of
         # 100 evicted them every batch, so each batch compiled about 60 again (docs/benchmarks.md).
         "spark.sql.codegen.cache.maxEntries": "1000",
+        # Spark's default (FileContext) renames every checkpoint file through Hadoop's local file
+        # system, which starts a `readlink` process per path: about 60 processes a micro-batch, 0.15
+        # s of it (docs/benchmarks.md). This one renames in Java; its create-once check is not
+        # atomic, so a job holds its checkpoint while it runs (arus.io.owners.running).
+        "spark.sql.streaming.checkpointFileManagerClass": CHECKPOINT_FILE_MANAGER,
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
@@ -135,23 +143,20 @@ def streaming_main(
     check: Callable[[Config, S], object],
     start: Callable[[SparkSession, Config, S, Tally], object],
     show: Callable[[SparkSession, Config, S], None],
-    writes: Callable[[Config, S], Writes] | None = None,
+    writes: Callable[[Config, S], Writes],
 ) -> int:
-    """A streaming job's `main` once its flags are parsed: settle its settings or refuse (2), record
-    it as the writer of the tables it `writes` or refuse (3, arus.io.owners), run `start` on one
-    timed session, print `show` under --show, and return the exit code."""
+    """A streaming job's `main` once its flags are parsed: settle its settings or refuse (2), hold
+    its checkpoint and record it as the writer of the tables it `writes`, or refuse (3,
+    arus.io.owners), run `start` on one timed session, print `show` under --show, and return the
+    exit code."""
     prepared = prepare(name, args, settings_from, check)
     if prepared is None:
         return REFUSED
     config, settings = prepared
-    if writes is not None:
-        try:
-            claim_tables(writes(config, settings), args.take_over)
-        except TableClaimed as exc:
-            say(name, exc)
-            return GUARD_STOPPED
-        except ValueError as exc:
-            return refuse(name, exc)
+    try:
+        job_writes = writes(config, settings)
+    except ValueError as exc:
+        return refuse(name, exc)
 
     def work() -> None:
         spark = run_timed(
@@ -160,4 +165,13 @@ def streaming_main(
         if args.show:
             show(spark, config, settings)
 
-    return run(name, work)
+    try:
+        with running(job_writes.writer.checkpoint):
+            try:
+                claim_tables(job_writes, getattr(args, "take_over", ()))
+            except ValueError as exc:
+                return refuse(name, exc)
+            return run(name, work)
+    except (CheckpointBusy, TableClaimed) as exc:
+        say(name, exc)
+        return GUARD_STOPPED

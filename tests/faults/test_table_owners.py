@@ -3,13 +3,18 @@
 The main job runs once with the shipped config's tables and checkpoint (under the test's folder);
 then, on that lake, the pipeline with its defaults, the main job with another checkpoint and the
 main job with its checkpoint deleted are each refused before Spark starts (exit 3, the message
-naming the table, the recorded writer and this one), and no table gets a new version. With
---take-over the second checkpoint's job runs, and gold is row for row what it was.
+naming the table, the recorded writer and this one), and no table gets a new version. So is the
+main job on its own checkpoint while a live run of it holds that checkpoint. With --take-over the
+second checkpoint's job runs, and gold is row for row what it was.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +28,7 @@ from faultkit import ARUS_ENV, json_record, make_topics, produce, read_delta, re
 
 from arus.config import Config, load_config
 from arus.io.lake import is_table
-from arus.io.owners import recorded_writer, writer
+from arus.io.owners import RUNNING_FILE, recorded_writer, writer
 from arus.runtime.job import GUARD_STOPPED
 from arus.sources.send import Record
 
@@ -146,6 +151,32 @@ def test_a_deleted_checkpoint_is_refused(
     for name in ("gold_aggregates", "deadletter"):  # late holds nothing: nothing to write again
         assert f"{lake.tables[name]} holds rows it wrote, but arus aggregate's checkpoint {job} " in err
     assert "late holds" not in err
+
+
+def test_a_second_run_on_a_running_jobs_checkpoint_is_refused(
+    lake: Lake, capsys: pytest.CaptureFixture[str], figures: dict[str, object]
+) -> None:
+    """A live `arus aggregate` holds its checkpoint; the same command again must not start."""
+    env = {k: v for k, v in os.environ.items() if k not in ARUS_ENV}
+    live = subprocess.Popen(
+        [sys.executable, "-m", "arus.jobs.aggregate", *lake.job_args("--trigger", "5 seconds")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    lock = lake.checkpoint / RUNNING_FILE
+    try:
+        deadline = time.monotonic() + 60
+        while not (lock.exists() and lock.read_text() == f"pid {live.pid}\n"):
+            assert live.poll() is None and time.monotonic() < deadline, "the live job never held it"
+            time.sleep(0.1)
+        refused(lake, aggregate.main, lake.job_args(), figures)
+    finally:
+        os.killpg(live.pid, signal.SIGKILL)
+        live.wait()
+    err = capsys.readouterr().err
+    assert f"checkpoint {checkpoint(lake.checkpoint)} is in use by a running job (pid {live.pid})" in err
 
 
 def test_take_over_lets_another_checkpoint_write(lake: Lake) -> None:

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from arus.io.owners import OWNER_FILE, TableClaimed, Writes, claim_tables, recorded_writer, writer
+from arus.io.owners import (
+    OWNER_FILE,
+    RUNNING_FILE,
+    CheckpointBusy,
+    TableClaimed,
+    Writes,
+    claim_tables,
+    recorded_writer,
+    running,
+    writer,
+)
 
 
 def writes(root: Path, job: str, *tables: str) -> Writes:
@@ -88,3 +102,50 @@ def test_a_new_checkpoint_on_an_empty_table_or_a_table_of_rows_nobody_recorded(t
     write_deltalake(str(tmp_path / "lake" / "gold"), pa.table({"x": [1]}), mode="append")
     with pytest.raises(TableClaimed, match="holds rows of a writer it does not record"):
         claim_tables(job)
+
+
+HOLD = """
+import sys, time
+from arus.io.owners import running
+with running(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def holder(checkpoint: Path) -> subprocess.Popen[str]:
+    """Another process holding `checkpoint` as a running job does, once it says so."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(checkpoint)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
+
+def test_a_second_job_on_a_held_checkpoint_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "checkpoints" / "aggregate"
+    proc = holder(checkpoint)
+    try:
+        with pytest.raises(CheckpointBusy) as refused, running(str(checkpoint)):
+            pass
+        assert f"checkpoint {checkpoint} is in use by a running job (pid {proc.pid})" in str(refused.value)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_killed_holder_leaves_the_checkpoint_free(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "aggregate"
+    proc = holder(checkpoint)
+    proc.send_signal(signal.SIGKILL)  # no clean-up runs: the kernel drops the lock
+    proc.wait()
+    entered = []
+    with running(str(checkpoint)):
+        entered.append((checkpoint / RUNNING_FILE).read_text())
+    assert entered == [f"pid {os.getpid()}\n"]
+
+
+def test_the_checkpoint_is_free_again_after_the_job_and_held_within_it(tmp_path: Path) -> None:
+    checkpoint = str(tmp_path / "aggregate")
+    with running(checkpoint), pytest.raises(CheckpointBusy), running(checkpoint):
+        pass
+    with running(checkpoint):
+        pass
