@@ -67,7 +67,7 @@ def spark_conf(config: SparkConfig, jars: list[str]) -> dict[str, str]:
         # 100 evicted them every batch, so each batch compiled about 60 again (docs/benchmarks.md).
         "spark.sql.codegen.cache.maxEntries": "1000",
         # Spark's default (FileContext) renames every checkpoint file through Hadoop's local file
-        # system, which starts a `readlink` process per path: about 60 processes a micro-batch, 0.15
+        # system, which starts a `readlink` process per path: about 70 processes a micro-batch, 0.15
         # s of it (docs/benchmarks.md). This one renames in Java; its create-once check is not
         # atomic, so a job holds its checkpoint while it runs (arus.io.owners.running).
         "spark.sql.streaming.checkpointFileManagerClass": CHECKPOINT_FILE_MANAGER,
