@@ -475,7 +475,9 @@ def render_soak(soak: dict[str, Any] | None) -> list[str]:
         f"The job live (trigger {soak.get('trigger')}) fed by the arus IoT producer at "
         f"{fmt(soak['offered_events_per_s'])} events/s offered ({fmt(soak.get('achieved_events_per_s'))} "
         f"achieved), half of {fmt(soak.get('max_events_per_s'))} ({soak.get('max_from')}). Flat: the last "
-        "fifth's mean within 20% of the first fifth's.",
+        "fifth's mean within 20% of the first fifth's, over the samples after the job's state filled"
+        f" (the first {fmt(soak.get('fill_s'))} s, shaded in the plot: until the watermark passes the first"
+        " readings, every batch adds state and none removes any).",
         "",
         f"![soak: lag, batch duration, memory, gold rows](img/{SOAK_PLOT})",
         "",
@@ -595,8 +597,9 @@ def plot_soak(results: dict[str, Any], path: Path) -> bool:
     samples = results.get("soak", {}).get("samples")
     if not samples:
         return False
-    fig, axes = _pyplot().subplots(2, 2, figsize=(10, 6), sharex=True)
+    fig, axes = _pyplot().subplots(3, 2, figsize=(10, 8), sharex=True)
     t = [s["t_s"] for s in samples]
+    filled = next((s["t_s"] for s in samples if not s.get("filling")), None)
     panels = (
         (axes[0][0], (("lag", "consumer lag (records)"),)),
         (axes[0][1], (("batch_ms", "last batch (ms)"),)),
@@ -609,15 +612,19 @@ def plot_soak(results: dict[str, Any], path: Path) -> bool:
             ),
         ),
         (axes[1][1], (("gold_rows", "gold rows"),)),
+        (axes[2][0], (("state_rows", "rows in the state stores"),)),
+        (axes[2][1], (("batch_rows", "last batch (records)"),)),
     )
     for ax, series in panels:
         for key, label in series:
             ax.plot(t, [s.get(key) for s in samples], label=label)
+        if filled is not None and filled > t[0]:
+            ax.axvspan(t[0], filled, color="grey", alpha=0.15, label="state filling (not judged)")
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     axes[1][0].set_ylabel("MiB")
-    for ax in axes[1]:
+    for ax in axes[2]:
         ax.set_xlabel("seconds")
     fig.suptitle(
         f"Soak at {results['soak'].get('offered_events_per_s')} events/s ({results.get('profile')} profile)"

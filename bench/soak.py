@@ -8,8 +8,10 @@ trigger, fed by the arus IoT producer (`--live --rate`, event time following the
 sample holds: consumer lag (the topic's end offsets minus the offsets the query has read), the
 last batch's duration, the Spark JVM's resident and heap-used memory (driver and executor are one
 JVM in local mode), this Python driver's resident memory, and the gold table's version and rows
-(from its Delta log). Flat means the mean of the last fifth of the samples is within 20% of the
-mean of the first fifth, counted from the query's second batch.
+(from its Delta log) and the rows its stateful operators hold. Flat means the mean of the last
+fifth of the samples is within 20% of the mean of the first fifth. The checks start once the
+job's state has filled (`state_fill_seconds`): until then every batch adds state that no batch
+removes yet, by design, and the samples of that time are kept and plotted but not judged.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from arus.grammar import duration_us
 from arus.runtime.queries import start_aggregate_query
 
 FLAT = 1.2
-SERIES = ("lag", "batch_ms", "jvm_rss_mb", "jvm_heap_mb", "driver_rss_mb", "gold_rows")
+SERIES = ("lag", "batch_ms", "jvm_rss_mb", "jvm_heap_mb", "driver_rss_mb", "gold_rows", "state_rows")
 
 
 def fifth_ratio(values: Sequence[float | None]) -> float | None:
@@ -56,10 +58,20 @@ def lag_bounded(lags: Sequence[float | None], slack: float) -> bool | None:
     return last <= max(first * FLAT, slack)
 
 
+def state_fill_seconds(config: Config) -> float:
+    """How long the job at a steady load takes until its state holds all it ever will: the
+    deduplication keeps a reading until the watermark passes its event time plus the watermark's
+    delay (twice the delay behind the newest event), the aggregation a window until the watermark
+    passes its end (window plus delay)."""
+    delay = duration_us(config.stream.watermark) / 1e6
+    return max(2 * delay, duration_us(config.aggregate.window) / 1e6 + delay)
+
+
 def verdict(samples: list[dict[str, Any]], rate: float, trigger_s: float) -> dict[str, Any]:
-    """Flatness of each series from the first to the last fifth, and whether gold grew. The query's
-    first batch (a cold start, not a steady state) and the samples before it are left out."""
-    samples = [s for s in samples if (s.get("batch_id") or 0) >= 1]
+    """Flatness of each series from the first to the last fifth, and whether gold grew. The samples
+    taken while the state was filling, and those before the query's second batch (a cold start),
+    are left out."""
+    samples = [s for s in samples if (s.get("batch_id") or 0) >= 1 and not s.get("filling")]
     series = {name: [s.get(name) for s in samples] for name in SERIES}
     ratios = {name: fifth_ratio(series[name]) for name in ("batch_ms", "jvm_rss_mb", "driver_rss_mb")}
     gold = [g for g in series["gold_rows"] if g is not None]
@@ -109,8 +121,10 @@ def run_soak(
     work: Path,
     created: list[str],
     every_s: float,
+    fill_s: float,
 ) -> dict[str, Any]:
-    """The job live for `seconds` at `rate` events/s, sampled every `every_s` seconds."""
+    """The job live for `fill_s` + `seconds` at `rate` events/s, sampled every `every_s` seconds;
+    the samples of the first `fill_s` seconds are marked `filling`."""
     from kafka import KafkaConsumer, TopicPartition
 
     topic = create_topic(config, unique_topic("soak-in"), 3)
@@ -118,7 +132,7 @@ def run_soak(
     created += [topic, out]
     spec = scratch_query(config, topic, out, work, trigger=trigger)
     query = start_aggregate_query(spark, config.kafka, spec)
-    count = int(rate * seconds)
+    count = int(rate * (fill_s + seconds))
     produced: dict[str, Any] = {}
     producer = threading.Thread(
         target=lambda: produced.update(
@@ -129,7 +143,7 @@ def run_soak(
                     *("--interval", str(devices / rate), "--rate", str(rate), "--live"),
                 ],
                 config,
-                timeout=seconds * 3 + 120,
+                timeout=(fill_s + seconds) * 3 + 120,
             )
         )
     )
@@ -149,13 +163,16 @@ def run_soak(
             progress: dict[str, Any] = query.lastProgress or {}
             end = sum(offsets.end_offsets(partitions).values())
             version, rows = gold_rows(work / "gold", seen)
+            t_s = time.monotonic() - started
             samples.append(
                 {
-                    "t_s": round(time.monotonic() - started, 1),
+                    "t_s": round(t_s, 1),
+                    "filling": t_s < fill_s,
                     "lag": end - read_up_to(progress) if progress else None,
                     "batch_id": progress.get("batchId"),
                     "batch_ms": progress.get("durationMs", {}).get("triggerExecution"),
                     "batch_rows": progress.get("numInputRows"),
+                    "state_rows": sum(op.get("numRowsTotal", 0) for op in progress.get("stateOperators", [])),
                     "jvm_rss_mb": _rss_mb(pid),
                     "jvm_heap_mb": (runtime.totalMemory() - runtime.freeMemory()) / 2**20,
                     "driver_rss_mb": _rss_mb("self"),
@@ -174,6 +191,7 @@ def run_soak(
         "offered_events_per_s": rate,
         "achieved_events_per_s": produced.get("events_per_s"),
         "seconds": seconds,
+        "fill_s": fill_s,
         "trigger": trigger,
         "samples": samples,
         **progress_figures(query.recentProgress),

@@ -13,7 +13,7 @@ from arus.bench.gold import commit_times, flatness, median_after_first
 from arus.bench.pipeline_steady import summarise_stages
 from arus.bench.report import render, render_profile
 from arus.bench.run import goals
-from arus.bench.soak import fifth_ratio, lag_bounded, verdict
+from arus.bench.soak import fifth_ratio, lag_bounded, state_fill_seconds, verdict
 from arus.bench.steady import Batch, data_batches, fit_line, summarise_rung, warmed
 
 
@@ -132,6 +132,54 @@ def test_soak_flatness_from_first_to_last_fifth() -> None:
     failed = verdict(samples, rate=50, trigger_s=2)
     assert failed["checks"]["batch_ms flat"] is False
     assert failed["met"] is False
+
+
+def test_soak_judges_only_the_samples_after_the_state_filled() -> None:
+    # While the state fills every batch grows; after it, batches are flat.
+    filling = [
+        {
+            "batch_id": i,
+            "lag": 10,
+            "batch_ms": 200 * i,
+            "jvm_rss_mb": 900,
+            "driver_rss_mb": 100,
+            "gold_rows": 10 * i,
+            "filling": True,
+        }
+        for i in range(1, 6)
+    ]
+    filled = [
+        {
+            "batch_id": i,
+            "lag": 10,
+            "batch_ms": 1000,
+            "jvm_rss_mb": 900,
+            "driver_rss_mb": 100,
+            "gold_rows": 10 * i,
+            "filling": False,
+        }
+        for i in range(6, 16)
+    ]
+    assert verdict(filling + filled, rate=50, trigger_s=2)["ratios"]["batch_ms"] == pytest.approx(1.0)
+    for sample in filling:
+        sample["filling"] = False
+    assert verdict(filling + filled, rate=50, trigger_s=2)["checks"]["batch_ms flat"] is False
+
+
+def test_the_state_fills_in_twice_the_watermark_or_a_window_past_it() -> None:
+    from dataclasses import replace
+
+    from arus.config import load_config
+
+    config = load_config(None)
+    stream = replace(config.stream, watermark="2 minutes")
+    assert state_fill_seconds(replace(config, stream=stream)) == 240
+    assert (
+        state_fill_seconds(
+            replace(config, stream=stream, aggregate=replace(config.aggregate, window="10 minutes"))
+        )
+        == 720
+    )
 
 
 def recorded() -> dict[str, Any]:
