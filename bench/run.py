@@ -100,7 +100,7 @@ class Profile:
     scale_max_per_trigger: int = 100_000
     scale_events: tuple[int, ...] = (100_000, 1_000_000)
     gold_rows: tuple[int, ...] = (1000, 10_000, 100_000, 1_000_000)
-    gold_batches: int = 6
+    gold_batches: int = 12  # 11 measured commits per run: one commit spreads by a third
     gold_batch_size: int = 2000
     soak_seconds: float = 300
     soak_trigger: str = "2 seconds"
