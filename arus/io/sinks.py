@@ -6,6 +6,8 @@ Writers take a static DataFrame, so the same function serves a batch job and, th
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -132,6 +134,40 @@ def merge_into_delta(
     # merge is idempotent, so it is simply tried again on the new version.
     with session_settings(spark, settings):
         retry_on_conflict(merge)
+
+
+class StateWarmer:
+    """Builds the newest state of the Delta table at `path` in the background, between two MERGEs.
+
+    A MERGE needs the table's state rebuilt after every commit: its files, and their count and size
+    for the MERGE's metrics, which open-source Delta aggregates over the whole state although the
+    version's checksum holds both. Built right after a commit, the state is ready when the next
+    batch merges (Delta keeps the snapshot while no one else commits): a live job builds it between
+    triggers, a catch-up beside its next batch's first steps. At most one build runs at a time.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._build: threading.Thread | None = None
+
+    def warm(self, spark: SparkSession) -> None:
+        if self._build is not None and self._build.is_alive():
+            return
+        self._build = threading.Thread(target=self._run, args=(spark,), name="arus-warm", daemon=True)
+        self._build.start()
+
+    def wait(self) -> None:
+        """Until the build under way (if any) has ended."""
+        if self._build is not None:
+            self._build.join()
+
+    def _run(self, spark: SparkSession) -> None:
+        try:
+            DeltaTable.forPath(spark, self.path).detail().collect()
+        except Exception as error:
+            # A build that fails (the session stopping under it) costs only its time: the next
+            # MERGE rebuilds the state itself.
+            logging.getLogger(__name__).debug("state of %s not built ahead: %s", self.path, error)
 
 
 def create_with_rows(df: DataFrame, path: str, app_id: str | None, batch_id: int | None) -> bool:

@@ -39,7 +39,7 @@ from arus.core.transforms import (
 from arus.grammar import duration_us
 from arus.io.checkpoints import StreamBatch, query_id, read_stream_batch
 from arus.io.lake import is_table
-from arus.io.sinks import append_to_delta, ensure_table, merge_into_delta, write_kafka
+from arus.io.sinks import StateWarmer, append_to_delta, ensure_table, merge_into_delta, write_kafka
 from arus.runtime.guards import kill_point
 from arus.runtime.microbatch import (
     InputCounts,
@@ -106,9 +106,11 @@ def write_aggregates(
     reads and parses its input once.
     """
     merge_keys = [*keys, "window_start"]
+    warmer = StateWarmer(gold.path)
 
     def write(batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
+        merged = False
         read = read_stream_batch(late.checkpoint, batch_id)
         batch.persist()
         try:
@@ -128,6 +130,7 @@ def write_aggregates(
                 append_to_delta(batch, gold.path, app_id, batch_id)
             else:
                 merge_into_delta(batch, gold.path, merge_keys, app_id, batch_id, since=since)
+                merged = True
             kill_point("after-delta", batch_id)
             records = to_kafka_records(batch, aggregate_key_column(keys))
             if since is not None and append:
@@ -142,6 +145,8 @@ def write_aggregates(
         count = write_late_events(spark, kafka, late, parse, batch_id, checked, counts.late)
         if tally is not None:
             tally.set(late.stage, batch_id, late=count)
+        if merged:
+            warmer.warm(spark)
 
     return write
 

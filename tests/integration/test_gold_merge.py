@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from arus.io.sinks import create_with_rows, merge_into_delta
+from arus.io.sinks import StateWarmer, create_with_rows, merge_into_delta
 from arus.runtime.writers import first_window
 
 GOLD = T.StructType(
@@ -116,3 +116,38 @@ def assert_table(spark: SparkSession, path: str, rows: list[tuple[str, datetime,
     expected = spark.createDataFrame(rows, GOLD)
     actual = spark.read.format("delta").load(path)
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def merge_jobs(spark: SparkSession, path: str, rows: list[tuple[str, datetime, int]], batch_id: int) -> int:
+    """The Spark jobs one MERGE of `rows` into `path` runs."""
+    sc = spark.sparkContext
+    group = f"merge-{batch_id}"
+    sc.setJobGroup(group, group)
+    try:
+        merge_into_delta(
+            spark.createDataFrame(rows, GOLD), path, ["device_id", "window_start"], "t", batch_id
+        )
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+    return len(sc.statusTracker().getJobIdsForGroup(group))
+
+
+def test_a_warmed_table_state_takes_its_rebuild_out_of_the_next_merge(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "gold")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    batches = [[(d, start + timedelta(minutes=n), n) for d in ("a", "b")] for n in range(4)]
+    create_with_rows(spark.createDataFrame(batches[0], GOLD), path, "t", 0)
+    merge_jobs(spark, path, batches[1], 1)
+    # Each MERGE commits a version whose state the next one rebuilds, unless it was built ahead.
+    cold = merge_jobs(spark, path, batches[2], 2)
+    warmer = StateWarmer(path)
+    warmer.warm(spark)
+    warmer.wait()
+    warm = merge_jobs(spark, path, batches[3], 3)
+    assert warm < cold
+    expected = spark.createDataFrame([row for batch in batches for row in batch], GOLD)
+    assert_df_equality(
+        spark.read.format("delta").load(path), expected, ignore_row_order=True, ignore_nullable=True
+    )
