@@ -96,7 +96,8 @@ def write_aggregates(
     The upsert reads only the gold rows from the batch's earliest window on, so its cost follows the
     batch, not the table; a batch without aggregates writes none. With `append` (a query in append
     mode, whose batches hold each window once, final), the aggregates are appended instead of
-    merged and published once even when the batch is replayed.
+    merged and published once even when the batch is replayed. After a batch that merged, the gold
+    table's new state is built in the background (StateWarmer), ready for the next batch's merge.
 
     The query's own output holds only aggregates. Its input's records and dead letters are counted
     as the batch runs (observe_input in the query) and its late events weighed by what the stateful
