@@ -111,7 +111,6 @@ def write_aggregates(
 
     def write(batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
-        merged = False
         read = read_stream_batch(late.checkpoint, batch_id)
         batch.persist()
         try:
@@ -131,7 +130,6 @@ def write_aggregates(
                 append_to_delta(batch, gold.path, app_id, batch_id)
             else:
                 merge_into_delta(batch, gold.path, merge_keys, app_id, batch_id, since=since)
-                merged = True
             kill_point("after-delta", batch_id)
             records = to_kafka_records(batch, aggregate_key_column(keys))
             if since is not None and append:
@@ -146,7 +144,7 @@ def write_aggregates(
         count = write_late_events(spark, kafka, late, parse, batch_id, checked, counts.late)
         if tally is not None:
             tally.set(late.stage, batch_id, late=count)
-        if merged:
+        if since is not None and not append:
             warmer.warm(spark)
 
     return write

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from arus.bench.report import render, render_profile
 from arus.bench.run import goals
 from arus.bench.soak import fifth_ratio, lag_bounded, state_fill_seconds, verdict
 from arus.bench.steady import Batch, data_batches, fit_line, summarise_rung, warmed
+
+from arus.config import Config
 
 
 def test_fit_line_recovers_fixed_and_marginal_cost() -> None:
@@ -107,23 +110,26 @@ def test_commit_times_read_delta_history_metrics() -> None:
     assert flatness({1000: 100.0, 10**6: None}) is None
 
 
+def soak_sample(batch_id: int, batch_ms: int, **extra: Any) -> dict[str, Any]:
+    """One soak sample of a steady job: flat lag and memory, gold growing by 10 rows a batch."""
+    return {
+        "batch_id": batch_id,
+        "lag": 10,
+        "batch_ms": batch_ms,
+        "jvm_rss_mb": 900,
+        "driver_rss_mb": 100,
+        "gold_rows": 10 * batch_id,
+        **extra,
+    }
+
+
 def test_soak_flatness_from_first_to_last_fifth() -> None:
     assert fifth_ratio([10, 10, 11, 12, 12, 12, 13, 14, 15, 15]) == pytest.approx(1.5)
     assert fifth_ratio([1, 2, 3]) is None
     # A lag near zero is bounded by the slack; a lag that keeps growing is not.
     assert lag_bounded([0, 5, 0, 3, 10, 2, 0, 8, 30, 40], slack=100) is True
     assert lag_bounded([100, 200, 300, 400, 500, 600, 700, 800, 900, 1000], slack=100) is False
-    samples = [
-        {
-            "batch_id": i,
-            "lag": 10,
-            "batch_ms": 500,
-            "jvm_rss_mb": 900,
-            "driver_rss_mb": 100,
-            "gold_rows": 10 * i,
-        }
-        for i in range(1, 11)
-    ]
+    samples = [soak_sample(i, batch_ms=500) for i in range(1, 11)]
     # The cold first batch is left out, however slow.
     samples.insert(0, {"batch_id": 0, "lag": 10, "batch_ms": 20_000, "jvm_rss_mb": 500, "driver_rss_mb": 50})
     result = verdict(samples, rate=50, trigger_s=2)
@@ -136,50 +142,19 @@ def test_soak_flatness_from_first_to_last_fifth() -> None:
 
 def test_soak_judges_only_the_samples_after_the_state_filled() -> None:
     # While the state fills every batch grows; after it, batches are flat.
-    filling = [
-        {
-            "batch_id": i,
-            "lag": 10,
-            "batch_ms": 200 * i,
-            "jvm_rss_mb": 900,
-            "driver_rss_mb": 100,
-            "gold_rows": 10 * i,
-            "filling": True,
-        }
-        for i in range(1, 6)
-    ]
-    filled = [
-        {
-            "batch_id": i,
-            "lag": 10,
-            "batch_ms": 1000,
-            "jvm_rss_mb": 900,
-            "driver_rss_mb": 100,
-            "gold_rows": 10 * i,
-            "filling": False,
-        }
-        for i in range(6, 16)
-    ]
+    filling = [soak_sample(i, batch_ms=200 * i, filling=True) for i in range(1, 6)]
+    filled = [soak_sample(i, batch_ms=1000, filling=False) for i in range(6, 16)]
     assert verdict(filling + filled, rate=50, trigger_s=2)["ratios"]["batch_ms"] == pytest.approx(1.0)
     for sample in filling:
         sample["filling"] = False
     assert verdict(filling + filled, rate=50, trigger_s=2)["checks"]["batch_ms flat"] is False
 
 
-def test_the_state_fills_in_twice_the_watermark_or_a_window_past_it() -> None:
-    from dataclasses import replace
-
-    from arus.config import load_config
-
-    config = load_config(None)
+def test_the_state_fills_in_twice_the_watermark_or_a_window_past_it(config: Config) -> None:
     stream = replace(config.stream, watermark="2 minutes")
     assert state_fill_seconds(replace(config, stream=stream)) == 240
-    assert (
-        state_fill_seconds(
-            replace(config, stream=stream, aggregate=replace(config.aggregate, window="10 minutes"))
-        )
-        == 720
-    )
+    ten_minutes = replace(config.aggregate, window="10 minutes")
+    assert state_fill_seconds(replace(config, stream=stream, aggregate=ten_minutes)) == 720
 
 
 def recorded() -> dict[str, Any]:
