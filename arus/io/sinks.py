@@ -93,9 +93,11 @@ def merge_into_delta(
     batch_id: int | None = None,
     update: bool = True,
     since: tuple[str, datetime] | None = None,
-) -> None:
+) -> int | None:
     """Upsert rows into the Delta table at `path` by `keys`, creating the table on first use; with
     `update` False, only insert the rows whose keys it does not hold yet and never change a row.
+    Returns how many rows the MERGE inserted, or None when it did not run one: the table already
+    held (app_id, batch_id), or the rows became the table's first version.
 
     Re-running the same rows changes nothing, which is what makes a replayed micro-batch safe.
     Given `app_id` and `batch_id`, a replayed batch is not even committed again: Delta records the
@@ -117,23 +119,25 @@ def merge_into_delta(
     """
     spark = df.sparkSession
     if not is_table(path) and create_with_rows(df, path, app_id, batch_id):
-        return
+        return None
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     if since is not None:
         column, least = since
         condition += f" AND t.`{column}` >= TIMESTAMP '{least.isoformat()}'"
 
-    def merge() -> None:
+    def merge() -> int | None:
         builder = DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), condition)
         if update:
             builder = builder.whenMatchedUpdateAll()
-        builder.whenNotMatchedInsertAll().execute()
+        # One row of counts from a MERGE that ran; none when Delta skipped a seen (app id, version).
+        counts = builder.whenNotMatchedInsertAll().execute().collect()
+        return int(counts[0]["num_inserted_rows"]) if counts else None
 
     settings = {} if app_id is None or batch_id is None else {TXN_APP_ID: app_id, TXN_VERSION: str(batch_id)}
     # A concurrent commit (maintenance compacting the table, a backfill) can win the race; the
     # merge is idempotent, so it is simply tried again on the new version.
     with session_settings(spark, settings):
-        retry_on_conflict(merge)
+        return retry_on_conflict(merge)
 
 
 class StateWarmer:

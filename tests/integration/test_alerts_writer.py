@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from support import topic_records
 
 from arus.config import Config
+from arus.core.transforms import to_kafka_records
+from arus.runtime.progress import Tally
 from arus.runtime.writers import write_alerts
 
 pytestmark = pytest.mark.integration
@@ -46,3 +50,29 @@ def test_silence_is_judged_on_every_device_the_query_has_read_not_only_the_batch
         ("silent|d1|2026-03-01T12:00:00.000Z", "q-test/1"),
         ("silent|d3|2026-03-01T11:40:00.000Z", "q-test/0"),
     ]
+
+
+def test_the_topic_gets_each_alert_once_as_the_table_stores_it_however_the_batch_inserted_it(
+    spark: SparkSession, config: Config, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """Silver holds d3 only, as above. Batch 0 finds d3 silent and inserts all it found; batch 1
+    finds d3 again and d1, and inserts d1 only; batch 2 finds both again and inserts none. The
+    topic must hold what the table holds, each alert once, whichever way each batch published."""
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "metadata").write_text(json.dumps({"id": "q-test"}))
+    silver, table = str(tmp_path / "silver"), str(tmp_path / "alerts")
+    spark.createDataFrame([("s1", "d3", 20.0, at(-20))], READINGS).write.format("delta").save(silver)
+    rules = replace(config.alerts, topic=new_topic("alerts"), silent_minutes=5.0)
+    tally = Tally()
+    write = write_alerts(config.kafka, rules, table, silver, "event_id", "event_time", str(checkpoint), tally)
+
+    write(spark.createDataFrame([("a", "d1", 20.0, at(0)), ("b", "d2", 21.0, at(0))], READINGS), 0)
+    write(spark.createDataFrame([("c", "d2", 21.5, at(10))], READINGS), 1)
+    write(spark.createDataFrame([("d", "d2", 21.0, at(11))], READINGS), 2)
+
+    assert [tally.batch("alerts", b).get("alerts") for b in range(3)] == [1, 1, 0]
+    stored = to_kafka_records(spark.read.format("delta").load(table).drop("detected_in"), F.col("alert_id"))
+    published = [(r.key.decode(), r.value.decode()) for r in topic_records(config, rules.topic)]
+    assert sorted(published) == sorted((r.key, r.value) for r in stored.collect())
+    assert len(published) == 2

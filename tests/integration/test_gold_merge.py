@@ -85,20 +85,35 @@ def test_the_first_upsert_creates_the_table_and_a_replay_of_it_is_skipped(
     start = datetime(2026, 1, 1, tzinfo=UTC)
     keys = ["device_id", "window_start"]
     first = [("a", start, 2), ("b", start, 1)]
-    merge_into_delta(spark.createDataFrame(first, GOLD), path, keys, "test-gold", 0)
+    # No MERGE ran, so none reports what it inserted.
+    assert merge_into_delta(spark.createDataFrame(first, GOLD), path, keys, "test-gold", 0) is None
     history = DeltaTable.forPath(spark, path).history().collect()
     # One version: the rows written as the table's creation, no MERGE.
     assert [(h["version"], h["operation"]) for h in history] == [(0, "WRITE")]
 
     # Batch 0 replayed (as after a crash between the write and the checkpoint's commit) with other
     # figures: skipped by its transaction id, as a replayed MERGE is.
-    merge_into_delta(spark.createDataFrame([("a", start, 99)], GOLD), path, keys, "test-gold", 0)
+    replay = spark.createDataFrame([("a", start, 99)], GOLD)
+    assert merge_into_delta(replay, path, keys, "test-gold", 0) is None
     assert DeltaTable.forPath(spark, path).history().count() == 1
 
-    merge_into_delta(
-        spark.createDataFrame([("a", start, 5), ("c", start, 1)], GOLD), path, keys, "test-gold", 1
-    )
+    rows = spark.createDataFrame([("a", start, 5), ("c", start, 1)], GOLD)
+    assert merge_into_delta(rows, path, keys, "test-gold", 1) == 1  # c; a updated
     assert_table(spark, path, [("a", start, 5), ("b", start, 1), ("c", start, 1)])
+
+
+def test_an_insert_only_merge_reports_the_rows_it_inserted_and_a_replay_none(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "alerts")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    keys = ["device_id", "window_start"]
+    spark.createDataFrame([("a", start, 1)], GOLD).write.format("delta").save(path)
+    rows = spark.createDataFrame([("a", start, 7), ("b", start, 2), ("c", start, 3)], GOLD)
+    assert merge_into_delta(rows, path, keys, "test-alerts", 0, update=False) == 2
+    assert merge_into_delta(rows, path, keys, "test-alerts", 0, update=False) is None
+    assert merge_into_delta(rows, path, keys, "test-alerts", 1, update=False) == 0
+    assert_table(spark, path, [("a", start, 1), ("b", start, 2), ("c", start, 3)])
 
 
 def test_creating_a_table_another_writer_created_first_leaves_it_to_the_merge(
