@@ -347,8 +347,7 @@ def write_alerts(
     `silver` keeps growing while the pipeline runs, so a replayed batch could find more alerts than
     its first attempt: the insert carries the batch's Delta transaction id, and a replay skips it
     and publishes what the first attempt stored, read back from `table`. A batch whose MERGE
-    inserted none or all of what it found publishes that without the read, and the table's new
-    state is built in the background for the next batch's MERGE (StateWarmer). Silence is judged on
+    inserted none or all of what it found publishes that without the read. Silence is judged on
     each device's latest reading (LatestReadings): silver's at the query's first batch, then the
     batches' own.
     """
@@ -358,7 +357,6 @@ def write_alerts(
     # The rules' columns by the readings' columns: built once, not for every batch.
     checks: dict[tuple[str, ...], list[Check]] = {}
     fleet = LatestReadings(key, time_field)
-    warmer = StateWarmer(table)
 
     def write(batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
@@ -406,10 +404,9 @@ def write_alerts(
             app_id = txn_app_id(query, checkpoint)
             inserted = merge_into_delta(found, table, ["alert_id"], app_id, batch_id, update=False)
             kill_point("alerts-after-delta", batch_id)
-            # The MERGE inserted none, or every one of them: what it stored is `found`.
-            unread = inserted is not None and (inserted == 0 or inserted == found.count())
-            if unread:
-                new, count = found.drop("detected_in"), inserted or 0
+            if inserted is not None and (inserted == 0 or inserted == found.count()):
+                # The MERGE inserted none, or every one of them: what it stored is `found`.
+                new, count = found.drop("detected_in"), inserted
             else:
                 # What this batch inserted, again after a replay: a crash before publishing loses
                 # nothing. Also when some of the alerts were in the table before.
@@ -422,9 +419,6 @@ def write_alerts(
                 kill_point("alerts-after-kafka", batch_id)
             if tally is not None:
                 tally.set(query, batch_id, alerts=count)
-            if unread:
-                # Nothing read the new version back, so its state is built for the next MERGE.
-                warmer.warm(spark)
         finally:
             for df in cached:
                 df.unpersist()
