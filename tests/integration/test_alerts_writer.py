@@ -16,7 +16,7 @@ from support import topic_records
 from arus.config import Config
 from arus.core.transforms import to_kafka_records
 from arus.runtime.progress import Tally
-from arus.runtime.writers import write_alerts
+from arus.runtime.writers import Writer, write_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -28,22 +28,35 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def test_silence_is_judged_on_every_device_the_query_has_read_not_only_the_batch(
-    spark: SparkSession, config: Config, new_topic: Callable[..., str], tmp_path: Path
-) -> None:
-    """Silver holds d3 only and does not grow (the clean stage behind or stopped): d3 is silent from
-    the first batch, and d1, read in batch 0 only, is silent in batch 1 when d2 reports 10 minutes
-    later. Nothing else can alert: one or two readings per device, values inside every bound."""
+# Silver holds d3 only and does not grow (the clean stage behind or stopped); then d1 and d2 report,
+# then d2 alone 10 minutes later.
+FIRST_BATCHES = [[("a", "d1", 20.0, at(0)), ("b", "d2", 21.0, at(0))], [("c", "d2", 21.5, at(10))]]
+
+
+def silent_fleet_writer(
+    spark: SparkSession, config: Config, topic: str, tmp_path: Path, tally: Tally | None = None
+) -> tuple[Writer, str]:
+    """An alerts writer (query id q-test, 5 silent minutes) over silver holding d3's one reading at
+    11:40, and its table's path."""
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
     (checkpoint / "metadata").write_text(json.dumps({"id": "q-test"}))
     silver, table = str(tmp_path / "silver"), str(tmp_path / "alerts")
     spark.createDataFrame([("s1", "d3", 20.0, at(-20))], READINGS).write.format("delta").save(silver)
-    rules = replace(config.alerts, topic=new_topic("alerts"), silent_minutes=5.0)
-    write = write_alerts(config.kafka, rules, table, silver, "event_id", "event_time", str(checkpoint))
+    rules = replace(config.alerts, topic=topic, silent_minutes=5.0)
+    args = (config.kafka, rules, table, silver, "event_id", "event_time", str(checkpoint), tally)
+    return write_alerts(*args), table
 
-    write(spark.createDataFrame([("a", "d1", 20.0, at(0)), ("b", "d2", 21.0, at(0))], READINGS), 0)
-    write(spark.createDataFrame([("c", "d2", 21.5, at(10))], READINGS), 1)
+
+def test_silence_is_judged_on_every_device_the_query_has_read_not_only_the_batch(
+    spark: SparkSession, config: Config, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """d3 is silent from the first batch, and d1, read in batch 0 only, is silent in batch 1 when
+    d2 reports 10 minutes later. Nothing else can alert: one or two readings per device, values
+    inside every bound."""
+    write, table = silent_fleet_writer(spark, config, new_topic("alerts"), tmp_path)
+    for batch_id, rows in enumerate(FIRST_BATCHES):
+        write(spark.createDataFrame(rows, READINGS), batch_id)
 
     stored = spark.read.format("delta").load(table).select("alert_id", "detected_in").collect()
     assert sorted((r.alert_id, r.detected_in) for r in stored) == [
@@ -55,24 +68,16 @@ def test_silence_is_judged_on_every_device_the_query_has_read_not_only_the_batch
 def test_the_topic_gets_each_alert_once_as_the_table_stores_it_however_the_batch_inserted_it(
     spark: SparkSession, config: Config, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:
-    """Silver holds d3 only, as above. Batch 0 finds d3 silent and inserts all it found; batch 1
-    finds d3 again and d1, and inserts d1 only; batch 2 finds both again and inserts none. The
-    topic must hold what the table holds, each alert once, whichever way each batch published."""
-    checkpoint = tmp_path / "checkpoint"
-    checkpoint.mkdir()
-    (checkpoint / "metadata").write_text(json.dumps({"id": "q-test"}))
-    silver, table = str(tmp_path / "silver"), str(tmp_path / "alerts")
-    spark.createDataFrame([("s1", "d3", 20.0, at(-20))], READINGS).write.format("delta").save(silver)
-    rules = replace(config.alerts, topic=new_topic("alerts"), silent_minutes=5.0)
-    tally = Tally()
-    write = write_alerts(config.kafka, rules, table, silver, "event_id", "event_time", str(checkpoint), tally)
-
-    write(spark.createDataFrame([("a", "d1", 20.0, at(0)), ("b", "d2", 21.0, at(0))], READINGS), 0)
-    write(spark.createDataFrame([("c", "d2", 21.5, at(10))], READINGS), 1)
-    write(spark.createDataFrame([("d", "d2", 21.0, at(11))], READINGS), 2)
+    """As above, batch 0 finds d3 silent and inserts all it found; batch 1 finds d3 again and d1,
+    and inserts d1 only; batch 2 finds both again and inserts none. The topic must hold what the
+    table holds, each alert once, whichever way each batch published."""
+    topic, tally = new_topic("alerts"), Tally()
+    write, table = silent_fleet_writer(spark, config, topic, tmp_path, tally)
+    for batch_id, rows in enumerate([*FIRST_BATCHES, [("d", "d2", 21.0, at(11))]]):
+        write(spark.createDataFrame(rows, READINGS), batch_id)
 
     assert [tally.batch("alerts", b).get("alerts") for b in range(3)] == [1, 1, 0]
     stored = to_kafka_records(spark.read.format("delta").load(table).drop("detected_in"), F.col("alert_id"))
-    published = [(r.key.decode(), r.value.decode()) for r in topic_records(config, rules.topic)]
+    published = [(r.key.decode(), r.value.decode()) for r in topic_records(config, topic)]
     assert sorted(published) == sorted((r.key, r.value) for r in stored.collect())
     assert len(published) == 2

@@ -30,13 +30,14 @@ GOLD = T.StructType(
     ]
 )
 DAYS = 4
+START = datetime(2026, 1, 1, tzinfo=UTC)
+KEYS = ["device_id", "window_start"]
 
 
 def test_merge_skips_files_before_the_batch_and_upserts_exactly(spark: SparkSession, tmp_path: Path) -> None:
     path = str(tmp_path / "gold")
-    start = datetime(2026, 1, 1, tzinfo=UTC)
     rows = [
-        (d, start + timedelta(days=n, minutes=m), 1)
+        (d, START + timedelta(days=n, minutes=m), 1)
         for n in range(DAYS)
         for d in ("a", "b")
         for m in range(3)
@@ -46,7 +47,7 @@ def test_merge_skips_files_before_the_batch_and_upserts_exactly(spark: SparkSess
     spark.createDataFrame(rows, GOLD).repartitionByRange(DAYS, "window_start").write.format("delta").save(
         path
     )
-    last = start + timedelta(days=DAYS - 1)
+    last = START + timedelta(days=DAYS - 1)
     earlier = {
         Path(urlparse(r["file"]).path)
         for r in spark.read.format("delta")
@@ -66,7 +67,7 @@ def test_merge_skips_files_before_the_batch_and_upserts_exactly(spark: SparkSess
     try:
         since = first_window(batch)
         assert since == ("window_start", last + timedelta(minutes=2))
-        merge_into_delta(batch, path, ["device_id", "window_start"], "test-gold", 0, since=since)
+        merge_into_delta(batch, path, KEYS, "test-gold", 0, since=since)
     finally:
         batch.unpersist()
     for file in earlier:
@@ -82,48 +83,43 @@ def test_the_first_upsert_creates_the_table_and_a_replay_of_it_is_skipped(
     spark: SparkSession, tmp_path: Path
 ) -> None:
     path = str(tmp_path / "gold")
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    keys = ["device_id", "window_start"]
-    first = [("a", start, 2), ("b", start, 1)]
+    first = [("a", START, 2), ("b", START, 1)]
     # No MERGE ran, so none reports what it inserted.
-    assert merge_into_delta(spark.createDataFrame(first, GOLD), path, keys, "test-gold", 0) is None
+    assert merge_into_delta(spark.createDataFrame(first, GOLD), path, KEYS, "test-gold", 0) is None
     history = DeltaTable.forPath(spark, path).history().collect()
     # One version: the rows written as the table's creation, no MERGE.
     assert [(h["version"], h["operation"]) for h in history] == [(0, "WRITE")]
 
     # Batch 0 replayed (as after a crash between the write and the checkpoint's commit) with other
     # figures: skipped by its transaction id, as a replayed MERGE is.
-    replay = spark.createDataFrame([("a", start, 99)], GOLD)
-    assert merge_into_delta(replay, path, keys, "test-gold", 0) is None
+    replay = spark.createDataFrame([("a", START, 99)], GOLD)
+    assert merge_into_delta(replay, path, KEYS, "test-gold", 0) is None
     assert DeltaTable.forPath(spark, path).history().count() == 1
 
-    rows = spark.createDataFrame([("a", start, 5), ("c", start, 1)], GOLD)
-    assert merge_into_delta(rows, path, keys, "test-gold", 1) == 1  # c; a updated
-    assert_table(spark, path, [("a", start, 5), ("b", start, 1), ("c", start, 1)])
+    rows = spark.createDataFrame([("a", START, 5), ("c", START, 1)], GOLD)
+    assert merge_into_delta(rows, path, KEYS, "test-gold", 1) == 1  # c; a updated
+    assert_table(spark, path, [("a", START, 5), ("b", START, 1), ("c", START, 1)])
 
 
 def test_an_insert_only_merge_reports_the_rows_it_inserted_and_a_replay_none(
     spark: SparkSession, tmp_path: Path
 ) -> None:
     path = str(tmp_path / "alerts")
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    keys = ["device_id", "window_start"]
-    spark.createDataFrame([("a", start, 1)], GOLD).write.format("delta").save(path)
-    rows = spark.createDataFrame([("a", start, 7), ("b", start, 2), ("c", start, 3)], GOLD)
-    assert merge_into_delta(rows, path, keys, "test-alerts", 0, update=False) == 2
-    assert merge_into_delta(rows, path, keys, "test-alerts", 0, update=False) is None
-    assert merge_into_delta(rows, path, keys, "test-alerts", 1, update=False) == 0
-    assert_table(spark, path, [("a", start, 1), ("b", start, 2), ("c", start, 3)])
+    spark.createDataFrame([("a", START, 1)], GOLD).write.format("delta").save(path)
+    rows = spark.createDataFrame([("a", START, 7), ("b", START, 2), ("c", START, 3)], GOLD)
+    assert merge_into_delta(rows, path, KEYS, "test-alerts", 0, update=False) == 2
+    assert merge_into_delta(rows, path, KEYS, "test-alerts", 0, update=False) is None
+    assert merge_into_delta(rows, path, KEYS, "test-alerts", 1, update=False) == 0
+    assert_table(spark, path, [("a", START, 1), ("b", START, 2), ("c", START, 3)])
 
 
 def test_creating_a_table_another_writer_created_first_leaves_it_to_the_merge(
     spark: SparkSession, tmp_path: Path
 ) -> None:
     path = str(tmp_path / "gold")
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    theirs = spark.createDataFrame([("a", start, 1)], GOLD)
+    theirs = spark.createDataFrame([("a", START, 1)], GOLD)
     theirs.write.format("delta").save(path)
-    assert not create_with_rows(spark.createDataFrame([("a", start, 7)], GOLD), path, "test-gold", 0)
+    assert not create_with_rows(spark.createDataFrame([("a", START, 7)], GOLD), path, "test-gold", 0)
     assert_df_equality(spark.read.format("delta").load(path), theirs, ignore_nullable=True)
 
 
@@ -139,9 +135,7 @@ def merge_jobs(spark: SparkSession, path: str, rows: list[tuple[str, datetime, i
     group = f"merge-{batch_id}"
     sc.setJobGroup(group, group)
     try:
-        merge_into_delta(
-            spark.createDataFrame(rows, GOLD), path, ["device_id", "window_start"], "t", batch_id
-        )
+        merge_into_delta(spark.createDataFrame(rows, GOLD), path, KEYS, "t", batch_id)
     finally:
         sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
     return len(sc.statusTracker().getJobIdsForGroup(group))
@@ -151,8 +145,7 @@ def test_a_warmed_table_state_takes_its_rebuild_out_of_the_next_merge(
     spark: SparkSession, tmp_path: Path
 ) -> None:
     path = str(tmp_path / "gold")
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    batches = [[(d, start + timedelta(minutes=n), n) for d in ("a", "b")] for n in range(4)]
+    batches = [[(d, START + timedelta(minutes=n), n) for d in ("a", "b")] for n in range(4)]
     create_with_rows(spark.createDataFrame(batches[0], GOLD), path, "t", 0)
     merge_jobs(spark, path, batches[1], 1)
     # Each MERGE commits a version whose state the next one rebuilds, unless it was built ahead.
