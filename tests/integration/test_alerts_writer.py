@@ -44,8 +44,8 @@ def silent_fleet_writer(
     silver, table = str(tmp_path / "silver"), str(tmp_path / "alerts")
     spark.createDataFrame([("s1", "d3", 20.0, at(-20))], READINGS).write.format("delta").save(silver)
     rules = replace(config.alerts, topic=topic, silent_minutes=5.0)
-    args = (config.kafka, rules, table, silver, "event_id", "event_time", str(checkpoint), tally)
-    return write_alerts(*args), table
+    write = write_alerts(config.kafka, rules, table, silver, "event_id", "event_time", str(checkpoint), tally)
+    return write, table
 
 
 def test_silence_is_judged_on_every_device_the_query_has_read_not_only_the_batch(
