@@ -347,7 +347,9 @@ def write_alerts(
     `silver` keeps growing while the pipeline runs, so a replayed batch could find more alerts than
     its first attempt: the insert carries the batch's Delta transaction id, and a replay skips it
     and publishes what the first attempt stored, read back from `table`. A batch whose MERGE
-    inserted none or all of what it found publishes that without the read. Silence is judged on
+    inserted none or all of what it found publishes that without the read, and a batch that finds
+    nothing runs no MERGE, unless it is the query's first (the only one that can be a replay, which
+    must publish what its first attempt stored whatever it finds now). Silence is judged on
     each device's latest reading (LatestReadings): silver's at the query's first batch, then the
     batches' own.
     """
@@ -357,8 +359,12 @@ def write_alerts(
     # The rules' columns by the readings' columns: built once, not for every batch.
     checks: dict[tuple[str, ...], list[Check]] = {}
     fleet = LatestReadings(key, time_field)
+    # Spark replays only the batch in hand when a query restarts, so only this writer's first batch
+    # may be one the table already holds.
+    may_replay = True
 
     def write(batch: DataFrame, batch_id: int) -> None:
+        nonlocal may_replay
         spark = batch.sparkSession
         cached: list[DataFrame] = []
 
@@ -402,9 +408,13 @@ def write_alerts(
             found = cache(found.withColumn("detected_in", F.lit(detected)))
             # The query id is in its checkpoint once the query has started.
             app_id = txn_app_id(query, checkpoint)
-            inserted = merge_into_delta(found, table, ["alert_id"], app_id, batch_id, update=False)
+            total = found.count()
+            inserted: int | None = 0
+            if total or may_replay:
+                inserted = merge_into_delta(found, table, ["alert_id"], app_id, batch_id, update=False)
+            may_replay = False
             kill_point("alerts-after-delta", batch_id)
-            if inserted is not None and (inserted == 0 or inserted == found.count()):
+            if inserted is not None and inserted in (0, total):
                 # The MERGE inserted none, or every one of them: what it stored is `found`.
                 new, count = found.drop("detected_in"), inserted
             else:
