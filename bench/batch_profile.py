@@ -43,6 +43,7 @@ from typing import Any
 
 from arus.bench.common import (
     RESULTS_DIR,
+    SPARK_CONF,
     bench_config,
     create_topic,
     run_client,
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         with running_broker(config, own=not args.bootstrap), topics(config) as created:
             from arus.runtime.session import build_session
 
-            spark = build_session("arus-bench-profile", config.spark)
+            spark = build_session("arus-bench-profile", config.spark, SPARK_CONF)
             runs = []
             if modes:
                 topic, sink = filled_topics(config, work, args.size * args.batches)

@@ -36,6 +36,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 OWN_BROKER_PORT = 29092
 OWN_CONTROLLER_PORT = 29093
 OWN_BROKER_DIR = ".run/bench-kafka"
+# Spark keeps a query's last 100 progress reports by default, and the bench sums every batch's:
+# the full profile's 10^7-reading rung (100 batches and its no-data ones) lost its first two.
+SPARK_CONF = {
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.streaming.numRecentProgressUpdates": "10000",
+}
 
 
 def bench_config(base: Config, bootstrap: str | None = None) -> Config:

@@ -38,6 +38,7 @@ from typing import Any
 from arus.bench import java
 from arus.bench.common import (
     RESULTS_DIR,
+    SPARK_CONF,
     bench_config,
     create_topic,
     delete_topics,
@@ -403,7 +404,7 @@ class Bench:
     def spark_session(self) -> Any:
         from arus.runtime.session import build_session
 
-        return build_session("arus-bench", self.config.spark, {"spark.ui.showConsoleProgress": "false"})
+        return build_session("arus-bench", self.config.spark, SPARK_CONF)
 
     def spark(self) -> dict[str, Any]:
         from arus.bench.spark_ladder import RUNGS, measure_rung

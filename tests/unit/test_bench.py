@@ -4,19 +4,23 @@ and the producer fast paths the benchmarks led to (which must not change a singl
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from arus.bench.common import SPARK_CONF
 from arus.bench.e2e import percentile, window_latencies
 from arus.bench.java import parse_consumer_output, parse_producer_output
 from arus.bench.payloads import padded_value, read_payload_file, write_payload_file
 from arus.bench.report import render
-from arus.bench.run import goals, summarise_runs
+from arus.bench.run import PROFILES, goals, summarise_runs
+from arus.bench.soak import state_fill_seconds
 
-from arus.config import KafkaConfig, ProducerConfig
+from arus.config import KafkaConfig, ProducerConfig, load_config
+from arus.grammar import duration_us
 from arus.io.producer import Delivery, DeliveryError, confluent_settings
 from arus.sources import iot
 
@@ -233,3 +237,18 @@ def test_delivery_runs_callbacks_and_settles() -> None:
     assert [str(e) for e in failed] == ["DeliveryError: broker said no"]
     with pytest.raises(DeliveryError):
         bad.get()
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_the_bench_session_keeps_every_progress_report_of_its_longest_queries(name: str) -> None:
+    """The bench sums a query's progress reports, which Spark keeps only the last N of."""
+    p = PROFILES[name]
+    kept = int(SPARK_CONF["spark.sql.streaming.numRecentProgressUpdates"])
+    fill = state_fill_seconds(load_config()) if p.soak_fill else 0
+    longest = {
+        "scale": math.ceil(max(p.scale_events) / p.scale_max_per_trigger),
+        "growth": math.ceil(max(p.growth_events) / p.spark_max_per_trigger),
+        "soak": math.ceil((fill + p.soak_seconds) / (duration_us(p.soak_trigger) / 1e6)),
+    }
+    # A catch-up also runs a batch without data at its end; one more for a trigger that splits.
+    assert {k: n + 2 for k, n in longest.items() if n + 2 > kept} == {}
